@@ -1,0 +1,1 @@
+"""Sources and sinks: where events come from and where outputs go."""

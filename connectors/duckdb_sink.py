@@ -1,0 +1,116 @@
+"""DuckDB sink: output rows inserted into one DuckDB database file, one table per output table.
+
+DuckDB allows one writing connection per database file, so the sink has exactly one partition:
+every row goes to the worker that owns it, whatever its key. Tables are created from the same
+Arrow schemas the Parquet files use (`schemas.tables.duckdb_ddl`).
+
+Delivery guarantee: at-least-once from Bytewax, made idempotent here. `write_batch` commits its
+rows in one transaction before it returns, so everything Bytewax counts as written is durable; rows
+delivered again (a replay after a resume, a second run over the same input) are skipped by their
+`row_id` primary key (`INSERT OR IGNORE`): the first version of a row wins.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from connectors.arrow_rows import Row, rows_to_table
+from connectors.duckdb_views import create_views
+from schemas.tables import TABLES, duckdb_ddl
+
+Item = tuple[str, Row]
+"""The value the sink takes under each key: `(table_name, row)`."""
+
+_PARTITION = "duckdb"
+_VIEW = "arrow_view"
+
+
+class DuckDBSink(FixedPartitionedSink[Item, None]):
+    """One partition, one connection: all `(key, (table, row))` items go to the same worker."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = db_path
+
+    def list_parts(self) -> list[str]:
+        """The single partition; Bytewax gives it to one worker."""
+        return [_PARTITION]
+
+    def part_fn(self, item_key: str) -> int:
+        """Route every key to the single partition."""
+        return 0
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> StatefulSinkPartition[Item, None]:
+        """Open the database; there is no position to resume, re-delivery is ignored by row_id."""
+        return _DuckDBPartition(open_database(self._db_path))
+
+
+class _DuckDBPartition(StatefulSinkPartition[Item, None]):
+    """Inserts each batch in one transaction."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    def write_batch(self, values: list[Item]) -> None:
+        """Insert the batch, one statement per table, committed before returning."""
+        by_table: defaultdict[str, list[Row]] = defaultdict(list)
+        for table, row in values:
+            by_table[table].append(row)
+        insert_rows(self._conn, by_table)
+
+    def snapshot(self) -> None:
+        """Nothing to resume from: the database itself says which rows are in."""
+
+    def close(self) -> None:
+        """Release the database file for other writers."""
+        self._conn.close()
+
+
+def open_database(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the database for writing, with every output table present."""
+    conn = duckdb.connect(str(db_path))
+    for table in TABLES:
+        conn.execute(duckdb_ddl(table))
+    create_views(conn)
+    return conn
+
+
+def connect_readonly(db_path: Path) -> duckdb.DuckDBPyConnection:
+    """A connection for readers (notebooks, tests); fails while a writer holds the file."""
+    return duckdb.connect(str(db_path), read_only=True)
+
+
+def insert_rows(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[Row]]) -> None:
+    """Insert rows of several tables in one transaction, skipping row_ids already present."""
+    conn.begin()
+    try:
+        for table, rows in rows_by_table.items():
+            _insert_table(conn, table, rows_to_table(table, rows))
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def load_rows(db_path: Path, table: str, rows: list[Row]) -> None:
+    """Insert rows of one table into a database file outside a dataflow (tests, backfills)."""
+    conn = open_database(db_path)
+    try:
+        insert_rows(conn, {table: rows})
+    finally:
+        conn.close()
+
+
+def _insert_table(conn: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    """One set-based statement for the whole Arrow table, never row by row."""
+    conn.register(_VIEW, data)
+    try:
+        conn.execute(f'INSERT OR IGNORE INTO "{table}" SELECT * FROM {_VIEW}')
+    finally:
+        conn.unregister(_VIEW)

@@ -1,0 +1,1 @@
+"""Dataflow factories, settings and the `flowkeeper` command line."""

@@ -1,0 +1,149 @@
+"""The `flowkeeper` command line: `flowkeeper --help`, and `--help` on every command."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dataflows.settings import Settings
+from schemas.errors import FlowkeeperError
+
+
+def settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, documented from the settings model; unset flags fall back to
+    `FLOWKEEPER_<NAME>` environment variables, then to the defaults shown."""
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{info.description} (env FLOWKEEPER_{name.upper()}; default {info.default})"
+        if info.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.split("_")[-1].upper(),
+                                help=help_text)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the flags given, then the environment, then defaults."""
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
+                             for err in e.errors())
+        raise FlowkeeperError(f"invalid settings: {problems}") from e
+
+
+def prepare_out(settings: Settings, overwrite: bool) -> None:
+    """Make sure the output folder is usable and holds no earlier results (unless --overwrite)."""
+    out = settings.out
+    earlier = [p for p in (settings.parquet_dir, settings.duckdb_path) if p.exists()]
+    if earlier and not overwrite:
+        raise FlowkeeperError(f"{out} already holds results ({', '.join(map(str, earlier))}); "
+                              "pass --overwrite to replace them, or choose another --out")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise FlowkeeperError(f"cannot write to output folder {out}: {e.strerror}; "
+                              "choose another --out or fix its permissions") from e
+
+
+def progress_printer(stop: threading.Event, started: float, every: float = 2.0) -> None:
+    """Print events/s, open instances and dead letters while the flow runs."""
+    from operators.progress import PROGRESS
+
+    last_records, last_time = 0, started
+    while not stop.wait(every):
+        now = time.monotonic()
+        records = PROGRESS.records
+        rate = (records - last_records) / max(now - last_time, 1e-9)
+        print(f"  {records:>10,} records  {rate:>9,.0f}/s  open {PROGRESS.open_instances:>8,}  "
+              f"dead letters {PROGRESS.dead_letters:,}", file=sys.stderr, flush=True)
+        last_records, last_time = records, now
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the main dataflow on the configured source and print a summary."""
+    from bytewax.run import cli_main
+
+    from dataflows.pipeline import build_flow
+    from dataflows.sources import prepare_source
+    from dataflows.summary import render
+    from operators.progress import PROGRESS
+
+    settings = settings_from(args)
+    prepare_out(settings, args.overwrite)
+    truth_dir = prepare_source(settings)
+    flow = build_flow(settings)
+    started = time.monotonic()
+    stop = threading.Event()
+    printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
+    printer.start()
+    try:
+        cli_main(flow, workers_per_process=settings.workers)
+    finally:
+        stop.set()
+    seconds = time.monotonic() - started
+    if settings.duckdb:
+        print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds, PROGRESS.records))
+    else:
+        print(f"processed {PROGRESS.records:,} records in {seconds:.1f} s; Parquet in {settings.parquet_dir}")
+    return 0
+
+
+def cmd_check_definitions(args: argparse.Namespace) -> int:
+    """Load and statically check definitions; print what each defines."""
+    from state.catalog import load_catalog
+    from state.definition import StateMachine
+
+    catalog = load_catalog(Path(args.path))
+    for definition in catalog.all():
+        kind = f"{len(definition.states)} states" if isinstance(definition, StateMachine) else "case tracking"
+        print(f"ok  {definition.workflow} v{definition.version}: {kind}, "
+              f"{len(definition.event_types())} event types  ({catalog.files[(definition.workflow, definition.version)]})")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "run": (cmd_run, "run the pipeline (default: the embedded simulator) into --out"),
+    "check-definitions": (cmd_check_definitions, "validate workflow definition files and report problems"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="flowkeeper", description="Watch and drive business workflows "
+                                   "from event streams (Bytewax).")
+    sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help=COMMANDS["run"][1], description=COMMANDS["run"][1])
+    settings_arguments(run)
+    run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    check = sub.add_parser("check-definitions", help=COMMANDS["check-definitions"][1],
+                           description=COMMANDS["check-definitions"][1])
+    check.add_argument("path", help="a definition YAML file or a folder of them")
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except FlowkeeperError as e:
+        print(f"flowkeeper {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

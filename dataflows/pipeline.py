@@ -1,0 +1,78 @@
+"""The main dataflow: source → decode/validate → per-shard workflow state → sinks.
+
+    records ──key by shard──▶ workflow_state (decode, dedupe, reorder, engine, deadlines)
+                                   │ rows: outcomes, transitions, commands, anomalies,
+                                   │       corrections, dead_letters, ledger
+                                   └─ metric facts ──▶ metrics (1-minute event-time windows)
+    all rows ──▶ Parquet (every worker) and DuckDB (one writer)
+
+Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`
+(settings then come from `FLOWKEEPER_*` environment variables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.duckdb_sink import DuckDBSink
+from connectors.parquet_sink import ParquetSink
+from dataflows.settings import Settings
+from dataflows.sources import make_source
+from operators.metrics import window_metrics
+from operators.shard_step import ShardStepConfig, run_shards
+from schemas.event import RawRecord
+from schemas.payloads.bundled import bundled_registry
+from state.catalog import load_catalog
+from state.output import Row
+from state.shard import ShardConfig
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_flow(
+    settings: Settings | None = None,
+    *,
+    source: Source[RawRecord] | None = None,
+    sink: Sink[Row] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> Dataflow:
+    """Build the dataflow; `source`, `sink` and `clock` are injectable for tests."""
+    settings = settings or Settings()
+    catalog = load_catalog(settings.definitions)
+    rules = catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
+                                 settings.max_future_skew_ms)
+    live = settings.idle_grace_delta is not None
+    config = ShardStepConfig(
+        catalog=catalog,
+        rules=rules,
+        shard=ShardConfig(allowed_lateness_ms=settings.allowed_lateness_ms),
+        buckets=settings.buckets,
+        drain_at_eof=settings.drain_at_eof,
+        idle_grace=settings.idle_grace_delta,
+        clock=clock,
+    )
+    flow = Dataflow("flowkeeper")
+    records = op.input("input", flow, source if source is not None else make_source(settings, catalog))
+    rows = run_shards("workflow_state", records, config)
+    split = op.branch("split_facts", rows, lambda row: row[0] == "_fact")
+    facts = op.map("fact_values", split.trues, lambda row: row[1])
+    metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
+    table_rows = op.merge("all_rows", split.falses, metrics)
+    if sink is not None:
+        op.output("output", table_rows, sink)
+        return flow
+    settings.parquet_dir.mkdir(parents=True, exist_ok=True)
+    op.output("parquet", table_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
+                                                 settings.flush_seconds))
+    if settings.duckdb:
+        keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
+        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path))
+    return flow

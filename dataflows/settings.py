@@ -1,0 +1,72 @@
+"""All configuration, from flags and `FLOWKEEPER_*` environment variables: the one place that reads
+the environment, and only when `Settings()` is built (never at import time).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from state.durations import parse_duration_ms
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DEFINITIONS = REPO_ROOT / "definitions"
+
+
+def _duration_or_off(value: str) -> str:
+    if value != "off":
+        parse_duration_ms(value)
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a run needs; `flowkeeper run --help` documents each as a flag."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWKEEPER_", extra="forbid")
+
+    source: Literal["simulator"] = Field("simulator", description="where events come from")
+    definitions: Path = Field(BUNDLED_DEFINITIONS, description="workflow definition file or folder")
+    out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
+    allowed_lateness: str = Field("5s", description="how far behind the newest event time an event may arrive and still be applied in order")
+    max_future_skew: str = Field("1h", description="dead-letter events stamped this far after their arrival ('off' to disable)")
+    idle_grace: str = Field("off", description="live streams: after this much wall time without input, event time follows the wall clock ('off' for replays)")
+    buckets: int = Field(16, ge=1, le=4096, description="shards per input partition")
+    drain_at_eof: bool = Field(True, description="when a bounded input ends, fire every pending deadline")
+    max_event_bytes: int = Field(1_048_576, ge=1024, description="larger records are dead-lettered unparsed")
+    parquet_batch_rows: int = Field(50_000, ge=1, description="rows per Parquet file at most")
+    flush_seconds: float = Field(5.0, ge=0, description="write buffered rows at least this often")
+    duckdb: bool = Field(True, description="also write the DuckDB database")
+    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
+
+    sim_seed: int = Field(7, description="simulator: random seed")
+    sim_instances: int = Field(2_000, ge=1, description="simulator: workflow instances")
+    sim_partitions: int = Field(4, ge=1, description="simulator: input partitions")
+    sim_rate: float = Field(1.0, gt=0, description="simulator: instances started per second of event time")
+    sim_speed: float | None = Field(None, gt=0, description="simulator: replay at this many times real time (default: as fast as possible)")
+
+    _durations = field_validator("allowed_lateness")(lambda v: (parse_duration_ms(v), v)[1])
+    _optional_durations = field_validator("max_future_skew", "idle_grace")(_duration_or_off)
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return parse_duration_ms(self.allowed_lateness)
+
+    @property
+    def max_future_skew_ms(self) -> int | None:
+        return None if self.max_future_skew == "off" else parse_duration_ms(self.max_future_skew)
+
+    @property
+    def idle_grace_delta(self) -> timedelta | None:
+        return None if self.idle_grace == "off" else timedelta(milliseconds=parse_duration_ms(self.idle_grace))
+
+    @property
+    def parquet_dir(self) -> Path:
+        return self.out / "parquet"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.out / "flowkeeper.duckdb"

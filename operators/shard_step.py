@@ -1,0 +1,121 @@
+"""The stateful step: one Bytewax key per shard, each holding a `state.shard.Shard`.
+
+Keys are `"{partition}/{bucket}"` where the bucket is a stable hash of the record key (the
+workflow instance id on keyed topics). A few hundred shard keys instead of one key per instance:
+Bytewax's resume time grows with the square of its key count, and per-key timers are rescanned
+on every activation, while one timer per shard stays flat.
+
+Event time comes from the records. Wall-clock time enters only through the optional idle grace:
+when a live shard has seen no input for `idle_grace`, its watermark moves to now minus the grace,
+so a deadline in a silent stream still fires about `idle_grace` after it is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.operators import StatefulBatchLogic
+
+from operators.progress import PROGRESS
+from operators.timeutil import from_ms, to_ms
+from schemas.decode import DecodeRules
+from schemas.event import RawRecord
+from state.catalog import Catalog
+from state.output import Out, Row
+from state.shard import END_OF_TIME, Shard, ShardConfig
+from state.sharding import shard_of
+
+
+def shard_key(record: RawRecord, buckets: int) -> str:
+    """Same instance, same shard (see `state.sharding`)."""
+    return shard_of(record.partition, record.key, buckets)
+
+
+@dataclass(frozen=True)
+class ShardStepConfig:
+    """What every shard logic needs; `clock` is the only wall clock the step reads."""
+
+    catalog: Catalog
+    rules: DecodeRules
+    shard: ShardConfig
+    buckets: int = 16
+    drain_at_eof: bool = True
+    idle_grace: timedelta | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now().astimezone()
+
+
+class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
+    """Bytewax glue around one `Shard`: batches in, rows out, snapshots as plain data."""
+
+    def __init__(self, config: ShardStepConfig, resume: dict[str, Any] | None) -> None:
+        self.config = config
+        self.shard: Shard | None = None
+        if resume is not None:
+            self.shard = Shard.restore(resume, config.catalog, config.rules, config.shard)
+        self.last_input = config.clock()
+
+    def on_batch(self, values: list[RawRecord]) -> tuple[Iterable[Row], bool]:
+        shard = self._shard(values[0])
+        out = Out(shard.name)
+        for record in values:
+            shard.receive(record, out)
+        shard.release(out)
+        self._gauges(shard, out)
+        self.last_input = self.config.clock()
+        dead = sum(1 for table, _ in out.rows if table == "dead_letters")
+        PROGRESS.add(shard.name, len(values), dead, shard.open_instances)
+        return out.rows, False
+
+    def notify_at(self) -> datetime | None:
+        grace = self.config.idle_grace
+        if grace is None or self.shard is None:
+            return None
+        due = self.shard.next_due()
+        if due is None or due >= END_OF_TIME:
+            return None
+        return max(self.last_input, from_ms(due)) + grace
+
+    def on_notify(self) -> tuple[Iterable[Row], bool]:
+        assert self.shard is not None and self.config.idle_grace is not None
+        now = self.config.clock()
+        out = Out(self.shard.name)
+        if now - self.last_input >= self.config.idle_grace:
+            self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
+            self._gauges(self.shard, out)
+        return out.rows, False
+
+    def on_eof(self) -> tuple[Iterable[Row], bool]:
+        if self.shard is None or not self.config.drain_at_eof:
+            return [], False
+        out = Out(self.shard.name)
+        self.shard.advance_to(END_OF_TIME, out)
+        self._gauges(self.shard, out)
+        return out.rows, False
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.shard is not None
+        return self.shard.snapshot()
+
+    def _shard(self, record: RawRecord) -> Shard:
+        if self.shard is None:
+            name = shard_key(record, self.config.buckets)
+            self.shard = Shard(name, self.config.catalog, self.config.rules, self.config.shard)
+        return self.shard
+
+    @staticmethod
+    def _gauges(shard: Shard, out: Out) -> None:
+        """Open instances per workflow, as facts for the metrics windows."""
+        for workflow_type, count in shard.open_by_workflow.items():
+            out.fact(workflow_type, out.fact_clock, "open", float(count))
+
+
+def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig) -> Stream[Row]:
+    """Key records by shard and run the workflow engine on each shard's slice."""
+    keyed = op.key_on(f"{step_id}_key", records, lambda r: shard_key(r, config.buckets))
+    rows = op.stateful_batch(step_id, keyed, lambda resume: ShardLogic(config, resume))
+    return op.map(f"{step_id}_unkey", rows, lambda key_row: key_row[1])

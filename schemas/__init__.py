@@ -1,0 +1,1 @@
+"""Wire formats: the CloudEvents envelope, payload models with upcasters, and output table schemas."""

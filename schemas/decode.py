@@ -1,0 +1,297 @@
+"""Bytes in, `Event` or `DeadLetter` out: the only place input is parsed, and it never raises.
+
+A dead letter keeps the raw bytes and a machine-readable reason:
+`too_large`, `malformed_json`, `not_cloudevent`, `missing_attribute`, `invalid_attribute`,
+`unknown_type`, `unknown_version`, `payload_invalid`, `time_out_of_range` (outside 2000-2200,
+or stamped more than `max_future_skew_ms` after the record's arrival time: one event from a broken
+clock must not drag the watermark forward and expire everything). Arrival time is archived with
+each record, so a replay reaches the same verdict.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from schemas.envelope import (
+    REQUIRED,
+    CloudEventEnvelope,
+    HeaderError,
+    envelope_from_headers,
+    is_binary_mode,
+)
+from schemas.event import DeadLetter, Event, RawRecord
+from schemas.payloads.registry import PayloadRegistry, UnknownVersion
+
+MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older stamps are clock bugs, not business events
+MAX_TIME_MS = 7_258_118_400_000  # 2200-01-01
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+# RFC 3339 date-time (offset optional: a route may name the zone of naive stamps). Checked before
+# `datetime.fromisoformat`, which also takes dates alone, week dates and basic-format ISO 8601.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: `int()` also takes "٣", "1_0", " 7 "
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_EXAMPLE_TIME = "'2024-05-01T12:00:00Z'"
+# What each envelope attribute must be, for the fix in an `invalid_attribute` message.
+_EXPECTED = {
+    "specversion": 'the string "1.0"',
+    "id": "a non-empty string of at most 512 characters, unique per event",
+    "source": "a non-empty string of at most 1024 characters (a URI reference)",
+    "type": "a non-empty string of at most 256 characters",
+    "time": f"an RFC 3339 timestamp string such as {_EXAMPLE_TIME}",
+    "subject": "a string of at most 512 characters",
+    "datacontenttype": "a string such as 'application/json'",
+    "dataschema": "a URI string",
+    "dataversion": "a decimal string such as \"2\"",
+    "sequence": "a decimal string such as \"42\"",
+    "data": "a JSON object",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How events of one type find their instance: which workflow, and where its id is."""
+
+    workflow_type: str
+    id_field: str | None = None  # None: the CloudEvents `subject`
+    assume_zone: tzinfo | None = None  # zone for timestamps without offset; None rejects them
+
+
+@dataclass(frozen=True)
+class DecodeRules:
+    """Everything decoding needs, built once from the loaded workflow definitions."""
+
+    routes: dict[str, Route]
+    registry: PayloadRegistry
+    catch_all: Route | None = None  # case-tracking definitions that accept any event type
+    max_bytes: int = 1_048_576
+    min_time_ms: int = MIN_TIME_MS
+    max_time_ms: int = MAX_TIME_MS
+    max_future_skew_ms: int | None = 3_600_000  # event time may run this far ahead of arrival
+
+    def route(self, event_type: str) -> Route | None:
+        """The route of a type, or the catch-all, or None (unknown type)."""
+        return self.routes.get(event_type, self.catch_all)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, message: str, event_id: str | None = None,
+                 event_type: str | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+        self.event_id, self.event_type = event_id, event_type
+
+
+def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
+    """Decode one record; every failure becomes a `DeadLetter` naming the field at fault."""
+    try:
+        return _decode(record, rules)
+    except _Reject as r:
+        return DeadLetter(r.reason, r.message, record, r.event_id, r.event_type)
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not kill the dataflow either
+        return DeadLetter("decoder_error", f"{type(e).__name__}: {e}", record)
+
+
+def _decode(record: RawRecord, rules: DecodeRules) -> Event:
+    if len(record.value) > rules.max_bytes:
+        msg = f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} (--max-event-bytes)"
+        raise _Reject("too_large", msg)
+    envelope = _envelope(record)
+    event_id, event_type = envelope.id, envelope.type
+    if envelope.specversion != "1.0":
+        raise _Reject("not_cloudevent", _wrong_version(envelope.specversion), event_id, event_type)
+    route = rules.route(event_type)
+    if route is None:
+        msg = (f"type {event_type!r} belongs to no loaded workflow definition; add it to a "
+               "definition, or stop sending it to this input")
+        raise _Reject("unknown_type", msg, event_id, event_type)
+    time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
+    data = _payload(envelope, rules.registry, event_id, event_type)
+    instance_id = _instance_id(envelope, data, route, event_id, event_type)
+    return Event(
+        event_id=event_id,
+        type=event_type,
+        time_ms=time_ms,
+        workflow_type=route.workflow_type,
+        instance_id=instance_id,
+        source=record.source,
+        partition=record.partition,
+        offset=record.offset,
+        arrived_ms=record.arrived_ms,
+        body_crc=zlib.crc32(record.value),
+        sequence=_sequence(envelope.sequence, event_id, event_type),
+        trace_id=_trace_id(envelope.traceparent),
+    )
+
+
+def _envelope(record: RawRecord) -> CloudEventEnvelope:
+    attrs: dict[str, Any] | None = None
+    try:
+        if is_binary_mode(record.headers):
+            attrs = envelope_from_headers(record.headers, record.value)
+            return CloudEventEnvelope.model_validate(attrs)
+        return CloudEventEnvelope.model_validate_json(record.value)
+    except HeaderError as e:
+        msg = f"binary-mode {e}; producers must write CloudEvents attributes as UTF-8 text"
+        raise _Reject("invalid_attribute", msg) from e
+    except ValidationError as e:
+        raise _classify(e, attrs if attrs is not None else record.value) from e
+    except ValueError as e:  # binary mode: the value is not JSON
+        msg = f"binary-mode data is not valid JSON: {e}; send the data as one UTF-8 JSON object"
+        raise _Reject("malformed_json", msg) from e
+
+
+def _classify(error: ValidationError, raw: dict[str, Any] | bytes) -> _Reject:
+    """Turn pydantic's first error into our reason, naming the attribute.
+
+    Another CloudEvents version is `not_cloudevent` whatever else is wrong with it (a 0.3 event
+    without `time` must not be told to add `time`).
+    """
+    first = error.errors()[0]
+    kind, loc = first["type"], str(first["loc"][0]) if first["loc"] else ""
+    if kind == "json_invalid":
+        msg = f"not valid JSON: {first['msg']}; send one UTF-8 JSON object (CloudEvents structured mode)"
+        return _Reject("malformed_json", msg)
+    if kind in ("model_type", "model_attributes_type") or not loc:
+        msg = ("the value is JSON but not a CloudEvents object; send a JSON object with "
+               "'specversion': '1.0', 'id', 'source', 'type' and 'time'")
+        return _Reject("not_cloudevent", msg)
+    if loc == "specversion":
+        if kind == "missing":
+            msg = "no 'specversion': not a CloudEvent; add \"specversion\": \"1.0\""
+        else:
+            msg = f"attribute 'specversion': {first['msg']}; it must be {_EXPECTED['specversion']}"
+        return _Reject("not_cloudevent", msg)
+    version = _specversion(raw)
+    if version is not None and version != "1.0":
+        return _Reject("not_cloudevent", _wrong_version(version))
+    if kind == "missing":
+        msg = f"required CloudEvents attribute {loc!r} is missing; add it ({_EXPECTED.get(loc, loc)})"
+        return _Reject("missing_attribute", msg)
+    expected = _EXPECTED.get(loc, "valid")
+    return _Reject("invalid_attribute", f"attribute {loc!r}: {first['msg']}; it must be {expected}")
+
+
+def _specversion(raw: dict[str, Any] | bytes) -> Any:
+    """The `specversion` of a record that failed validation (only parsed again on that path)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = from_json(raw)
+        except ValueError:
+            return None
+    return raw.get("specversion") if isinstance(raw, dict) else None
+
+
+def _wrong_version(version: Any) -> str:
+    return (f"specversion is {version!r}; only CloudEvents '1.0' is supported: "
+            "send \"specversion\": \"1.0\" events")
+
+
+def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event_id: str,
+             event_type: str) -> int:
+    """Event time in UTC ms; a stamp far ahead of its arrival would drag the watermark forward."""
+    try:
+        if not _RFC3339.fullmatch(text):
+            raise ValueError(text)
+        # Python 3.11 reads neither a lower-case 't'/'z' (RFC 3339 allows them) nor a space.
+        stamp = datetime.fromisoformat(text[:10] + "T" + text[11:].upper())
+    except ValueError as e:
+        msg = (f"attribute 'time' is {text!r}, not an RFC 3339 timestamp; write one such as "
+               f"{_EXAMPLE_TIME}")
+        raise _Reject("invalid_attribute", msg, event_id, event_type) from e
+    if stamp.tzinfo is None:
+        if route.assume_zone is None:
+            msg = (f"attribute 'time' {text!r} has no UTC offset; add one, or set "
+                   f"'naive_time_zone' in the {route.workflow_type!r} definition")
+            raise _Reject("invalid_attribute", msg, event_id, event_type)
+        stamp = stamp.replace(tzinfo=route.assume_zone)
+    try:
+        # Integer arithmetic: `int(stamp.timestamp() * 1000)` is a millisecond short for ~1% of
+        # stamps (float rounding, e.g. 2039-06-16T10:10:21.035Z).
+        ms = (stamp - _EPOCH) // _MS
+    except OverflowError:
+        ms = rules.min_time_ms - 1
+    if not rules.min_time_ms <= ms < rules.max_time_ms:
+        msg = (f"attribute 'time' {text!r} is outside the accepted range (2000 to 2200); "
+               "check the producer's clock")
+        raise _Reject("time_out_of_range", msg, event_id, event_type)
+    skew = rules.max_future_skew_ms
+    if skew is not None and arrived_ms > 0 and ms > arrived_ms + skew:
+        msg = (f"attribute 'time' {text!r} is {(ms - arrived_ms) // 1000} s ahead of the record's "
+               f"arrival; the bound is {skew // 1000} s (--max-future-skew)")
+        raise _Reject("time_out_of_range", msg, event_id, event_type)
+    return ms
+
+
+def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: str,
+             event_type: str) -> dict[str, Any]:
+    raw_version = envelope.dataversion if envelope.dataversion is not None else "1"
+    if isinstance(raw_version, str) and not _DECIMAL.fullmatch(raw_version):
+        msg = (f"attribute 'dataversion' is {raw_version!r}; it must be a whole number "
+               "such as \"2\" (or absent for version 1)")
+        raise _Reject("unknown_version", msg, event_id, event_type)
+    version = int(raw_version)
+    data = envelope.data if envelope.data is not None else {}
+    if not registry.knows(event_type):
+        return data
+    try:
+        return dict(registry.validate(event_type, version, data))
+    except UnknownVersion as e:
+        msg = f"{e}; send one of those as 'dataversion', or register the model of this version"
+        raise _Reject("unknown_version", msg, event_id, event_type) from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        msg = (f"data{where}: {first['msg']} (payload {event_type} v{version}); fix the "
+               "producer, or send the 'dataversion' this payload was written for")
+        raise _Reject("payload_invalid", msg, event_id, event_type) from e
+
+
+def _instance_id(envelope: CloudEventEnvelope, data: dict[str, Any], route: Route,
+                 event_id: str, event_type: str) -> str:
+    value = envelope.subject if route.id_field is None else data.get(route.id_field)
+    where = "attribute 'subject'" if route.id_field is None else f"data.{route.id_field}"
+    if value is None or value == "":
+        msg = (f"{where} is missing; add it: the {route.workflow_type!r} definition takes the "
+               "instance id from it")
+        raise _Reject("missing_attribute", msg, event_id, event_type)
+    # An unvalidated payload (no model registered) may hold anything: only text or whole numbers,
+    # as short as a subject, are ids (not `True`, `1.5` or a megabyte string keying state).
+    if isinstance(value, bool) or not isinstance(value, str | int) or len(str(value)) > 512:
+        msg = (f"{where} is {type(value).__name__} {str(value)[:40]!r}; the instance id must be "
+               "a string of at most 512 characters or a whole number")
+        raise _Reject("invalid_attribute", msg, event_id, event_type)
+    return str(value)
+
+
+def _sequence(value: str | int | None, event_id: str, event_type: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        msg = (f"extension 'sequence' is {value!r}; flowkeeper orders by decimal sequences only: "
+               "send a decimal string such as \"42\" or leave it out")
+        raise _Reject("invalid_attribute", msg, event_id, event_type)
+    return int(value)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a well-formed traceparent; a broken one is dropped, never fatal."""
+    if traceparent is None:
+        return None
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return None
+    version, trace_id, parent_id = match.groups()
+    # W3C trace context: version ff and all-zero ids are invalid.
+    if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None
+    return trace_id

@@ -1,0 +1,1 @@
+"""Payload models of the bundled workflows, versioned, with upcasters (see `registry`)."""

@@ -1,0 +1,188 @@
+"""One case of a case-tracking definition: activity sequence and SLA rules, no state machine.
+
+For streams with no declared process (process-mining logs, new integrations). A case closes when
+no event came for `close_after_idle` (or when a bounded input ends); its outcome is `completed`
+if it saw an `end_on` activity (or none are declared), else `timed_out`. Its duration is last event
+minus first event, so it matches what process-mining tools report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.event import Event
+from state.definition import CaseTracking
+from state.durations import parse_duration_ms
+from state.machine import APPLIED, DeadlineRef, anomaly_row
+from state.output import Out
+
+NEVER_STALE = -1
+
+
+@dataclass(slots=True)
+class CaseInstance:
+    """What one case remembers; plain data."""
+
+    definition: CaseTracking
+    instance_id: str
+    started_ms: int
+    last_ms: int = 0
+    visit: int = 0
+    phase: str = "running"
+    trace_id: str | None = None
+    activities: list[str] = field(default_factory=list)
+    end_seen: bool = False
+    rule_from: dict[int, int] = field(default_factory=dict)  # within-rule index -> first `from` time
+    rule_last_to: dict[int, int] = field(default_factory=dict)  # within-rule index -> last `to` before `from`
+    rule_done: list[int] = field(default_factory=list)
+    outcome: str | None = None
+    ended_ms: int | None = None
+    seq: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    armed: list[tuple[int, DeadlineRef]] = field(default_factory=list)
+
+    @property
+    def workflow_type(self) -> str:
+        return self.definition.workflow
+
+    @property
+    def ended(self) -> bool:
+        return self.phase == "ended"
+
+    def start(self, event: Event, out: Out) -> None:
+        """A case starts with its first event, which is then applied like any other."""
+        self.trace_id = event.trace_id
+        self.last_ms = event.time_ms
+        for index, rule in enumerate(self.definition.rules):
+            if rule.complete_within is not None:
+                due = event.time_ms + parse_duration_ms(rule.complete_within)
+                self.armed.append((due, (NEVER_STALE, "complete", index)))
+        out.fact(self.workflow_type, event.time_ms, "started")
+
+    def apply(self, event: Event, out: Out) -> str:
+        """Record the activity, check the rules, re-arm the idle timers."""
+        if self.phase == "ended":
+            out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id, "after_terminal",
+                                             self._current(), event, event.time_ms,
+                                             "case already closed", self.trace_id))
+            return "anomalous"
+        previous = self._current()
+        gap = event.time_ms - self.last_ms if self.activities else None
+        self.activities.append(event.type)
+        self.last_ms = event.time_ms
+        self.visit += 1
+        self.seq += 1
+        out.row("transitions", {
+            "row_id": f"{self.workflow_type}/{self.instance_id}/t{self.seq}",
+            "workflow_type": self.workflow_type, "definition_version": self.definition.version,
+            "instance_id": self.instance_id, "seq": self.seq, "from_state": previous,
+            "to_state": event.type, "trigger": "event", "event_type": event.type,
+            "event_id": event.event_id, "at": event.time_ms, "state_duration_ms": gap,
+            "trace_id": self.trace_id,
+        })
+        if gap is not None:
+            out.fact(self.workflow_type, event.time_ms, "step_latency", float(gap))
+        if event.type in self.definition.end_on:
+            self.end_seen = True
+        self._check_within(event, out)
+        for index, rule in enumerate(self.definition.rules):
+            if rule.stuck_after is not None:
+                due = event.time_ms + parse_duration_ms(rule.stuck_after)
+                self.armed.append((due, (self.visit, "stuck", index)))
+        close = event.time_ms + parse_duration_ms(self.definition.close_after_idle)
+        self.armed.append((close, (self.visit, "close", 0)))
+        return APPLIED
+
+    def fire(self, ref: DeadlineRef, due_ms: int, out: Out) -> None:
+        """Idle, overdue and SLA timers; stale idle timers (an event came since) do nothing."""
+        visit, kind, index = ref
+        if self.phase == "ended" or (visit != NEVER_STALE and visit != self.visit):
+            return
+        rule = self.definition.rules[index]
+        if kind == "close":
+            self.phase = "ended"
+            ended_well = self.end_seen or not self.definition.end_on
+            self.outcome = "completed" if ended_well else "timed_out"
+            self.ended_ms = self.last_ms
+            out.fact(self.workflow_type, due_ms, f"outcome:{self.outcome}")
+        elif self.end_seen:
+            return  # a case that reached its end activity is neither stuck nor overdue
+        elif kind == "stuck":
+            self._rule_anomaly("stuck", rule.label, due_ms, out, key=f"{rule.label}/{self.last_ms}")
+        elif kind == "complete":
+            self._rule_anomaly("case_overdue", rule.label, due_ms, out)
+        elif kind == "within" and index not in self.rule_done:
+            self._rule_anomaly("sla_overdue", rule.label, due_ms, out)
+
+    def _check_within(self, event: Event, out: Out) -> None:
+        for index, rule in enumerate(self.definition.rules):
+            if rule.within is None or index in self.rule_done:
+                continue
+            if event.type == rule.from_event and index not in self.rule_from:
+                self.rule_from[index] = event.time_ms
+                if self.rule_last_to.get(index) == event.time_ms:  # a tie counts as "at or after"
+                    self.rule_done.append(index)
+                    continue
+                due = event.time_ms + parse_duration_ms(rule.within)
+                self.armed.append((due, (NEVER_STALE, "within", index)))
+            elif event.type == rule.to:
+                if index not in self.rule_from:
+                    self.rule_last_to[index] = event.time_ms
+                    continue
+                self.rule_done.append(index)
+                took = event.time_ms - self.rule_from[index]
+                if took > parse_duration_ms(rule.within):
+                    detail = f"{rule.label}: took {took} ms"
+                    out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id,
+                                                     "sla_breached", self._current(), event,
+                                                     event.time_ms, detail, self.trace_id,
+                                                     key=rule.label))
+
+    def _rule_anomaly(self, kind: str, label: str, at_ms: int, out: Out, key: str | None = None) -> None:
+        out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id, kind, self._current(),
+                                         None, at_ms, label, self.trace_id, key=key or label))
+
+    def _current(self) -> str | None:
+        return self.activities[-1] if self.activities else None
+
+    @property
+    def state(self) -> str:
+        return self._current() or ""
+
+    def outcome_row(self) -> dict[str, Any]:
+        """The `outcomes` row of a closed case."""
+        assert self.outcome is not None and self.ended_ms is not None
+        return {
+            "row_id": f"{self.workflow_type}/{self.instance_id}/outcome",
+            "workflow_type": self.workflow_type, "definition_version": self.definition.version,
+            "instance_id": self.instance_id, "outcome": self.outcome, "final_state": self._current(),
+            "started_at": self.started_ms, "ended_at": self.ended_ms,
+            "duration_ms": self.ended_ms - self.started_ms, "step_durations": [],
+            "timed_out_step": None, **self.counts,
+            "variant": " > ".join(self.activities), "trace_id": self.trace_id,
+        }
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "kind": "case", "workflow_type": self.workflow_type, "version": self.definition.version,
+            "instance_id": self.instance_id, "started_ms": self.started_ms, "last_ms": self.last_ms,
+            "visit": self.visit, "phase": self.phase, "trace_id": self.trace_id,
+            "activities": list(self.activities), "end_seen": self.end_seen,
+            "rule_from": {str(k): v for k, v in self.rule_from.items()},
+            "rule_last_to": {str(k): v for k, v in self.rule_last_to.items()},
+            "rule_done": list(self.rule_done), "outcome": self.outcome, "ended_ms": self.ended_ms,
+            "seq": self.seq,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any], definition: CaseTracking) -> CaseInstance:
+        return cls(
+            definition=definition, instance_id=data["instance_id"], started_ms=data["started_ms"],
+            last_ms=data["last_ms"], visit=data["visit"], phase=data["phase"],
+            trace_id=data["trace_id"], activities=list(data["activities"]),
+            end_seen=data["end_seen"], rule_from={int(k): v for k, v in data["rule_from"].items()},
+            rule_last_to={int(k): v for k, v in data["rule_last_to"].items()},
+            rule_done=list(data["rule_done"]), outcome=data["outcome"], ended_ms=data["ended_ms"],
+            seq=data["seq"],
+        )

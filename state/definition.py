@@ -1,0 +1,208 @@
+"""Workflow definitions as data: one YAML file per workflow type and version.
+
+Definitions are untrusted input: loaded with a safe YAML loader, size-bounded, unknown keys
+rejected, and statically checked (unknown targets, unreachable states, states that can hang,
+cycles with no deadline). Every error names the file, the path inside it and what to write.
+
+Two modes share one schema root:
+- `state_machine`: states, transitions by event type, parallel branches (fan-out/fan-in),
+  per-state deadlines with escalation, compensations undone in reverse order.
+- `case_tracking`: no state machine; per case the activity sequence plus SLA rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from state.durations import parse_duration_ms
+
+Duration = Annotated[str, AfterValidator(lambda s: (parse_duration_ms(s), s)[1])]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+OUTCOMES = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
+TerminalOutcome = Literal["completed", "failed", "cancelled", "timed_out"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstanceIdRule(_Strict):
+    """Where the instance id is: the CloudEvents `subject` (default) or a field of `data`."""
+
+    data_field: Name | None = None
+
+
+class Compensation(_Strict):
+    """How to undo a completed step: the command to send and the event that acknowledges it."""
+
+    command: Name
+    ack: Name
+
+
+class Deadline(_Strict):
+    """Fires `after` the state was entered (or after the first event of type `from`).
+
+    Emits `command` (if any) and moves to `goto` (if any). Several deadlines in one state form an
+    escalation chain: a reminder at 15m, a cancellation at 30m.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    after: Duration
+    from_event: Name | None = Field(default=None, alias="from")
+    command: Name | None = None
+    goto: Name | None = None
+
+    @property
+    def after_ms(self) -> int:
+        return parse_duration_ms(self.after)
+
+
+class Branch(_Strict):
+    """One branch of a parallel state: done (or failed) by one event type."""
+
+    done: Name
+    failed: Name | None = None
+    compensation: Compensation | None = None
+
+
+class State(_Strict):
+    """A state: transitions (`on`), or parallel branches joined into `then`, or a terminal outcome."""
+
+    on: dict[Name, Name] = Field(default_factory=dict, max_length=100)
+    parallel: dict[Name, Branch] | None = Field(default=None, max_length=50)
+    then: Name | None = None
+    on_failure: Name | None = None
+    deadlines: list[Deadline] = Field(default_factory=list, max_length=20)
+    compensation: Compensation | None = None
+    outcome: TerminalOutcome | None = None
+    compensate: bool | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> State:
+        if self.outcome is not None:
+            if self.on or self.parallel or self.deadlines or self.compensation:
+                msg = "a terminal state (with 'outcome') has no 'on', 'parallel', 'deadlines' or 'compensation'"
+                raise ValueError(msg)
+            if self.compensate and self.outcome == "completed":
+                raise ValueError("'compensate: true' makes no sense on a 'completed' outcome")
+        elif self.parallel is not None:
+            if self.then is None:
+                raise ValueError("a parallel state needs 'then': the state entered when all branches are done")
+            if any(b.failed for b in self.parallel.values()) and self.on_failure is None:
+                raise ValueError("a parallel state with 'failed' events needs 'on_failure': where a failed branch goes")
+        elif self.then is not None or self.on_failure is not None:
+            raise ValueError("'then' and 'on_failure' belong to parallel states only; use 'on' here")
+        return self
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def compensates(self) -> bool:
+        """Whether entering this terminal state undoes the completed steps."""
+        if self.compensate is not None:
+            return self.compensate
+        return self.outcome in ("failed", "cancelled", "timed_out")
+
+    def targets(self) -> list[str]:
+        """Every state this one can move to."""
+        found = list(self.on.values()) + [d.goto for d in self.deadlines if d.goto]
+        return found + [t for t in (self.then, self.on_failure) if t]
+
+
+class StateMachine(_Strict):
+    """A workflow as a state machine (the default mode)."""
+
+    workflow: Name
+    mode: Literal["state_machine"] = "state_machine"
+    version: int = Field(ge=1)
+    description: str = ""
+    instance_id: InstanceIdRule = InstanceIdRule()
+    naive_time_zone: str | None = None
+    start: list[Name] = Field(min_length=1, max_length=20)
+    initial: Name
+    ignore: list[Name] = Field(default_factory=list, max_length=100)
+    states: dict[Name, State] = Field(min_length=1, max_length=200)
+    compensation_timeout: Duration = "1h"
+    retention: Duration = "1h"
+
+    def event_types(self) -> set[str]:
+        """Every event type this workflow consumes."""
+        types = set(self.start) | set(self.ignore)
+        for state in self.states.values():
+            types |= set(state.on)
+            for branch in (state.parallel or {}).values():
+                types |= {branch.done} | ({branch.failed} if branch.failed else set())
+                if branch.compensation:
+                    types.add(branch.compensation.ack)
+            if state.compensation:
+                types.add(state.compensation.ack)
+        return types
+
+
+class SlaRule(_Strict):
+    """One case-tracking rule; exactly one of the three forms.
+
+    - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the limit;
+    - `complete_within`: the case must end within this long of its first event;
+    - `stuck_after`: no event for this long makes the case stuck (an anomaly, once).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Name | None = None
+    within: Duration | None = None
+    from_event: Name | None = Field(default=None, alias="from")
+    to: Name | None = None
+    complete_within: Duration | None = None
+    stuck_after: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SlaRule:
+        forms = [self.within is not None, self.complete_within is not None, self.stuck_after is not None]
+        if sum(forms) != 1:
+            raise ValueError("write exactly one of 'within' (with 'from' and 'to'), 'complete_within', 'stuck_after'")
+        if self.within is not None and (self.from_event is None or self.to is None):
+            raise ValueError("a 'within' rule needs 'from' and 'to' event types")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.within is not None:
+            return f"{self.from_event} -> {self.to} within {self.within}"
+        if self.complete_within is not None:
+            return f"complete within {self.complete_within}"
+        return f"stuck after {self.stuck_after}"
+
+
+class CaseTracking(_Strict):
+    """A workflow tracked as cases: activity sequences and SLA rules, no state machine."""
+
+    workflow: Name
+    mode: Literal["case_tracking"]
+    version: int = Field(ge=1)
+    description: str = ""
+    instance_id: InstanceIdRule = InstanceIdRule()
+    naive_time_zone: str | None = None
+    events: Literal["any"] | list[Name] = "any"
+    end_on: list[Name] = Field(default_factory=list, max_length=100)
+    close_after_idle: Duration = "30d"
+    rules: list[SlaRule] = Field(default_factory=list, max_length=50)
+    retention: Duration = "1h"
+
+    def event_types(self) -> set[str]:
+        """The event types listed (empty when the definition accepts any type)."""
+        if self.events == "any":
+            return set()
+        rule_types = {t for r in self.rules for t in (r.from_event, r.to) if t}
+        return set(self.events) | set(self.end_on) | rule_types
+
+
+Definition = StateMachine | CaseTracking

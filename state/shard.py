@@ -1,0 +1,407 @@
+"""A shard: the instances of one slice of one input partition, with its own event time.
+
+The unit of order, state and time (like a Kafka Streams task). A shard sees the records of its
+slice in partition order, decodes them, and keeps:
+- the **frontier** (largest event time seen) and the **watermark** (frontier minus the allowed
+  lateness, or wall-clock time when a live stream is idle, see `advance_to`);
+- one priority queue holding buffered events and armed deadlines, released in event-time order
+  once the watermark passes them: events before deadlines at equal times (a payment at exactly the
+  deadline is in time), then evictions;
+- the instances, and small tombstones of evicted ones so late duplicates are still recognised.
+
+Every record ends in exactly one `ledger` row: applied, ignored, anomalous, duplicate, late or
+dead_lettered. An event behind the watermark is `late`: recorded, never applied; if applying it in
+its place would have changed the instance's verdict, a `corrections` row says so.
+
+Everything is a pure function of the records received and the watermarks given, so a replay of
+the same partitions gives the same rows at any speed and worker count.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.decode import DecodeRules, decode
+from schemas.event import DeadLetter, Event, RawRecord
+from schemas.errors import SnapshotError
+from state.cases import CaseInstance
+from state.catalog import Catalog
+from state.definition import CaseTracking, StateMachine
+from state.durations import parse_duration_ms
+from state.machine import ANOMALOUS, APPLIED, DeadlineRef, MachineInstance, anomaly_row
+from state.output import Discard, Out
+
+SNAPSHOT_VERSION = 1
+NEVER = -(2**62)
+END_OF_TIME = 2**62
+
+Instance = MachineInstance | CaseInstance
+EVENT, DEADLINE, EVICT, FORGET = 0, 1, 2, 3
+COUNT_KEYS = ("events", "applied", "duplicates", "late", "out_of_order", "ignored", "anomalies")
+_COUNTER = {"applied": "applied", "ignored": "ignored", "anomalous": "anomalies",
+            "duplicate": "duplicates", "late": "late"}
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Event-time policy of every shard."""
+
+    allowed_lateness_ms: int = 5_000
+    tombstone_retention_ms: int = 86_400_000
+
+
+@dataclass(slots=True)
+class Tombstone:
+    """What remains of an evicted instance: enough to recognise its late duplicates."""
+
+    outcome: str | None
+    ended_ms: int
+
+
+class Shard:
+    """Instances, buffered events and deadlines of one shard; see the module docstring."""
+
+    def __init__(self, name: str, catalog: Catalog, rules: DecodeRules, config: ShardConfig) -> None:
+        self.name, self.catalog, self.rules, self.config = name, catalog, rules, config
+        self.watermark = NEVER
+        self.frontier = NEVER
+        self.arrivals = 0
+        self.fact_clock = 0
+        self.queue: list[tuple[Any, ...]] = []
+        self.instances: dict[str, Instance] = {}
+        self.history: dict[str, list[Event]] = {}
+        self.tombstones: dict[str, Tombstone] = {}
+        self.seen: dict[str, dict[str, int]] = {}
+        self._finished: set[str] = set()
+        self.open_by_workflow: dict[str, int] = {}
+        self.early_counts: dict[str, dict[str, int]] = {}  # events settled before their instance began
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive(self, record: RawRecord, out: Out) -> None:
+        """Take one record of this shard's slice, in partition order."""
+        decoded = decode(record, self.rules)
+        if isinstance(decoded, DeadLetter):
+            self._dead_letter(decoded, out)
+            return
+        event = decoded
+        key = event.instance_key
+        seen = self.seen.setdefault(key, {})
+        if event.event_id in seen:
+            if seen[event.event_id] == event.body_crc:
+                self._settle(event, "duplicate", out)
+            else:
+                self._conflicting_duplicate(event, out)
+            return
+        seen[event.event_id] = event.body_crc
+        if event.time_ms < self.watermark:
+            self._late(event, out)
+            return
+        out_of_order = event.time_ms < self.frontier
+        self.frontier = max(self.frontier, event.time_ms)
+        self.watermark = max(self.watermark, self.frontier - self.config.allowed_lateness_ms)
+        self.arrivals += 1
+        sequence = event.sequence if event.sequence is not None else 0
+        heapq.heappush(self.queue, (event.time_ms, EVENT, sequence, self.arrivals, event, out_of_order))
+
+    def advance_to(self, watermark_ms: int, out: Out) -> None:
+        """Move the watermark (never back) and release everything now due.
+
+        The dataflow calls this after each batch with the watermark it has, and with wall-clock
+        time minus a grace when a live partition is idle, and with `END_OF_TIME` when a bounded
+        input ends (every pending deadline is then due).
+        """
+        self.watermark = max(self.watermark, watermark_ms)
+        if watermark_ms >= END_OF_TIME:
+            self.frontier = max(self.frontier, self.watermark)
+        self._release(out)
+
+    def release(self, out: Out) -> None:
+        """Release what the current watermark allows (after a batch of `receive` calls)."""
+        self._release(out)
+
+    @property
+    def open_instances(self) -> int:
+        return sum(self.open_by_workflow.values())
+
+    def next_due(self) -> int | None:
+        """Event time of the earliest queued item, for the dataflow's wall-clock idle timer."""
+        return self.queue[0][0] if self.queue else None
+
+    # -- release loop ----------------------------------------------------------------------
+
+    def _release(self, out: Out) -> None:
+        out.fact_clock = max(out.fact_clock, self.fact_clock)
+        queue = self.queue
+        while queue and queue[0][0] < self.watermark:
+            entry = heapq.heappop(queue)
+            kind = entry[1]
+            if kind == EVENT:
+                self._apply(entry[4], entry[5], out)
+            elif kind == DEADLINE:
+                instance = self.instances.get(entry[4])
+                if instance is not None:
+                    instance.fire(entry[5], entry[0], out)
+                    self._after(entry[4], instance, out)
+            elif kind == EVICT:
+                self._evict(entry[4], entry[0])
+            else:
+                self._forget(entry[4])
+        self.fact_clock = out.fact_clock
+
+    def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
+        key = event.instance_key
+        instance = self.instances.get(key)
+        if instance is None:
+            if key in self.tombstones:
+                out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "after_terminal",
+                                                 None, event, event.time_ms,
+                                                 "instance already ended and was evicted", None))
+                self._settle(event, ANOMALOUS, out)
+                return
+            instance = self._start(event, out)
+            if instance is None:
+                if event.type in getattr(self.catalog.latest(event.workflow_type), "ignore", ()):
+                    self._settle(event, "ignored", out)
+                else:
+                    out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "orphan_event",
+                                                     None, event, event.time_ms,
+                                                     f"{event.type} for an instance that never started", None))
+                    self._settle(event, ANOMALOUS, out)
+                self._push(event.time_ms + self.config.tombstone_retention_ms, FORGET, key, None)
+                return
+            disposition = instance.apply(event, out) if isinstance(instance, CaseInstance) else APPLIED
+        else:
+            disposition = instance.apply(event, out)
+        if out_of_order:
+            instance.counts["out_of_order"] += 1
+        self.history[key].append(event)
+        self._settle(event, disposition, out, instance)
+        self._after(key, instance, out)
+
+    def _start(self, event: Event, out: Out) -> Instance | None:
+        definition = self.catalog.latest(event.workflow_type)
+        instance: Instance
+        if isinstance(definition, StateMachine):
+            if event.type not in definition.start:
+                return None
+            instance = MachineInstance(definition, event.instance_id, event.time_ms)
+        else:
+            instance = CaseInstance(definition, event.instance_id, event.time_ms)
+        key = event.instance_key
+        instance.counts = self.early_counts.pop(key, None) or dict.fromkeys(COUNT_KEYS, 0)
+        self.instances[key] = instance
+        self.history[key] = []
+        self.open_by_workflow[event.workflow_type] = self.open_by_workflow.get(event.workflow_type, 0) + 1
+        instance.start(event, out)
+        return instance
+
+    def _after(self, key: str, instance: Instance, out: Out) -> None:
+        """Queue the deadlines the instance armed; emit its outcome once when it ends."""
+        for due, ref in instance.armed:
+            self._push(due, DEADLINE, key, ref)
+        instance.armed.clear()
+        if instance.ended and key not in self._finished:
+            self._finished.add(key)
+            self.open_by_workflow[instance.workflow_type] -= 1
+            out.row("outcomes", instance.outcome_row())
+            assert instance.ended_ms is not None
+            retention = parse_duration_ms(instance.definition.retention)
+            self._push(max(instance.ended_ms, self.watermark) + retention, EVICT, key, None)
+
+    def _evict(self, key: str, at_ms: int) -> None:
+        instance = self.instances.pop(key, None)
+        if instance is None:
+            return
+        self.history.pop(key, None)
+        self._finished.discard(key)
+        self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms)
+        self._push(at_ms + self.config.tombstone_retention_ms, FORGET, key, None)
+
+    def _forget(self, key: str) -> None:
+        if key in self.instances:
+            return
+        self.tombstones.pop(key, None)
+        self.seen.pop(key, None)
+        self.early_counts.pop(key, None)
+
+    def _push(self, due: int, kind: int, key: str, ref: DeadlineRef | None) -> None:
+        self.arrivals += 1
+        heapq.heappush(self.queue, (due, kind, 0, self.arrivals, key, ref))
+
+    # -- dispositions ----------------------------------------------------------------------
+
+    def _settle(self, event: Event, disposition: str, out: Out, instance: Instance | None = None) -> None:
+        """Write the ledger row of an event and count it on its instance."""
+        instance = instance or self.instances.get(event.instance_key)
+        if instance is not None:
+            counts = instance.counts
+        else:
+            counts = self.early_counts.setdefault(event.instance_key, dict.fromkeys(COUNT_KEYS, 0))
+        counts["events"] += 1
+        counts[_COUNTER[disposition]] += 1
+        out.row("ledger", {
+            "row_id": f"{event.source}/{event.partition}/{event.offset}",
+            "source": event.source, "partition": event.partition, "offset": event.offset,
+            "event_id": event.event_id, "workflow_type": event.workflow_type,
+            "instance_id": event.instance_id, "disposition": disposition,
+            "event_time": event.time_ms, "arrived_at": event.arrived_ms,
+        })
+        out.fact(event.workflow_type, event.time_ms, "event_in")
+        if disposition in ("duplicate", "late", ANOMALOUS):
+            out.fact(event.workflow_type, event.time_ms, disposition)
+
+    def _dead_letter(self, dead: DeadLetter, out: Out) -> None:
+        record = dead.record
+        out.row("dead_letters", dead.to_row())
+        out.row("ledger", {  # shard stamped by `Out.row`
+            "row_id": f"{record.source}/{record.partition}/{record.offset}",
+            "source": record.source, "partition": record.partition, "offset": record.offset,
+            "event_id": dead.event_id, "workflow_type": None, "instance_id": None,
+            "disposition": "dead_lettered", "event_time": None, "arrived_at": record.arrived_ms,
+        })
+        route = self.rules.route(dead.event_type) if dead.event_type else None
+        workflow = route.workflow_type if route else "unknown"
+        out.fact(workflow, max(self.frontier, 0), "dead_letter")
+
+    def _conflicting_duplicate(self, event: Event, out: Out) -> None:
+        detail = "same event id as an earlier event but a different body"
+        instance = self.instances.get(event.instance_key)
+        state = instance.state if instance is not None else None
+        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "conflicting_duplicate",
+                                         state, event, max(self.watermark, event.time_ms), detail,
+                                         None, key=f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"))
+        self._settle(event, ANOMALOUS, out)
+
+    def _late(self, event: Event, out: Out) -> None:
+        """Record a late event; emit a correction if it would have changed the verdict."""
+        self._release(out)
+        key = event.instance_key
+        instance = self.instances.get(key)
+        state = instance.state if instance is not None else None
+        lag = self.watermark - event.time_ms
+        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "late_event", state,
+                                         event, self.watermark, f"{lag} ms behind the watermark", None))
+        self._settle(event, "late", out)
+        if instance is None:
+            return
+        what_if = self._recompute(key, event)
+        before = (instance.outcome, instance.state)
+        after = (what_if.outcome, what_if.state) if what_if is not None else (None, "")
+        if before != after:
+            out.row("corrections", {
+                "row_id": f"{event.workflow_type}/{event.instance_id}/correction/{event.event_id}",
+                "workflow_type": event.workflow_type, "instance_id": event.instance_id,
+                "corrects_row_id": f"{key}/outcome" if instance.ended else None,
+                "original_outcome": instance.outcome, "corrected_outcome": after[0],
+                "corrected_state": after[1] or None, "late_event_id": event.event_id,
+                "late_event_type": event.type, "late_event_time": event.time_ms,
+                "detected_at": self.watermark, "trace_id": instance.trace_id,
+            })
+
+    def _recompute(self, key: str, late: Event) -> Instance | None:
+        """The instance as it would be had `late` arrived in time: same engine, scratch shard."""
+        scratch = Shard(self.name, self.catalog, self.rules, self.config)
+        version = self.instances[key].definition.version
+        scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
+        for event in [*self.history[key], late]:
+            scratch.arrivals += 1
+            sequence = event.sequence if event.sequence is not None else 0
+            heapq.heappush(scratch.queue, (event.time_ms, EVENT, sequence, scratch.arrivals, event, False))
+        scratch.watermark = self.watermark
+        scratch._release(Discard(self.name))
+        return scratch.instances.get(key)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Versioned plain data (no pickled classes): survives code moves and upgrades."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "name": self.name,
+            "watermark": self.watermark, "frontier": self.frontier,
+            "arrivals": self.arrivals, "fact_clock": self.fact_clock,
+            "queue": [_entry_to_data(e) for e in self.queue],
+            "instances": {k: {**i.to_snapshot(), "counts": dict(i.counts)}
+                          for k, i in self.instances.items()},
+            "history": {k: [_event_to_data(e) for e in events] for k, events in self.history.items()},
+            "finished": sorted(self._finished),
+            "tombstones": {k: [t.outcome, t.ended_ms] for k, t in self.tombstones.items()},
+            "seen": {k: dict(v) for k, v in self.seen.items()},
+            "early_counts": {k: dict(v) for k, v in self.early_counts.items()},
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any], catalog: Catalog, rules: DecodeRules,
+                config: ShardConfig) -> Shard:
+        """Rebuild a shard from `snapshot()` output, migrating older snapshot versions."""
+        data = migrate_snapshot(data)
+        shard = cls(data["name"], catalog, rules, config)
+        shard.watermark, shard.frontier = data["watermark"], data["frontier"]
+        shard.arrivals, shard.fact_clock = data["arrivals"], data["fact_clock"]
+        shard.queue = [_entry_from_data(e) for e in data["queue"]]
+        heapq.heapify(shard.queue)
+        for key, snap in data["instances"].items():
+            definition = catalog.get(snap["workflow_type"], snap["version"])
+            instance: Instance
+            if snap["kind"] == "machine":
+                assert isinstance(definition, StateMachine)
+                instance = MachineInstance.from_snapshot(snap, definition)
+            else:
+                assert isinstance(definition, CaseTracking)
+                instance = CaseInstance.from_snapshot(snap, definition)
+            instance.counts = dict(snap["counts"])
+            shard.instances[key] = instance
+        shard.history = {k: [_event_from_data(e) for e in v] for k, v in data["history"].items()}
+        shard._finished.update(data["finished"])
+        for instance in shard.instances.values():
+            if not instance.ended:
+                wf = instance.workflow_type
+                shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
+        shard.tombstones = {k: Tombstone(o, e) for k, (o, e) in data["tombstones"].items()}
+        shard.seen = {k: dict(v) for k, v in data["seen"].items()}
+        shard.early_counts = {k: dict(v) for k, v in data["early_counts"].items()}
+        return shard
+
+
+def migrate_snapshot(data: dict[str, Any]) -> dict[str, Any]:
+    """The migration hook: upgrade older snapshot versions to `SNAPSHOT_VERSION` step by step."""
+    version = data.get("version")
+    if version != SNAPSHOT_VERSION:
+        msg = (f"shard snapshot version {version!r} is not supported by this code (expects "
+               f"{SNAPSHOT_VERSION}); add a migration step in state.shard.migrate_snapshot")
+        raise SnapshotError(msg)
+    return data
+
+
+def _pinned(catalog: Catalog, workflow_type: str, version: int) -> Catalog:
+    """A catalog whose newest version of one workflow is `version` (for what-if recomputation)."""
+    pinned = Catalog(definitions=dict(catalog.definitions), files=catalog.files)
+    pinned.definitions[workflow_type] = {version: catalog.get(workflow_type, version)}
+    return pinned
+
+
+_EVENT_FIELDS = ("event_id", "type", "time_ms", "workflow_type", "instance_id", "source",
+                 "partition", "offset", "arrived_ms", "body_crc", "sequence", "trace_id")
+
+
+def _event_to_data(event: Event) -> list[Any]:
+    return [getattr(event, f) for f in _EVENT_FIELDS]
+
+
+def _event_from_data(data: list[Any]) -> Event:
+    return Event(**dict(zip(_EVENT_FIELDS, data, strict=True)))
+
+
+def _entry_to_data(entry: tuple[Any, ...]) -> list[Any]:
+    if entry[1] == EVENT:
+        return [*entry[:4], _event_to_data(entry[4]), entry[5]]
+    return [*entry[:5], list(entry[5]) if entry[5] is not None else None]
+
+
+def _entry_from_data(data: list[Any]) -> tuple[Any, ...]:
+    if data[1] == EVENT:
+        return (*data[:4], _event_from_data(data[4]), data[5])
+    return (*data[:5], tuple(data[5]) if data[5] is not None else None)

@@ -1,0 +1,444 @@
+"""Parquet and DuckDB sinks: exact round trips of every table, idempotence, atomicity, flushing."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import Sink
+from bytewax.testing import TestingSource, cluster_main, run_main
+
+from connectors.arrow_rows import Row, partition_date, rows_to_table
+from connectors.duckdb_sink import DuckDBSink, connect_readonly, load_rows
+from connectors.parquet_sink import ParquetSink, SinkWriteError
+from schemas.tables import TABLES, TIME_COLUMN, TS
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MS = 86_400_000
+
+
+def _ms(dt: datetime) -> int:
+    """Int milliseconds since the epoch, exactly (no float rounding)."""
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+T0 = _ms(datetime(2024, 3, 30, 23, 59, 59, 999_000, tzinfo=UTC))  # last ms of a day
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+_BASE: dict[str, Row] = {
+    "outcomes": {
+        "row_id": "",
+        "workflow_type": "order_fulfilment",
+        "definition_version": 3,
+        "instance_id": "ord-1001",
+        "outcome": "completed",
+        "final_state": "delivered",
+        "started_at": T0 - 3_600_000,
+        "ended_at": T0,
+        "duration_ms": 3_600_000,
+        "step_durations": [
+            {"step": "payment", "duration_ms": 1_200},
+            {"step": "gift_wrap", "duration_ms": None},
+        ],
+        "timed_out_step": None,
+        "events": 7,
+        "applied": 6,
+        "duplicates": 1,
+        "late": 0,
+        "out_of_order": 0,
+        "ignored": 0,
+        "anomalies": 0,
+        "variant": "B",
+        "trace_id": TRACE,
+        "shard": "eu-1",
+    },
+    "transitions": {
+        "row_id": "",
+        "workflow_type": "order_fulfilment",
+        "definition_version": 3,
+        "instance_id": "ord-1001",
+        "seq": 4,
+        "from_state": "paid",
+        "to_state": "packed",
+        "trigger": "event",
+        "event_type": "com.shop.order.packed",
+        "event_id": "evt-9f1c",
+        "at": T0,
+        "state_duration_ms": 90_000,
+        "trace_id": TRACE,
+        "shard": "eu-1",
+    },
+    "commands": {
+        "row_id": "",
+        "idempotency_key": "cmd:ord-1001:shipping:timeout",
+        "workflow_type": "order_fulfilment",
+        "instance_id": "ord-1001",
+        "command": "escalate",
+        "step": "shipping",
+        "reason": "step timed out after 48h",
+        "due_at": T0,
+        "trace_id": TRACE,
+        "shard": "eu-1",
+    },
+    "anomalies": {
+        "row_id": "",
+        "workflow_type": "order_fulfilment",
+        "instance_id": "ord-1001",
+        "kind": "illegal_transition",
+        "state": "cancelled",
+        "event_id": "evt-77aa",
+        "event_type": "com.shop.order.shipped",
+        "event_time": T0 - 5_000,
+        "detected_at": T0,
+        "detail": "event 'shipped' is not allowed in state 'cancelled'",
+        "trace_id": TRACE,
+        "shard": "eu-1",
+    },
+    "corrections": {
+        "row_id": "",
+        "workflow_type": "order_fulfilment",
+        "instance_id": "ord-1001",
+        "corrects_row_id": "outcomes:a",
+        "original_outcome": "timed_out",
+        "corrected_outcome": "completed",
+        "corrected_state": "delivered",
+        "late_event_id": "evt-late-01",
+        "late_event_type": "com.shop.order.delivered",
+        "late_event_time": T0 - 60_000,
+        "detected_at": T0,
+        "trace_id": TRACE,
+        "shard": "eu-1",
+    },
+    "dead_letters": {
+        "row_id": "",
+        "source": "kafka:orders",
+        "partition": 2,
+        "offset": 184_467,
+        "reason": "invalid_json",
+        "message": "Expecting value: line 1 column 1 (char 0)",
+        "event_id": None,
+        "event_type": None,
+        "raw_key": b"\x00ord-1001",
+        "raw_value": b"\x00\xff\xfe{not json",
+        "headers": [
+            {"key": "ce_type", "value": b"com.shop.order.created"},
+            {"key": "bin", "value": b"\x00\x01\x00"},
+            {"key": "traceparent", "value": None},
+        ],
+        "arrived_at": T0,
+        "shard": "2/7",
+    },
+    "ledger": {
+        "row_id": "",
+        "source": "kafka:orders",
+        "partition": 2,
+        "offset": 184_468,
+        "event_id": "evt-9f1c",
+        "workflow_type": "order_fulfilment",
+        "instance_id": "ord-1001",
+        "disposition": "applied",
+        "event_time": T0 - 1_500,
+        "arrived_at": T0,
+        "shard": "2/7",
+    },
+    "metrics": {
+        "row_id": "",
+        "workflow_type": "order_fulfilment",
+        "shard": "eu-1",
+        "window_start": T0 - 59_999,
+        "window_end": T0 + 1,
+        "events_in": 1_204,
+        "started": 120,
+        "completed": 97,
+        "failed": 3,
+        "cancelled": 5,
+        "timed_out": 2,
+        "compensated": 1,
+        "compensation_failed": 0,
+        "duplicates": 14,
+        "late": 6,
+        "anomalies": 2,
+        "dead_letters": 1,
+        "open_at_end": 412,
+        "latency_count": 97,
+        "latency_p50_ms": 1_234.5,
+        "latency_p95_ms": 98_765.25,
+        "latency_p99_ms": 3_600_000.0,
+    },
+}
+
+
+def _rows(table: str) -> list[Row]:
+    """Three rows: realistic (day 1); next day with non-ASCII text and empty lists; mostly None."""
+    schema = TABLES[table]
+    time_column = TIME_COLUMN[table]
+    a = {**_BASE[table], "row_id": f"{table}:a"}
+    b = {name: _next_day_non_ascii(schema.field(name).type, v) for name, v in a.items()}
+    b["row_id"] = f"{table}:b-ü"
+    c: Row = dict.fromkeys(schema.names)
+    c.update({"row_id": f"{table}:c", time_column: T0 + 1})  # first ms of the next day
+    return [a, b, c]
+
+
+def _next_day_non_ascii(dtype: pa.DataType, value: Any) -> Any:
+    """Shift times by a day, make text non-ASCII, empty the lists: a second, different row."""
+    if value is None:
+        return None
+    if dtype == TS:
+        return value + _DAY_MS
+    if dtype == pa.string():
+        return f"{value} · Zürich/東京 🚚"
+    if pa.types.is_list(dtype):
+        return []
+    return value
+
+
+def _plain(data: pa.Table, table: str) -> list[Row]:
+    """Rows as the sinks took them: schema column types, timestamps as int ms, sorted by row_id."""
+    schema = TABLES[table]
+    data = data.select(schema.names).cast(schema)
+    for i, f in enumerate(schema):
+        if f.type == TS:
+            data = data.set_column(i, f.name, data[f.name].cast(pa.int64()))
+    return sorted(data.to_pylist(), key=lambda row: row["row_id"])
+
+
+def _run(items: list[Any], sink: Sink[Any], keyed: bool = False) -> None:
+    """Run a one-step flow from a list into the sink (keyed by row_id for partitioned sinks)."""
+    flow = Dataflow("sink_test")
+    stream = op.input("rows", flow, TestingSource(items, batch_size=len(items)))
+    if keyed:
+        stream = op.key_on("key", stream, lambda item: item[1]["row_id"])
+    op.output("out", stream, sink)
+    run_main(flow)
+
+
+def _items(table: str) -> list[tuple[str, Row]]:
+    """The `(table, row)` items of one table."""
+    return [(table, row) for row in _rows(table)]
+
+
+def _all_items() -> list[tuple[str, Row]]:
+    """The `(table, row)` items of every table."""
+    return [item for table in TABLES for item in _items(table)]
+
+
+def _read_parquet(out_dir: Path, table: str) -> pa.Table:
+    """Read one table back the way readers do: a Hive-partitioned dataset."""
+    return ds.dataset(out_dir / table, format="parquet", partitioning="hive").to_table()
+
+
+def _files(out_dir: Path) -> Iterator[Path]:
+    """Every file under out_dir, hidden ones included."""
+    return (p for p in out_dir.rglob("*") if p.is_file())
+
+
+def _duckdb_rows(db_path: Path, table: str) -> list[Row]:
+    """The rows of one DuckDB table, in the shape the sink was given."""
+    conn = connect_readonly(db_path)
+    try:
+        return _plain(conn.sql(f'SELECT * FROM "{table}"').to_arrow_table(), table)
+    finally:
+        conn.close()
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_parquet_round_trip_is_exact(tmp_path: Path, table: str) -> None:
+    """Rows of every table come back from the Parquet files exactly, partitioned by UTC date."""
+    _run(_items(table), ParquetSink(tmp_path))
+
+    data = _read_parquet(tmp_path, table)
+    assert _plain(data, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+    dates = {row["row_id"]: str(row["date"]) for row in data.select(["row_id", "date"]).to_pylist()}
+    assert dates == {row["row_id"]: partition_date(table, row) for row in _rows(table)}
+    assert set(dates.values()) == {"2024-03-30", "2024-03-31"}
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, table: str) -> None:
+    """Each file sits under `{table}/date=...`, is zstd-compressed and stores exactly the schema."""
+    _run(_items(table), ParquetSink(tmp_path))
+
+    files = sorted(_files(tmp_path))
+    assert [p.relative_to(tmp_path).parts[:2] for p in files] == [
+        (table, "date=2024-03-30"),
+        (table, "date=2024-03-31"),
+    ]
+    for path in files:
+        assert path.name.startswith("part-w000-") and path.suffix == ".parquet"
+        assert pq.read_schema(path).equals(TABLES[table], check_metadata=False)
+        meta = pq.ParquetFile(path).metadata
+        compressions = {
+            meta.row_group(g).column(c).compression
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        }
+        assert compressions == {"ZSTD"}
+
+
+def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
+    """DuckDB's `read_parquet(..., hive_partitioning=true)` sees every row with its `date`."""
+    _run(_all_items(), ParquetSink(tmp_path))
+
+    conn = duckdb.connect()
+    try:
+        for table in TABLES:
+            glob = f"{tmp_path / table}/**/*.parquet"
+            query = "SELECT row_id, CAST(date AS VARCHAR) FROM read_parquet(?, hive_partitioning=1)"
+            got = dict(conn.execute(query, [glob]).fetchall())
+            assert got == {row["row_id"]: partition_date(table, row) for row in _rows(table)}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_duckdb_round_trip_is_exact(tmp_path: Path, table: str) -> None:
+    """Rows of every table come back from DuckDB exactly."""
+    db_path = tmp_path / "out.duckdb"
+    _run(_items(table), DuckDBSink(db_path), keyed=True)
+
+    assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+
+
+def test_duckdb_ignores_redelivered_rows(tmp_path: Path) -> None:
+    """Rows sent twice in a batch and again in a second run are stored once, unchanged."""
+    db_path = tmp_path / "out.duckdb"
+    items = _all_items()
+    _run(items + items, DuckDBSink(db_path), keyed=True)
+    _run(items, DuckDBSink(db_path), keyed=True)
+
+    for table in TABLES:
+        assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+
+
+def test_duckdb_single_partition_with_two_workers(tmp_path: Path) -> None:
+    """With two workers all rows still reach the one DuckDB writer."""
+    db_path = tmp_path / "out.duckdb"
+    flow = Dataflow("two_workers")
+    stream = op.input("rows", flow, TestingSource(_all_items()))
+    stream = op.redistribute("spread", stream)
+    stream = op.key_on("key", stream, lambda item: item[1]["row_id"])
+    op.output("out", stream, DuckDBSink(db_path))
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+
+    for table in TABLES:
+        assert len(_duckdb_rows(db_path, table)) == len(_rows(table))
+
+
+def test_load_rows_is_idempotent(tmp_path: Path) -> None:
+    """`load_rows` outside a flow inserts once and skips the same rows the second time."""
+    db_path = tmp_path / "out.duckdb"
+    load_rows(db_path, "outcomes", _rows("outcomes"))
+    load_rows(db_path, "outcomes", _rows("outcomes"))
+
+    assert _duckdb_rows(db_path, "outcomes") == sorted(_rows("outcomes"), key=lambda r: r["row_id"])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC), OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))],
+    ids=["bare_errno", "errno_and_text"],
+)
+def test_failed_write_leaves_no_partial_or_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    """A disk-full error mid-file leaves only complete files and raises SinkWriteError naming it."""
+    part = ParquetSink(tmp_path, batch_rows=1).build("out", 0, 1)
+    first = _rows("ledger")[0]
+    part.write_batch([("ledger", first)])
+
+    failed = tmp_path / "ledger" / "date=2024-03-30" / "part-w000-000001.parquet"
+    written_to: list[Path] = []
+
+    def write_half_then_fail(table: pa.Table, where: Any, **kwargs: Any) -> None:
+        written_to.append(Path(where.name))
+        assert not failed.exists()
+        where.write(b"PAR1\x00\x00half a file")
+        raise error
+
+    monkeypatch.setattr(pq, "write_table", write_half_then_fail)
+    with pytest.raises(SinkWriteError) as caught:
+        part.write_batch([("ledger", {**first, "row_id": "ledger:second"})])
+    monkeypatch.undo()
+
+    [temp] = written_to
+    assert temp.parent == failed.parent
+    assert temp.name.startswith(".")
+    assert temp.suffix == ".tmp"
+    assert str(failed) in str(caught.value)
+    assert "ENOSPC (No space left on device)" in str(caught.value)
+    files = list(_files(tmp_path))
+    assert [p.name for p in files] == ["part-w000-000000.parquet"]
+    assert pq.read_table(files[0]).column("row_id").to_pylist() == ["ledger:a"]
+
+
+def test_rows_are_written_once_flush_interval_passes(tmp_path: Path) -> None:
+    """Buffered rows stay in memory until the injected clock reaches flush_seconds, then go out."""
+    clock = FakeClock()
+    part = ParquetSink(tmp_path, flush_seconds=5.0, clock=clock).build("out", 0, 1)
+    a, b, _ = _rows("transitions")
+    part.write_batch([("transitions", a)])
+    clock.now = 4.999
+    part.write_batch([("transitions", {**a, "row_id": "transitions:a2"})])
+    assert list(_files(tmp_path)) == []
+
+    clock.now = 5.0
+    part.write_batch([("transitions", b)])
+    assert len(_read_parquet(tmp_path, "transitions")) == 2  # day 1 is due; b's buffer is new
+
+    part.close()
+    assert len(_read_parquet(tmp_path, "transitions")) == 3
+
+
+def test_full_buffer_is_written_at_batch_rows(tmp_path: Path) -> None:
+    """A (table, date) buffer is written as soon as it holds batch_rows rows."""
+    part = ParquetSink(tmp_path, batch_rows=2).build("out", 0, 1)
+    a = _rows("commands")[0]
+    part.write_batch([("commands", a)])
+    assert list(_files(tmp_path)) == []
+
+    part.write_batch([("commands", {**a, "row_id": "commands:a2"})])
+    assert len(_read_parquet(tmp_path, "commands")) == 2
+
+
+def test_second_run_adds_files_without_overwriting(tmp_path: Path) -> None:
+    """A second flow into the same out_dir numbers its files on and leaves the first's untouched."""
+    _run(_all_items(), ParquetSink(tmp_path))
+    first = {p: p.read_bytes() for p in _files(tmp_path)}
+    _run(_all_items(), ParquetSink(tmp_path))
+
+    after = set(_files(tmp_path))
+    assert len(after) == 2 * len(first)
+    assert {p: p.read_bytes() for p in first} == first
+    for table in TABLES:
+        assert len(_read_parquet(tmp_path, table)) == 2 * len(_rows(table))
+
+
+def test_rows_with_wrong_keys_are_refused() -> None:
+    """A misspelt column is an error, not a silently null column."""
+    row = {**_rows("ledger")[0]}
+    row["offest"] = row.pop("offset")
+    expected = r"missing columns \['offset'\], unexpected keys \['offest'\]"
+    with pytest.raises(ValueError, match=expected):
+        rows_to_table("ledger", [row])
