@@ -2,7 +2,8 @@
 
 A dead letter keeps the raw bytes and a machine-readable reason:
 `too_large`, `malformed_json`, `not_cloudevent`, `missing_attribute`, `invalid_attribute`,
-`unknown_type`, `unknown_version`, `payload_invalid`, `time_out_of_range` (outside 2000-2200,
+`unknown_type`, `unknown_version`, `payload_invalid`, `source_error` (the source reported an
+error instead of a record), `time_out_of_range` (outside 2000-2200,
 or stamped more than `max_future_skew_ms` after the record's arrival time: one event from a broken
 clock must not drag the watermark forward and expire everything). Arrival time is archived with
 each record, so a replay reaches the same verdict.
@@ -20,7 +21,6 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from schemas.envelope import (
-    REQUIRED,
     CloudEventEnvelope,
     HeaderError,
     envelope_from_headers,
@@ -35,7 +35,8 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]
 # RFC 3339 date-time (offset optional: a route may name the zone of naive stamps). Checked before
 # `datetime.fromisoformat`, which also takes dates alone, week dates and basic-format ISO 8601.
 _RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 _DECIMAL = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: `int()` also takes "٣", "1_0", " 7 "
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -102,6 +103,8 @@ def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
 
 
 def _decode(record: RawRecord, rules: DecodeRules) -> Event:
+    if record.error is not None:
+        raise _Reject("source_error", record.error)
     if len(record.value) > rules.max_bytes:
         msg = f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} (--max-event-bytes)"
         raise _Reject("too_large", msg)
@@ -159,7 +162,8 @@ def _classify(error: ValidationError, raw: dict[str, Any] | bytes) -> _Reject:
     first = error.errors()[0]
     kind, loc = first["type"], str(first["loc"][0]) if first["loc"] else ""
     if kind == "json_invalid":
-        msg = f"not valid JSON: {first['msg']}; send one UTF-8 JSON object (CloudEvents structured mode)"
+        msg = (f"not valid JSON: {first['msg']}; send one UTF-8 JSON object "
+               "(CloudEvents structured mode)")
         return _Reject("malformed_json", msg)
     if kind in ("model_type", "model_attributes_type") or not loc:
         msg = ("the value is JSON but not a CloudEvents object; send a JSON object with "
@@ -175,7 +179,8 @@ def _classify(error: ValidationError, raw: dict[str, Any] | bytes) -> _Reject:
     if version is not None and version != "1.0":
         return _Reject("not_cloudevent", _wrong_version(version))
     if kind == "missing":
-        msg = f"required CloudEvents attribute {loc!r} is missing; add it ({_EXPECTED.get(loc, loc)})"
+        msg = (f"required CloudEvents attribute {loc!r} is missing; add it "
+               f"({_EXPECTED.get(loc, loc)})")
         return _Reject("missing_attribute", msg)
     expected = _EXPECTED.get(loc, "valid")
     return _Reject("invalid_attribute", f"attribute {loc!r}: {first['msg']}; it must be {expected}")

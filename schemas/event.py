@@ -20,6 +20,7 @@ class RawRecord:
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     arrived_ms: int = 0
+    error: str | None = None  # the source could not read it (e.g. a broker error): dead-letter it
 
 
 @dataclass(frozen=True, slots=True)
