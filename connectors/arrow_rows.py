@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.tables import TABLES, TIME_COLUMN
+from schemas.tables import PARTITION_COLUMNS, TABLES, TIME_COLUMN
 
 Row = dict[str, Any]
 
@@ -50,6 +50,17 @@ def partition_date(table: str, row: Row) -> str:
         msg = f"{table!r} row {row.get('row_id')!r} has no {column!r}; it cannot be partitioned"
         raise ValueError(msg)
     return (_EPOCH + timedelta(milliseconds=millis)).date().isoformat()
+
+
+def hive_dirs(table: str, row: Row) -> tuple[str, ...]:
+    """The row's Hive directories: `date=YYYY-MM-DD`, then one `name=value` per `PARTITION_COLUMNS`."""
+    extra = tuple(f"{name}={_hive_value(row[name])}" for name in PARTITION_COLUMNS.get(table, ()))
+    return (f"date={partition_date(table, row)}", *extra)
+
+
+def _hive_value(value: Any) -> str:
+    """Hive's spelling of a partition value; a null gets Hive's default partition name."""
+    return "__HIVE_DEFAULT_PARTITION__" if value is None else str(value)
 
 
 def _shape_error(table: str, columns: set[str], row: Row) -> ValueError:

@@ -21,7 +21,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import Row, rows_to_table
 from connectors.duckdb_views import create_views
-from schemas.tables import TABLES, duckdb_ddl
+from schemas.tables import DUCKDB_TABLES, duckdb_ddl
 
 Item = tuple[str, Row]
 """The value the sink takes under each key: `(table_name, row)`."""
@@ -73,9 +73,10 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
 
 
 def open_database(db_path: Path) -> duckdb.DuckDBPyConnection:
-    """Open (or create) the database for writing, with every output table present."""
+    """Open (or create) the database for writing, with every DuckDB output table present (all
+    but the raw input archive, which stays in Parquet)."""
     conn = duckdb.connect(str(db_path))
-    for table in TABLES:
+    for table in DUCKDB_TABLES:
         conn.execute(duckdb_ddl(table))
     create_views(conn)
     return conn

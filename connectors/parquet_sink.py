@@ -3,6 +3,8 @@
 Layout: `{out_dir}/{table}/date=YYYY-MM-DD/part-w{worker:03d}-{seq:06d}.parquet`. The `date` is
 the UTC day of the table's `TIME_COLUMN` and lives only in the directory name, so
 `read_parquet('{out_dir}/{table}/**/*.parquet', hive_partitioning=true)` gives it back as a column.
+Tables with `schemas.tables.PARTITION_COLUMNS` get one more directory level per column after the
+date (`archive/date=.../partition=3/part-...`); those columns stay in the files too.
 Each worker numbers its files on from the highest `seq` it already has in `out_dir`, so a second run
 into the same directory adds files and never replaces the first run's.
 
@@ -31,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.arrow_rows import Row, partition_date, rows_to_table
+from connectors.arrow_rows import Row, hive_dirs, rows_to_table
 from schemas.errors import ConfigError, FlowkeeperError
 
 Item = tuple[str, Row]
@@ -82,18 +84,18 @@ class _FileNamer:
         self._worker = worker_index
         self._seq = _last_seq(out_dir, worker_index) + 1
 
-    def next_path(self, table: str, date: str) -> Path:
-        """The path of the worker's next file in the table's `date=` directory."""
+    def next_path(self, table: str, dirs: tuple[str, ...]) -> Path:
+        """The path of the worker's next file in the table's Hive directories (`date=...`, ...)."""
         name = f"part-w{self._worker:03d}-{self._seq:06d}.parquet"
         self._seq += 1
-        return self._out_dir / table / f"date={date}" / name
+        return self._out_dir.joinpath(table, *dirs, name)
 
 
 def _last_seq(out_dir: Path, worker_index: int) -> int:
     """The highest file number this worker has under `out_dir` (any table or date), or -1."""
     seqs = [
         int(match[2])
-        for path in out_dir.glob("*/date=*/part-w*.parquet")
+        for path in out_dir.glob("*/date=*/**/part-w*.parquet")
         if (match := _PART_NAME.fullmatch(path.name)) and int(match[1]) == worker_index
     ]
     return max(seqs, default=-1)
@@ -108,7 +110,8 @@ class _Buffer:
 
 
 class _ParquetPartition(StatelessSinkPartition[Item]):
-    """Buffers rows per (table, date); writes a file when a buffer is full or old, and on close."""
+    """Buffers rows per (table, Hive directories); writes a file when a buffer is full or old, and
+    on close."""
 
     def __init__(
         self,
@@ -121,13 +124,13 @@ class _ParquetPartition(StatelessSinkPartition[Item]):
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
         self._clock = clock
-        self._buffers: dict[tuple[str, str], _Buffer] = {}
+        self._buffers: dict[tuple[str, tuple[str, ...]], _Buffer] = {}
 
     def write_batch(self, items: list[Item]) -> None:
         """Buffer the rows; write full buffers, then those whose oldest row waited long enough."""
         now = self._clock()
         for table, row in items:
-            key = (table, partition_date(table, row))
+            key = (table, hive_dirs(table, row))
             buffer = self._buffers.get(key)
             if buffer is None:
                 buffer = self._buffers[key] = _Buffer(now)
@@ -142,11 +145,11 @@ class _ParquetPartition(StatelessSinkPartition[Item]):
         for key in list(self._buffers):
             self._flush(key)
 
-    def _flush(self, key: tuple[str, str]) -> None:
+    def _flush(self, key: tuple[str, tuple[str, ...]]) -> None:
         """Write one buffer as one file."""
-        table, date = key
+        table, dirs = key
         rows = self._buffers.pop(key).rows
-        write_atomically(rows_to_table(table, rows), self._names.next_path(table, date))
+        write_atomically(rows_to_table(table, rows), self._names.next_path(table, dirs))
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:

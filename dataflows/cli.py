@@ -86,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     prepare_out(settings, args.overwrite)
-    truth_dir = prepare_source(settings)
-    flow = build_flow(settings)
+    source, truth_dir = prepare_source(settings)
+    flow = build_flow(settings, source=source)
     started = time.monotonic()
     stop = threading.Event()
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
@@ -117,29 +117,47 @@ def cmd_check_definitions(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "run": (cmd_run, "run the pipeline (default: the embedded simulator) into --out"),
-    "check-definitions": (cmd_check_definitions, "validate workflow definition files and report problems"),
-}
+Handler = Callable[[argparse.Namespace], int]
 
 
-def parser() -> argparse.ArgumentParser:
+def _add_run(sub: Any) -> Handler:
+    run = sub.add_parser("run", help="run the pipeline (default: the embedded simulator) into --out",
+                         description="Run the main dataflow and print a summary at the end.")
+    settings_arguments(run)
+    run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    return cmd_run
+
+
+def _add_check_definitions(sub: Any) -> Handler:
+    check = sub.add_parser("check-definitions", help="validate workflow definition files",
+                           description="Load and statically check workflow definitions; "
+                           "exit 2 with the file, the path in it and a fix on the first problem.")
+    check.add_argument("path", help="a definition YAML file or a folder of them")
+    return cmd_check_definitions
+
+
+# Each command module contributes one `add_*(subparsers) -> handler` function here.
+COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions]
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     main = argparse.ArgumentParser(prog="flowkeeper", description="Watch and drive business workflows "
                                    "from event streams (Bytewax).")
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help=COMMANDS["run"][1], description=COMMANDS["run"][1])
-    settings_arguments(run)
-    run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    check = sub.add_parser("check-definitions", help=COMMANDS["check-definitions"][1],
-                           description=COMMANDS["check-definitions"][1])
-    check.add_argument("path", help="a definition YAML file or a folder of them")
-    return main
+    handlers: dict[str, Handler] = {}
+    for add in COMMANDS:
+        before = set(sub.choices)
+        handler = add(sub)
+        (name,) = set(sub.choices) - before
+        handlers[name] = handler
+    return main, handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args: Any = parser().parse_args(argv)
+    main_parser, handlers = parser()
+    args: Any = main_parser.parse_args(argv)
     try:
-        return COMMANDS[args.command][0](args)
+        return handlers[args.command](args)
     except FlowkeeperError as e:
         print(f"flowkeeper {args.command}: error: {e}", file=sys.stderr)
         return 2

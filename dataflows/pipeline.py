@@ -5,6 +5,7 @@
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
     all rows ──▶ Parquet (every worker) and DuckDB (one writer)
+    records ──▶ archive rows (as received) ──▶ Parquet only, for `flowkeeper replay`
 
 Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`
 (settings then come from `FLOWKEEPER_*` environment variables).
@@ -20,6 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from connectors.archive_format import archive_row
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
 from dataflows.settings import Settings
@@ -70,8 +72,12 @@ def build_flow(
         op.output("output", table_rows, sink)
         return flow
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
-    op.output("parquet", table_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
-                                                 settings.flush_seconds))
+    parquet_rows = table_rows
+    if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
+        archived = op.map("archive_rows", records, lambda record: ("archive", archive_row(record)))
+        parquet_rows = op.merge("rows_and_archive", table_rows, archived)
+    op.output("parquet", parquet_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
+                                                   settings.flush_seconds))
     if settings.duckdb:
         keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
         op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path))

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from state.durations import parse_duration_ms
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLOWKEEPER_", extra="forbid")
 
-    source: Literal["simulator"] = Field("simulator", description="where events come from")
+    source: Literal["simulator", "archive"] = Field("simulator", description="where events come from: the embedded simulator, or an input archive to replay (--archive-path)")
     definitions: Path = Field(BUNDLED_DEFINITIONS, description="workflow definition file or folder")
     out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
     allowed_lateness: str = Field("5s", description="how far behind the newest event time an event may arrive and still be applied in order")
@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(5.0, ge=0, description="write buffered rows at least this often")
     duckdb: bool = Field(True, description="also write the DuckDB database")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
+    archive: bool = Field(True, description="archive every input record as received to Parquet (parquet/archive), for replay")
+
+    archive_path: Path | None = Field(None, description="source 'archive': the archive to replay (a run's --out folder, or an import-log folder)")
+    replay_speed: float | None = Field(None, gt=0, description="archive: replay at this many times the original arrival rate (default: as fast as possible)")
+    replay_since: AwareDatetime | None = Field(None, description="archive: only records that arrived at or after this RFC 3339 time")
+    replay_until: AwareDatetime | None = Field(None, description="archive: only records that arrived before this RFC 3339 time")
+    replay_workflows: str = Field("", description="archive: only events of these workflow types (comma-separated)")
+    replay_instances: str = Field("", description="archive: only records with these keys, i.e. instance ids (comma-separated)")
 
     sim_seed: int = Field(7, description="simulator: random seed")
     sim_instances: int = Field(2_000, ge=1, description="simulator: workflow instances")
@@ -50,6 +58,14 @@ class Settings(BaseSettings):
 
     _durations = field_validator("allowed_lateness")(lambda v: (parse_duration_ms(v), v)[1])
     _optional_durations = field_validator("max_future_skew", "idle_grace")(_duration_or_off)
+
+    @model_validator(mode="after")
+    def _replay_needs_an_archive(self) -> Settings:
+        if self.source == "archive" and self.archive_path is None:
+            raise ValueError("source 'archive' needs --archive-path (FLOWKEEPER_ARCHIVE_PATH)")
+        if self.source == "archive" and self.idle_grace != "off":
+            raise ValueError("a replay never follows the wall clock: leave --idle-grace off")
+        return self
 
     @property
     def allowed_lateness_ms(self) -> int:

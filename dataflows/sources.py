@@ -1,16 +1,43 @@
-"""Pick the input source named by the settings."""
+"""Pick the input source named by the settings, and write what it knows up front (ground truth)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bytewax.inputs import Source
 
+from connectors.simulator import SimulatorConfig, SimulatorSource, simulate, write_ground_truth
+from connectors.simulator.truth import Simulation
 from dataflows.settings import Settings
-from schemas.errors import ConfigError
 from schemas.event import RawRecord
-from state.catalog import Catalog
+from state.catalog import Catalog, load_catalog
+
+
+def simulator_config(settings: Settings) -> SimulatorConfig:
+    """The simulation the settings describe; its event-time policy matches the pipeline's."""
+    return SimulatorConfig(
+        seed=settings.sim_seed,
+        instances=settings.sim_instances,
+        partitions=settings.sim_partitions,
+        rate=settings.sim_rate,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        buckets=settings.buckets,
+        max_future_skew_ms=settings.max_future_skew_ms or 10**15,
+    )
 
 
 def make_source(settings: Settings, catalog: Catalog) -> Source[RawRecord]:
-    """The source of `settings.source`."""
-    msg = f"unknown source {settings.source!r}; choose one of: simulator"
-    raise ConfigError(msg)
+    """The source of `settings.source` (for `python -m bytewax.run`, where nothing ran before)."""
+    return simulator_source(settings, simulate(simulator_config(settings), catalog))
+
+
+def simulator_source(settings: Settings, simulation: Simulation) -> SimulatorSource:
+    return SimulatorSource(simulation.partitions, speed=settings.sim_speed)
+
+
+def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
+    """Build the source once for a CLI run; returns it and the ground-truth folder, if any."""
+    simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
+    truth_dir = settings.out / "ground_truth"
+    write_ground_truth(simulation, settings.out)
+    return simulator_source(settings, simulation), truth_dir

@@ -53,7 +53,7 @@ def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: fl
             "SELECT workflow_type, outcome, count(*) FROM outcomes GROUP BY ALL ORDER BY 1, 3 DESC"
         ).fetchall():
             lines.append(f"  {workflow:<22} {outcome:<20} {n:>8,}")
-        (open_count,) = conn.sql("SELECT count(*) FROM open_instances").fetchone() or (0,)
+        (open_count,) = conn.sql("SELECT count(*) FROM open_instances").fetchall()[0]
         lines.append(f"  still open: {open_count:,}")
         lines.append("input accounting:")
         for disposition, n in conn.sql("SELECT * FROM input_accounting").fetchall():

@@ -171,6 +171,22 @@ METRICS = pa.schema(
     ]
 )
 
+# Every record a source read, exactly as received, for replay (`flowkeeper replay`). `error` is set
+# only when the source reported a read error instead of a record (replayed as `source_error`).
+ARCHIVE = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("key", pa.binary()),
+        ("value", pa.binary()),
+        ("headers", pa.list_(_HEADER)),
+        ("arrived_at", TS),
+        ("error", pa.string()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "outcomes": OUTCOMES,
     "transitions": TRANSITIONS,
@@ -180,7 +196,12 @@ TABLES: dict[str, pa.Schema] = {
     "dead_letters": DEAD_LETTERS,
     "ledger": LEDGER,
     "metrics": METRICS,
+    "archive": ARCHIVE,
 }
+
+# Tables loaded into DuckDB: all but the raw input archive, which stays in Parquet (raw bytes would
+# make the database as large as the input, and replay reads the files).
+DUCKDB_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "archive")
 
 # The event-time column each table is partitioned by (Hive `date=YYYY-MM-DD`).
 TIME_COLUMN: dict[str, str] = {
@@ -192,7 +213,12 @@ TIME_COLUMN: dict[str, str] = {
     "dead_letters": "arrived_at",
     "ledger": "arrived_at",
     "metrics": "window_start",
+    "archive": "arrived_at",
 }
+
+# Hive partition columns after `date`, per table: `archive/date=YYYY-MM-DD/partition=N/`, so a replay
+# reads each input partition's files without opening the others. They stay in the files as well.
+PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {"archive": ("partition",)}
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",

@@ -119,14 +119,17 @@ class CaseInstance:
         for index, rule in enumerate(self.definition.rules):
             if rule.within is None or index in self.rule_done:
                 continue
-            if event.type == rule.from_event and index not in self.rule_from:
+            starts = rule.from_event is None or event.type == rule.from_event
+            if starts and index not in self.rule_from:
                 self.rule_from[index] = event.time_ms
                 if self.rule_last_to.get(index) == event.time_ms:  # a tie counts as "at or after"
                     self.rule_done.append(index)
                     continue
                 due = event.time_ms + parse_duration_ms(rule.within)
                 self.armed.append((due, (NEVER_STALE, "within", index)))
-            elif event.type == rule.to:
+                if rule.from_event is not None:
+                    continue
+            if event.type == rule.to:  # a case's first event may be the `to` of a rule without `from`
                 if index not in self.rule_from:
                     self.rule_last_to[index] = event.time_ms
                     continue

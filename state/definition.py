@@ -148,7 +148,8 @@ class StateMachine(_Strict):
 class SlaRule(_Strict):
     """One case-tracking rule; exactly one of the three forms.
 
-    - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the limit;
+    - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the limit
+      (without `from`: within the limit of the case's first event);
     - `complete_within`: the case must end within this long of its first event;
     - `stuck_after`: no event for this long makes the case stuck (an anomaly, once).
     """
@@ -167,8 +168,9 @@ class SlaRule(_Strict):
         forms = [self.within is not None, self.complete_within is not None, self.stuck_after is not None]
         if sum(forms) != 1:
             raise ValueError("write exactly one of 'within' (with 'from' and 'to'), 'complete_within', 'stuck_after'")
-        if self.within is not None and (self.from_event is None or self.to is None):
-            raise ValueError("a 'within' rule needs 'from' and 'to' event types")
+        if self.within is not None and self.to is None:
+            raise ValueError("a 'within' rule needs a 'to' event type (and 'from', or none to "
+                             "measure from the case's first event)")
         return self
 
     @property
@@ -176,7 +178,7 @@ class SlaRule(_Strict):
         if self.name:
             return self.name
         if self.within is not None:
-            return f"{self.from_event} -> {self.to} within {self.within}"
+            return f"{self.from_event or 'case start'} -> {self.to} within {self.within}"
         if self.complete_within is not None:
             return f"complete within {self.complete_within}"
         return f"stuck after {self.stuck_after}"

@@ -1,0 +1,170 @@
+"""The ground truth: what the engine must conclude about every record and every instance.
+
+Independent of `state.shard` and `state.machine`: a record-by-record replay of the event-time
+rules (per shard: frontier = largest event time accepted, watermark = frontier − allowed lateness;
+a record's event id seen before in its instance is a duplicate; an event before the watermark at
+its arrival is late, recorded and never applied), then `replica.interpret` per instance. The end
+of the bounded input fires every pending deadline, so the final verdict interprets every accepted
+event with no time limit.
+
+A late event yields a correction when interpreting it, with the instance's history so far and the
+same watermark, changes (outcome, state) — if the instance exists then: started, and not yet
+evicted (`retention` after it ended). Eviction is modelled with the watermark moving record by
+record; the simulator places late events so that batching cannot change the answer.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from connectors.simulator.replica import IDLE, Step, interpret
+from state.definition import StateMachine
+from state.durations import parse_duration_ms
+from state.sharding import shard_of
+
+NEVER = -(2**62)
+DEAD, DUPLICATE, LATE, ACCEPTED = "dead_lettered", "duplicate", "late", "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What the simulator knows of one record; `event_id` is what the ledger shows (None when
+    the value does not parse), `dead_reason` the dead-letter reason it was built to get."""
+
+    workflow_type: str
+    instance_id: str
+    event_id: str | None
+    type: str | None = None
+    time_ms: int | None = None
+    sequence: int | None = None
+    dead_reason: str | None = None
+    faults: tuple[str, ...] = ()
+
+    @property
+    def instance_key(self) -> str:
+        return f"{self.workflow_type}/{self.instance_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One record as its shard saw it: the verdict before interpretation and the watermarks."""
+
+    meta: Meta
+    partition: int
+    offset: int
+    shard: str
+    verdict: str  # dead_lettered | duplicate | late | accepted
+    index: int  # position among the shard's records
+    watermark_before: int
+    watermark_after: int
+
+
+@dataclass
+class _Clock:
+    frontier: int = NEVER
+    watermark: int = NEVER
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    count: int = 0
+
+
+def arrivals(partitions: Sequence[Sequence[tuple[bytes | None, Meta]]], lateness_ms: int,
+             buckets: int) -> list[Arrival]:
+    """Replay each partition in order, shard by shard: dead letter, duplicate, late or accepted."""
+    found: list[Arrival] = []
+    for partition, records in enumerate(partitions):
+        clocks: dict[str, _Clock] = {}
+        for offset, (key, meta) in enumerate(records):
+            name = shard_of(partition, key, buckets)
+            clock = clocks.setdefault(name, _Clock())
+            before = clock.watermark
+            verdict = _verdict(clock, meta, lateness_ms)
+            found.append(Arrival(meta, partition, offset, name, verdict, clock.count, before,
+                                 clock.watermark))
+            clock.count += 1
+    return found
+
+
+def _verdict(clock: _Clock, meta: Meta, lateness_ms: int) -> str:
+    if meta.dead_reason is not None:
+        return DEAD
+    assert meta.event_id is not None and meta.time_ms is not None
+    seen = clock.seen.setdefault(meta.instance_key, set())
+    if meta.event_id in seen:
+        return DUPLICATE
+    seen.add(meta.event_id)
+    if meta.time_ms < clock.watermark:
+        return LATE
+    clock.frontier = max(clock.frontier, meta.time_ms)
+    clock.watermark = max(clock.watermark, clock.frontier - lateness_ms)
+    return ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceVerdict:
+    outcome: str | None
+    final_state: str
+    commands: tuple[str, ...]
+    expects_correction: bool
+
+
+def judge(found: list[Arrival], definitions: dict[str, StateMachine]
+          ) -> tuple[dict[str, InstanceVerdict], list[str]]:
+    """Per instance key its verdict; per arrival (same order) its expected ledger disposition."""
+    by_instance: dict[str, list[int]] = {}
+    for i, arrival in enumerate(found):
+        if arrival.verdict != DEAD:
+            by_instance.setdefault(arrival.meta.instance_key, []).append(i)
+    dispositions = [a.verdict for a in found]
+    marks = _marks(found)
+    verdicts = {}
+    for key, indexes in by_instance.items():
+        first = found[indexes[0]].meta
+        definition = definitions[first.workflow_type]
+        accepted = [i for i in indexes if found[i].verdict == ACCEPTED]
+        replica, taken = interpret(definition, first.instance_id, [_step(found[i]) for i in accepted])
+        for i, disposition in zip(accepted, taken, strict=True):
+            dispositions[i] = disposition
+        corrected = any(_corrects(found, accepted, i, definition, marks)
+                        for i in indexes if found[i].verdict == LATE)
+        verdicts[key] = InstanceVerdict(replica.outcome, replica.state, tuple(replica.commands), corrected)
+    return verdicts, dispositions
+
+
+def _step(arrival: Arrival) -> Step:
+    meta = arrival.meta
+    assert meta.time_ms is not None and meta.type is not None
+    return Step(meta.time_ms, meta.type, (meta.sequence or 0, arrival.index))
+
+
+def _marks(found: list[Arrival]) -> dict[str, list[int]]:
+    """Per shard, the watermark after each accepted record, in arrival order."""
+    marks: dict[str, list[int]] = {}
+    for arrival in found:
+        if arrival.verdict == ACCEPTED:
+            marks.setdefault(arrival.shard, []).append(arrival.watermark_after)
+    return marks
+
+
+def _corrects(found: list[Arrival], accepted: list[int], late: int, definition: StateMachine,
+              marks: dict[str, list[int]]) -> bool:
+    """Would the late event, applied in its place, change the instance's (outcome, state)?"""
+    arrival = found[late]
+    watermark = arrival.watermark_before
+    history = [_step(found[i]) for i in accepted
+               if found[i].index < arrival.index and _step(found[i]).time_ms < watermark]
+    instance_id = arrival.meta.instance_id
+    before, _ = interpret(definition, instance_id, history, watermark)
+    if before.phase == IDLE or _evicted(before.ended_ms, watermark, marks[arrival.shard], definition):
+        return False
+    after, _ = interpret(definition, instance_id, [*history, _step(arrival)], watermark)
+    return (before.outcome, before.state) != (after.outcome, after.state)
+
+
+def _evicted(ended_ms: int | None, watermark: int, marks: list[int], definition: StateMachine) -> bool:
+    """Evicted once the watermark passes `retention` after the end was processed."""
+    if ended_ms is None:
+        return False
+    processed_at = marks[bisect.bisect_right(marks, ended_ms)]
+    return watermark > max(ended_ms, processed_at) + parse_duration_ms(definition.retention)
