@@ -83,6 +83,7 @@ class ArchiveFile:
     source: str
     partition: int
     first_arrival_ms: int  # of the whole file: where a paced replay's clock starts
+    shared: bool = False  # the file holds rows of other sources too
 
 
 def partition_files(archive: Path, first_date: str | None = None,
@@ -116,7 +117,7 @@ def _file_entries(path: Path, partition: int) -> list[ArchiveFile]:
         return [ArchiveFile(offset_lo, offset_hi, path, source_lo, partition, first_arrival)]
     table = pq.read_table(path, columns=["source", "offset"])
     grouped = table.group_by("source").aggregate([("offset", "min"), ("offset", "max")])
-    return [ArchiveFile(lo, hi, path, source, partition, first_arrival)
+    return [ArchiveFile(lo, hi, path, source, partition, first_arrival, shared=True)
             for source, lo, hi in zip(grouped["source"].to_pylist(), grouped["offset_min"].to_pylist(),
                                       grouped["offset_max"].to_pylist(), strict=True)]
 

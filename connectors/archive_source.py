@@ -23,6 +23,7 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -116,26 +117,28 @@ class ArchiveSource(FixedPartitionedSource[RawRecord, int]):
         self.speed, self.clock, self.batch_size = speed, clock, batch_size
         self._started: datetime | None = None
 
+    @cached_property
+    def files(self) -> list[ArchiveFile]:
+        """The archive's files in the filter's date range (footers read once per process)."""
+        return partition_files(self.archive, *self.filter.dates())
+
     def list_parts(self) -> list[str]:
         """One part per archived `(source, partition)`, named `source/partition` like row ids."""
-        return sorted({f"{f.source}/{f.partition}" for f in self._files()})
+        return sorted({f"{f.source}/{f.partition}" for f in self.files})
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ArchivePartition:
+        """A fresh paced start anchors every partition at the archive's first arrival (so they
+        keep step); a resumed one at its own next record (so it does not wait out the past)."""
         source, partition = for_part.rsplit("/", 1)
-        files = [f for f in self._files(int(partition)) if f.source == source]
+        files = [f for f in self.files if f.source == source and f.partition == int(partition)]
         pacer = None
-        if self.speed is not None:
+        if self.speed is not None and resume_state is None:
             since = self.filter.since_ms
-            origin = since if since is not None else min(f.first_arrival_ms for f in self._files())
+            origin = since if since is not None else min(f.first_arrival_ms for f in self.files)
             self._started = self._started or self.clock()
             pacer = Pacer(self.speed, origin, self._started)
-        return _ArchivePartition(_Merge(files, source, resume_state or 0, self.filter),
-                                 self.filter, pacer, self.clock, self.batch_size)
-
-    def _files(self, partition: int | None = None) -> list[ArchiveFile]:
-        first, last = self.filter.dates()
-        files = partition_files(self.archive, first, last)
-        return files if partition is None else [f for f in files if f.partition == partition]
+        merge = _Merge(files, source, resume_state or 0, self.filter)
+        return _ArchivePartition(merge, self.filter, self.speed, pacer, self.clock, self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,9 @@ class Pacer:
 class _ArchivePartition(StatefulSourcePartition[RawRecord, int]):
     """Yields one archived partition's records in offset order, paced if asked."""
 
-    def __init__(self, merge: _Merge, replay_filter: ReplayFilter, pacer: Pacer | None,
-                 clock: Callable[[], datetime], batch_size: int) -> None:
-        self.merge, self.filter, self.pacer = merge, replay_filter, pacer
+    def __init__(self, merge: _Merge, replay_filter: ReplayFilter, speed: float | None,
+                 pacer: Pacer | None, clock: Callable[[], datetime], batch_size: int) -> None:
+        self.merge, self.filter, self.speed, self.pacer = merge, replay_filter, speed, pacer
         self.clock, self.batch_size = clock, batch_size
         self.held: deque[RawRecord] = deque()  # read, not yet due (paced replays)
 
@@ -165,12 +168,14 @@ class _ArchivePartition(StatefulSourcePartition[RawRecord, int]):
             self.held.extend(r for r in self.merge.take(self.batch_size) if self.filter.keeps(r))
             if not self.held and self.merge.done:
                 raise StopIteration
-        if self.pacer is None:
+        if self.speed is None:
             batch = list(self.held)
             self.held.clear()
             return batch
+        if self.pacer is None and self.held:  # resumed: anchor at the next record
+            self.pacer = Pacer(self.speed, self.held[0].arrived_ms, self.clock())
         now, batch = self.clock(), []
-        while self.held and self.pacer.due(self.held[0]) <= now:
+        while self.held and self.pacer is not None and self.pacer.due(self.held[0]) <= now:
             batch.append(self.held.popleft())
         return batch
 
@@ -249,11 +254,17 @@ class _Merge:
                 heapq.heappush(self.open, cursor)
 
     def _cursor(self, file: ArchiveFile) -> _Cursor | None:
-        table = pq.read_table(file.path)
-        table = table.filter(pc.equal(table["source"], self.source))
-        table = self.filter.rows(table.filter(pc.greater_equal(table["offset"], self.next_offset)))
-        if table.num_rows == 0:
-            return None
-        table = table.sort_by("offset")
+        """The file's rows of this partition from `next_offset` on, kept by the filter, by offset."""
+        table = pq.ParquetFile(file.path, pre_buffer=False).read(use_threads=False)
+        if file.shared:
+            table = table.filter(pc.equal(table["source"], self.source))
+        if file.first_offset < self.next_offset:
+            table = table.filter(pc.greater_equal(table["offset"], self.next_offset))
+        table = self.filter.rows(table)
         offsets = table["offset"].to_pylist()
+        if not offsets:
+            return None
+        if any(a > b for a, b in zip(offsets, offsets[1:])):
+            table = table.sort_by("offset")
+            offsets.sort()
         return _Cursor(offsets[0], file.path, table, offsets)

@@ -22,6 +22,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from connectors.arrow_rows import Row, rows_to_table
 from connectors.duckdb_views import create_views
 from schemas.tables import DUCKDB_TABLES, duckdb_ddl
+from state.catalog import Catalog
 
 Item = tuple[str, Row]
 """The value the sink takes under each key: `(table_name, row)`."""
@@ -33,8 +34,9 @@ _VIEW = "arrow_view"
 class DuckDBSink(FixedPartitionedSink[Item, None]):
     """One partition, one connection: all `(key, (table, row))` items go to the same worker."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, catalog: Catalog | None = None) -> None:
         self._db_path = db_path
+        self._catalog = catalog
 
     def list_parts(self) -> list[str]:
         """The single partition; Bytewax gives it to one worker."""
@@ -48,7 +50,7 @@ class DuckDBSink(FixedPartitionedSink[Item, None]):
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[Item, None]:
         """Open the database; there is no position to resume, re-delivery is ignored by row_id."""
-        return _DuckDBPartition(open_database(self._db_path))
+        return _DuckDBPartition(open_database(self._db_path, self._catalog))
 
 
 class _DuckDBPartition(StatefulSinkPartition[Item, None]):
@@ -72,13 +74,14 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
         self._conn.close()
 
 
-def open_database(db_path: Path) -> duckdb.DuckDBPyConnection:
+def open_database(db_path: Path, catalog: Catalog | None = None) -> duckdb.DuckDBPyConnection:
     """Open (or create) the database for writing, with every DuckDB output table present (all
-    but the raw input archive, which stays in Parquet)."""
+    but the raw input archive, which stays in Parquet) and the views; `catalog` gives the
+    `step_deadlines` the views read (the run's definitions)."""
     conn = duckdb.connect(str(db_path))
     for table in DUCKDB_TABLES:
         conn.execute(duckdb_ddl(table))
-    create_views(conn)
+    create_views(conn, catalog=catalog)
     return conn
 
 

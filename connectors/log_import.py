@@ -129,7 +129,10 @@ class StepSla:
         if not sep or not arrow or not target.strip():
             raise ValueError(f"--sla {text!r}: write FROM->TO<=LIMIT, e.g. 'Registered->Approved<=2d' "
                              "(leave FROM empty to measure from the case's first event)")
-        parse_duration_ms(limit.strip())
+        try:
+            parse_duration_ms(limit.strip())
+        except ValueError as e:
+            raise ValueError(f"--sla {text!r}: the limit {e}") from e
         return cls(origin.strip() or None, target.strip(), limit.strip())
 
 

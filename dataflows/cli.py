@@ -7,20 +7,30 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from datetime import timedelta
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from dataflows.analysis_cli import add_inspect, add_report
+from dataflows.archive_cli import add_import_log, add_replay, add_verify
 from dataflows.settings import Settings
 from schemas.errors import FlowkeeperError
 
+if TYPE_CHECKING:
+    from bytewax.inputs import Source
 
-def settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, documented from the settings model; unset flags fall back to
-    `FLOWKEEPER_<NAME>` environment variables, then to the defaults shown."""
+    from schemas.event import RawRecord
+
+
+def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = ()) -> None:
+    """One flag per setting (but those in `omit`), documented from the settings model; unset flags
+    fall back to `FLOWKEEPER_<NAME>` environment variables, then to the defaults shown."""
     for name, info in Settings.model_fields.items():
+        if name in omit:
+            continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} (env FLOWKEEPER_{name.upper()}; default {info.default})"
         if info.annotation is bool:
@@ -37,15 +47,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as e:
-        problems = "; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}"
-                             for err in e.errors())
+        problems = "; ".join(_flag(err["loc"]) + err["msg"] for err in e.errors())
         raise FlowkeeperError(f"invalid settings: {problems}") from e
 
 
-def prepare_out(settings: Settings, overwrite: bool) -> None:
-    """Make sure the output folder is usable and holds no earlier results (unless --overwrite)."""
+def _flag(loc: tuple[int | str, ...]) -> str:
+    """`--name: ` of the setting an error is about (nothing for errors about several)."""
+    return f"--{'-'.join(map(str, loc)).replace('_', '-')}: " if loc else ""
+
+
+def prepare_out(settings: Settings, overwrite: bool, resuming: bool = False) -> None:
+    """Make sure the output folder is usable and holds no earlier results (unless --overwrite, or
+    unless this run resumes from a recovery folder: then it continues those results)."""
     out = settings.out
     earlier = [p for p in (settings.parquet_dir, settings.duckdb_path) if p.exists()]
+    if resuming:
+        earlier = []
     if earlier and not overwrite:
         raise FlowkeeperError(f"{out} already holds results ({', '.join(map(str, earlier))}); "
                               "pass --overwrite to replace them, or choose another --out")
@@ -77,16 +94,24 @@ def progress_printer(stop: threading.Event, started: float, every: float = 2.0) 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main dataflow on the configured source and print a summary."""
-    from bytewax.run import cli_main
-
-    from dataflows.pipeline import build_flow
     from dataflows.sources import prepare_source
-    from dataflows.summary import render
-    from operators.progress import PROGRESS
 
     settings = settings_from(args)
     prepare_out(settings, args.overwrite)
     source, truth_dir = prepare_source(settings)
+    return execute(settings, source, truth_dir)
+
+
+def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | None) -> int:
+    """Run the dataflow on `source` with a progress line, then print the summary."""
+    from bytewax.run import cli_main
+
+    from dataflows.jsonlog import configure_logging
+    from dataflows.pipeline import build_flow
+    from dataflows.summary import render
+    from operators.progress import PROGRESS
+
+    configure_logging(settings.log_level)
     flow = build_flow(settings, source=source)
     started = time.monotonic()
     stop = threading.Event()
@@ -137,7 +162,8 @@ def _add_check_definitions(sub: Any) -> Handler:
 
 
 # Each command module contributes one `add_*(subparsers) -> handler` function here.
-COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions]
+COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions, add_replay, add_verify,
+                                            add_import_log, add_report, add_inspect]
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -28,6 +28,7 @@ from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
+from operators.telemetry import Telemetry, start_telemetry
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
@@ -45,9 +46,13 @@ def build_flow(
     source: Source[RawRecord] | None = None,
     sink: Sink[Row] | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    telemetry: Telemetry | None = None,
 ) -> Dataflow:
-    """Build the dataflow; `source`, `sink` and `clock` are injectable for tests."""
+    """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.
+    Without `telemetry`, `settings.metrics_port` starts the process's metrics endpoint."""
     settings = settings or Settings()
+    if telemetry is None and settings.metrics_port:
+        telemetry = start_telemetry(settings.metrics_port)
     catalog = load_catalog(settings.definitions)
     rules = catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
                                  settings.max_future_skew_ms)
@@ -60,6 +65,7 @@ def build_flow(
         drain_at_eof=settings.drain_at_eof,
         idle_grace=settings.idle_grace_delta,
         clock=clock,
+        telemetry=telemetry,
     )
     flow = Dataflow("flowkeeper")
     records = op.input("input", flow, source if source is not None else make_source(settings, catalog))
@@ -80,5 +86,5 @@ def build_flow(
                                                    settings.flush_seconds))
     if settings.duckdb:
         keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
-        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path))
+        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog))
     return flow

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(5.0, ge=0, description="write buffered rows at least this often")
     duckdb: bool = Field(True, description="also write the DuckDB database")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
+    metrics_port: int = Field(0, ge=0, le=65535, description="serve live Prometheus metrics on this port at /metrics (0: off)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description="JSON log lines on stderr from this level; 'info' logs every dead letter, anomaly and correction with its trace id")
+    recovery_dir: Path | None = Field(None, description="Bytewax recovery folder: snapshots of state and input positions; a run with an existing one resumes")
+    recovery_partitions: int = Field(1, ge=1, le=256, description="SQLite partitions created in a new recovery folder")
+    snapshot_interval: float = Field(10.0, gt=0, description="seconds between recovery snapshots (and epochs)")
+    backup_interval: float = Field(0.0, ge=0, description="seconds to keep superseded snapshots, for backups copied with a delay")
     archive: bool = Field(True, description="archive every input record as received to Parquet (parquet/archive), for replay")
 
     archive_path: Path | None = Field(None, description="source 'archive': the archive to replay (a run's --out folder, or an import-log folder)")

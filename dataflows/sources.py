@@ -8,6 +8,7 @@ from bytewax.inputs import Source
 
 from connectors.simulator import SimulatorConfig, SimulatorSource, simulate, write_ground_truth
 from connectors.simulator.truth import Simulation
+from dataflows.replay import replay_source
 from dataflows.settings import Settings
 from schemas.event import RawRecord
 from state.catalog import Catalog, load_catalog
@@ -28,6 +29,8 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
 
 def make_source(settings: Settings, catalog: Catalog) -> Source[RawRecord]:
     """The source of `settings.source` (for `python -m bytewax.run`, where nothing ran before)."""
+    if settings.source == "archive":
+        return replay_source(settings, catalog)
     return simulator_source(settings, simulate(simulator_config(settings), catalog))
 
 
@@ -37,6 +40,8 @@ def simulator_source(settings: Settings, simulation: Simulation) -> SimulatorSou
 
 def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
     """Build the source once for a CLI run; returns it and the ground-truth folder, if any."""
+    if settings.source == "archive":
+        return replay_source(settings, load_catalog(settings.definitions)), None
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     truth_dir = settings.out / "ground_truth"
     write_ground_truth(simulation, settings.out)

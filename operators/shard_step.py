@@ -22,6 +22,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
 from operators.progress import PROGRESS
+from operators.telemetry import Telemetry, observe_batch, timing_snapshot
 from operators.timeutil import from_ms, to_ms
 from schemas.decode import DecodeRules
 from schemas.event import RawRecord
@@ -47,6 +48,7 @@ class ShardStepConfig:
     drain_at_eof: bool = True
     idle_grace: timedelta | None = None
     clock: Callable[[], datetime] = lambda: datetime.now().astimezone()
+    telemetry: Telemetry | None = None
 
 
 class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
@@ -69,6 +71,7 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
         PROGRESS.add(shard.name, len(values), dead, shard.open_instances)
+        observe_batch(self.config.telemetry, shard, len(values), out.rows)
         return out.rows, False
 
     def notify_at(self) -> datetime | None:
@@ -87,6 +90,7 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         if now - self.last_input >= self.config.idle_grace:
             self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
             self._gauges(self.shard, out)
+        observe_batch(self.config.telemetry, self.shard, 0, out.rows)
         return out.rows, False
 
     def on_eof(self) -> tuple[Iterable[Row], bool]:
@@ -95,11 +99,13 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         out = Out(self.shard.name)
         self.shard.advance_to(END_OF_TIME, out)
         self._gauges(self.shard, out)
+        observe_batch(self.config.telemetry, self.shard, 0, out.rows)
         return out.rows, False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
-        return self.shard.snapshot()
+        with timing_snapshot(self.config.telemetry):
+            return self.shard.snapshot()
 
     def _shard(self, record: RawRecord) -> Shard:
         if self.shard is None:

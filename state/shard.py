@@ -33,7 +33,7 @@ from state.durations import parse_duration_ms
 from state.machine import ANOMALOUS, APPLIED, DeadlineRef, MachineInstance, anomaly_row
 from state.output import Discard, Out
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 NEVER = -(2**62)
 END_OF_TIME = 2**62
 
@@ -58,6 +58,7 @@ class Tombstone:
 
     outcome: str | None
     ended_ms: int
+    forget_ms: int
 
 
 class Shard:
@@ -148,7 +149,7 @@ class Shard:
             elif kind == EVICT:
                 self._evict(entry[4], entry[0])
             else:
-                self._forget(entry[4])
+                self._forget(entry[4], entry[0])
         self.fact_clock = out.fact_clock
 
     def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
@@ -209,7 +210,7 @@ class Shard:
             out.row("outcomes", instance.outcome_row())
             assert instance.ended_ms is not None
             retention = parse_duration_ms(instance.definition.retention)
-            self._push(max(instance.ended_ms, self.watermark) + retention, EVICT, key, None)
+            self._push(instance.ended_ms + retention, EVICT, key, None)
 
     def _evict(self, key: str, at_ms: int) -> None:
         instance = self.instances.pop(key, None)
@@ -217,11 +218,14 @@ class Shard:
             return
         self.history.pop(key, None)
         self._finished.discard(key)
-        self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms)
-        self._push(at_ms + self.config.tombstone_retention_ms, FORGET, key, None)
+        forget_ms = at_ms + self.config.tombstone_retention_ms
+        self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms, forget_ms)
+        self._push(forget_ms, FORGET, key, None)
 
-    def _forget(self, key: str) -> None:
-        if key in self.instances:
+    def _forget(self, key: str, due_ms: int) -> None:
+        """Drop what is kept of a key, unless an instance or a younger tombstone still needs it."""
+        tombstone = self.tombstones.get(key)
+        if key in self.instances or (tombstone is not None and tombstone.forget_ms > due_ms):
             return
         self.tombstones.pop(key, None)
         self.seen.pop(key, None)
@@ -326,9 +330,9 @@ class Shard:
             "queue": [_entry_to_data(e) for e in self.queue],
             "instances": {k: {**i.to_snapshot(), "counts": dict(i.counts)}
                           for k, i in self.instances.items()},
-            "history": {k: [_event_to_data(e) for e in events] for k, events in self.history.items()},
+            "history": {k: [_history_to_data(e) for e in events] for k, events in self.history.items()},
             "finished": sorted(self._finished),
-            "tombstones": {k: [t.outcome, t.ended_ms] for k, t in self.tombstones.items()},
+            "tombstones": {k: [t.outcome, t.ended_ms, t.forget_ms] for k, t in self.tombstones.items()},
             "seen": {k: dict(v) for k, v in self.seen.items()},
             "early_counts": {k: dict(v) for k, v in self.early_counts.items()},
         }
@@ -354,13 +358,18 @@ class Shard:
                 instance = CaseInstance.from_snapshot(snap, definition)
             instance.counts = dict(snap["counts"])
             shard.instances[key] = instance
-        shard.history = {k: [_event_from_data(e) for e in v] for k, v in data["history"].items()}
+        shard.history = {k: [_history_from_data(k, e) for e in v] for k, v in data["history"].items()}
         shard._finished.update(data["finished"])
+        scheduled = {entry[4] for entry in shard.queue if entry[1] == EVICT}
+        for key in sorted(shard._finished - scheduled):
+            instance = shard.instances[key]
+            assert instance.ended_ms is not None
+            shard._push(instance.ended_ms + parse_duration_ms(instance.definition.retention), EVICT, key, None)
         for instance in shard.instances.values():
             if not instance.ended:
                 wf = instance.workflow_type
                 shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
-        shard.tombstones = {k: Tombstone(o, e) for k, (o, e) in data["tombstones"].items()}
+        shard.tombstones = {k: Tombstone(*t) for k, t in data["tombstones"].items()}
         shard.seen = {k: dict(v) for k, v in data["seen"].items()}
         shard.early_counts = {k: dict(v) for k, v in data["early_counts"].items()}
         return shard
@@ -368,12 +377,29 @@ class Shard:
 
 def migrate_snapshot(data: dict[str, Any]) -> dict[str, Any]:
     """The migration hook: upgrade older snapshot versions to `SNAPSHOT_VERSION` step by step."""
+    if data.get("version") == 1:
+        data = _v1_to_v2(data)
     version = data.get("version")
     if version != SNAPSHOT_VERSION:
         msg = (f"shard snapshot version {version!r} is not supported by this code (expects "
                f"{SNAPSHOT_VERSION}); add a migration step in state.shard.migrate_snapshot")
         raise SnapshotError(msg)
     return data
+
+
+_V1_TOMBSTONE_RETENTION_MS = 86_400_000  # v1 kept no expiry; it used the default retention
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 keeps only what a what-if recomputation reads of an applied event (id, type, time,
+    sequence): the instance is implied by the key, and coordinates are never re-emitted.
+    Tombstones carry their own expiry, so an older timer cannot forget a newer tombstone, and
+    evictions are due `retention` after the end in event time (v1 counted from when the end was
+    processed), so v1's eviction timers are dropped and scheduled anew on restore."""
+    history = {k: [[e[0], e[1], e[2], e[10]] for e in events] for k, events in data["history"].items()}
+    tombstones = {k: [o, e, e + _V1_TOMBSTONE_RETENTION_MS] for k, (o, e) in data["tombstones"].items()}
+    queue = [entry for entry in data["queue"] if entry[1] != EVICT]  # rescheduled by `restore`
+    return {**data, "version": 2, "history": history, "tombstones": tombstones, "queue": queue}
 
 
 def _pinned(catalog: Catalog, workflow_type: str, version: int) -> Catalog:
@@ -393,6 +419,18 @@ def _event_to_data(event: Event) -> list[Any]:
 
 def _event_from_data(data: list[Any]) -> Event:
     return Event(**dict(zip(_EVENT_FIELDS, data, strict=True)))
+
+
+def _history_to_data(event: Event) -> list[Any]:
+    return [event.event_id, event.type, event.time_ms, event.sequence]
+
+
+def _history_from_data(key: str, data: list[Any]) -> Event:
+    workflow_type, instance_id = key.split("/", 1)
+    event_id, event_type, time_ms, sequence = data
+    return Event(event_id=event_id, type=event_type, time_ms=time_ms, workflow_type=workflow_type,
+                 instance_id=instance_id, source="", partition=-1, offset=-1, arrived_ms=0,
+                 body_crc=0, sequence=sequence)
 
 
 def _entry_to_data(entry: tuple[Any, ...]) -> list[Any]:

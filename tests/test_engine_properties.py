@@ -95,3 +95,25 @@ def test_strategy_covers_every_script(tmp_path: Path) -> None:
     from tests.strategies import SCRIPTS
 
     assert {"happy", "silent", "compensated", "compensation_failed", "noisy"} <= set(SCRIPTS)
+
+
+def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog, tmp_path: Path) -> None:
+    """A v1 shard snapshot (checked-in fixture) is migrated on restore, and feeding the rest of
+    the events gives exactly the rows of an uninterrupted run."""
+    import json
+
+    from tests.engine_kit import CASES
+    from tests.snapshot_kit import LATENESS_MS, PREFIX, REST
+
+    both = write_catalog(tmp_path, ORDER_V1, CASES)
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "shard_snapshot_v1.json").read_text())
+    assert fixture["version"] == 1
+    one_pass = Harness(both, LATENESS_MS).feed(*PREFIX, *REST).drain()
+    prefix = Harness(both, LATENESS_MS).feed(*PREFIX)
+    resumed = Harness(both, LATENESS_MS)
+    resumed.shard = Shard.restore(fixture, both, resumed.shard.rules, resumed.shard.config)
+    resumed.offset = len(PREFIX)
+    resumed.out.fact_clock = prefix.out.fact_clock
+    resumed.feed(*REST).drain()
+    assert prefix.out.rows + resumed.out.rows == one_pass.out.rows
+    assert resumed.shard.snapshot()["version"] == 2

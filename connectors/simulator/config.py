@@ -40,7 +40,8 @@ class Faults(_Frozen):
     """Per-instance probabilities of each fault; 0.0 switches one off, `Faults.none()` all of them.
 
     `missing_ack` applies to instances that compensate: some acknowledgements never come, so the
-    instance ends `compensation_failed`. `out_of_order` needs `allowed_lateness_ms >= 20`.
+    instance ends `compensation_failed`. `out_of_order` needs `allowed_lateness_ms >= 20`;
+    `future_stamped` needs the future-skew check on (`max_future_skew_ms` not None).
     """
 
     missing_ack: Share = 0.25
@@ -74,7 +75,7 @@ class SimulatorConfig(_Frozen):
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     allowed_lateness_ms: int = Field(default=5_000, ge=0)
     buckets: int = Field(default=16, ge=1)
-    max_future_skew_ms: int = Field(default=3_600_000, gt=0)
+    max_future_skew_ms: int | None = Field(default=3_600_000, gt=0)  # None: the check is off
     mix: OutcomeMix = OutcomeMix()
     habits: Habits = Habits()
     faults: Faults = Faults()
@@ -84,6 +85,8 @@ class SimulatorConfig(_Frozen):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("'start' needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+        if not 2000 <= value.astimezone(UTC).year < 2190:
+            raise ValueError("'start' must lie in 2000..2189: the decoder refuses other years")
         return value
 
     @property

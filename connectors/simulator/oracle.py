@@ -1,7 +1,7 @@
 """The ground truth: what the engine must conclude about every record and every instance.
 
 Independent of `state.shard` and `state.machine`: a record-by-record replay of the event-time
-rules (per shard: frontier = largest event time accepted, watermark = frontier − allowed lateness;
+rules (per shard: frontier = largest event time accepted, watermark = frontier - allowed lateness;
 a record's event id seen before in its instance is a duplicate; an event before the watermark at
 its arrival is late, recorded and never applied), then `replica.interpret` per instance. The end
 of the bounded input fires every pending deadline, so the final verdict interprets every accepted
@@ -9,13 +9,11 @@ event with no time limit.
 
 A late event yields a correction when interpreting it, with the instance's history so far and the
 same watermark, changes (outcome, state) — if the instance exists then: started, and not yet
-evicted (`retention` after it ended). Eviction is modelled with the watermark moving record by
-record; the simulator places late events so that batching cannot change the answer.
+evicted (the watermark has passed `retention` after it ended, in event time).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +101,8 @@ def _verdict(clock: _Clock, meta: Meta, lateness_ms: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InstanceVerdict:
+    """What the engine must conclude about one instance once the input has drained."""
+
     outcome: str | None
     final_state: str
     commands: tuple[str, ...]
@@ -117,18 +117,19 @@ def judge(found: list[Arrival], definitions: dict[str, StateMachine]
         if arrival.verdict != DEAD:
             by_instance.setdefault(arrival.meta.instance_key, []).append(i)
     dispositions = [a.verdict for a in found]
-    marks = _marks(found)
     verdicts = {}
     for key, indexes in by_instance.items():
         first = found[indexes[0]].meta
         definition = definitions[first.workflow_type]
         accepted = [i for i in indexes if found[i].verdict == ACCEPTED]
-        replica, taken = interpret(definition, first.instance_id, [_step(found[i]) for i in accepted])
+        steps = [_step(found[i]) for i in accepted]
+        replica, taken = interpret(definition, first.instance_id, steps)
         for i, disposition in zip(accepted, taken, strict=True):
             dispositions[i] = disposition
-        corrected = any(_corrects(found, accepted, i, definition, marks)
+        corrected = any(_corrects(found, accepted, i, definition)
                         for i in indexes if found[i].verdict == LATE)
-        verdicts[key] = InstanceVerdict(replica.outcome, replica.state, tuple(replica.commands), corrected)
+        verdicts[key] = InstanceVerdict(replica.outcome, replica.state, tuple(replica.commands),
+                                        corrected)
     return verdicts, dispositions
 
 
@@ -138,33 +139,20 @@ def _step(arrival: Arrival) -> Step:
     return Step(meta.time_ms, meta.type, (meta.sequence or 0, arrival.index))
 
 
-def _marks(found: list[Arrival]) -> dict[str, list[int]]:
-    """Per shard, the watermark after each accepted record, in arrival order."""
-    marks: dict[str, list[int]] = {}
-    for arrival in found:
-        if arrival.verdict == ACCEPTED:
-            marks.setdefault(arrival.shard, []).append(arrival.watermark_after)
-    return marks
-
-
-def _corrects(found: list[Arrival], accepted: list[int], late: int, definition: StateMachine,
-              marks: dict[str, list[int]]) -> bool:
+def _corrects(found: list[Arrival], accepted: list[int], late: int, definition: StateMachine) -> bool:
     """Would the late event, applied in its place, change the instance's (outcome, state)?"""
     arrival = found[late]
     watermark = arrival.watermark_before
-    history = [_step(found[i]) for i in accepted
-               if found[i].index < arrival.index and _step(found[i]).time_ms < watermark]
+    earlier = [_step(found[i]) for i in accepted if found[i].index < arrival.index]
+    history = [step for step in earlier if step.time_ms < watermark]  # what was released
     instance_id = arrival.meta.instance_id
     before, _ = interpret(definition, instance_id, history, watermark)
-    if before.phase == IDLE or _evicted(before.ended_ms, watermark, marks[arrival.shard], definition):
+    if before.phase == IDLE or _evicted(before.ended_ms, watermark, definition.retention):
         return False
     after, _ = interpret(definition, instance_id, [*history, _step(arrival)], watermark)
     return (before.outcome, before.state) != (after.outcome, after.state)
 
 
-def _evicted(ended_ms: int | None, watermark: int, marks: list[int], definition: StateMachine) -> bool:
-    """Evicted once the watermark passes `retention` after the end was processed."""
-    if ended_ms is None:
-        return False
-    processed_at = marks[bisect.bisect_right(marks, ended_ms)]
-    return watermark > max(ended_ms, processed_at) + parse_duration_ms(definition.retention)
+def _evicted(ended_ms: int | None, watermark: int, retention: str) -> bool:
+    """Evicted once the watermark passes `retention` after the end (event time only)."""
+    return ended_ms is not None and watermark > ended_ms + parse_duration_ms(retention)

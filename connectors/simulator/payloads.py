@@ -79,7 +79,7 @@ def _order_placed(f: Facts) -> Payload:
 
 
 def _payment_authorized(f: Facts) -> Payload:
-    method = f.get("method", lambda r: r.choice(["card", "card", "paypal", "bank_transfer", "gift_card"]))
+    method = f.get("method", lambda r: r.choice(["card", "paypal", "bank_transfer", "gift_card"]))
     return {"order_id": f.instance_id, "payment_id": f.token("pay"),
             "amount_cents": _order_cents(f), "currency": "EUR", "method": method}
 
@@ -147,7 +147,8 @@ def _registration_requested(f: Facts) -> Payload:
 
 
 def _seat_reserved(f: Facts) -> Payload:
-    return {"course": _course(f), "seat_hold_id": f.token("hold"), "seats_left": f.rng.randint(0, 80)}
+    return {"course": _course(f), "seat_hold_id": f.token("hold"),
+            "seats_left": f.rng.randint(0, 80)}
 
 
 def _no_seats_left(f: Facts) -> Payload:
@@ -294,8 +295,8 @@ def _transcode_failed(f: Facts) -> Payload:
 
 def _thumbnail_created(f: Facts) -> Payload:
     count = int(f.get("thumbs", lambda r: r.randint(1, 6)))
-    return {"asset_id": f.instance_id,
-            "thumbnails": [f"https://cdn.example.com/{f.instance_id}/thumb-{i}.jpg" for i in range(count)]}
+    thumbnails = [f"https://cdn.example.com/{f.instance_id}/thumb-{i}.jpg" for i in range(count)]
+    return {"asset_id": f.instance_id, "thumbnails": thumbnails}
 
 
 def _thumbnail_failed(f: Facts) -> Payload:
@@ -316,8 +317,8 @@ def _thumbnails_deleted(f: Facts) -> Payload:
 
 
 def _processing_progress(f: Facts) -> Payload:
-    return {"asset_id": f.instance_id, "branch": f.rng.choice(["transcode", "thumbnail", "metadata"]),
-            "percent": f.rng.randint(0, 100)}
+    branch = f.rng.choice(["transcode", "thumbnail", "metadata"])
+    return {"asset_id": f.instance_id, "branch": branch, "percent": f.rng.randint(0, 100)}
 
 
 def _upload_cancelled(f: Facts) -> Payload:

@@ -22,7 +22,7 @@ IDLE, RUNNING, COMPENSATING, ENDED = "idle", "running", "compensating", "ended"
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One event given to the interpreter; `rank` orders events of equal time (sequence, arrival)."""
+    """One event for the interpreter; `rank` (sequence, arrival) orders events of equal time."""
 
     time_ms: int
     type: str
@@ -34,7 +34,6 @@ class Timer:
     """An armed deadline: `index` into the state's deadlines, or the compensation timeout."""
 
     due_ms: int
-    armed: int
     visit: int
     kind: str  # "state" | "compensation"
     index: int
@@ -148,7 +147,8 @@ class Replica:
                 self._end(state.outcome, at_ms)
             return
         for index, deadline in enumerate(state.deadlines):
-            base = at_ms if deadline.from_event is None else self.first_seen.get(deadline.from_event)
+            since = deadline.from_event
+            base = at_ms if since is None else self.first_seen.get(since)
             if base is not None:
                 self._arm(base + deadline.after_ms, "state", index)
 
@@ -157,7 +157,8 @@ class Replica:
         for step, command, ack in reversed(self.done):
             self._command(step, command, at_ms)
             self.owed_acks[ack] = command
-        self._arm(at_ms + parse_duration_ms(self.definition.compensation_timeout), "compensation", 0)
+        timeout = parse_duration_ms(self.definition.compensation_timeout)
+        self._arm(at_ms + timeout, "compensation", 0)
 
     def _fire(self, timer: Timer) -> None:
         if timer.visit != self.visit or self.phase == ENDED:
@@ -174,7 +175,8 @@ class Replica:
 
     def _arm(self, due_ms: int, kind: str, index: int) -> None:
         self.armed += 1
-        heapq.heappush(self.timers, (due_ms, self.armed, Timer(due_ms, self.armed, self.visit, kind, index)))
+        timer = Timer(due_ms, self.visit, kind, index)
+        heapq.heappush(self.timers, (due_ms, self.armed, timer))
 
     def _command(self, step: str, command: str, due_ms: int) -> None:
         self.commands.append(f"{self.definition.workflow}/{self.instance_id}/{step}/{command}/{due_ms}")

@@ -102,7 +102,8 @@ class Blueprint:
             self._distances[outcomes] = _distances(self.definition, outcomes)
         return self._distances[outcomes]
 
-    def route(self, rng: random.Random, outcomes: frozenset[str], start: str | None = None) -> list[Move]:
+    def route(self, rng: random.Random, outcomes: frozenset[str],
+              start: str | None = None) -> list[Move]:
         """A random route from `start` (the initial state) to one of `outcomes`; [] if none."""
         definition, dist = self.definition, self.distances(outcomes)
         name = start or definition.initial
@@ -123,7 +124,8 @@ class Blueprint:
         """The scenarios this workflow can play out (an outcome must be reachable by events)."""
         initial = self.definition.initial
         found = [s for s in OUTCOME_SCENARIOS if initial in self.distances(frozenset([s]))]
-        if any(_has_goto(self.definition.states[n]) for n in self.distances(frozenset(["completed"]))):
+        completing = self.distances(frozenset(["completed"]))
+        if any(_has_goto(self.definition.states[n]) for n in completing):
             found.append("timed_out")
         return tuple(found)
 
@@ -211,7 +213,7 @@ class _Walk:
         return at if due is None or at < due else None
 
     def take(self, move: Move, pace: str) -> None:
-        """Send the events of one move; `pace` is "normal", "slow" or "tight" for its first event."""
+        """Send the events of one move; `pace` ("normal", "slow", "tight") times the first one."""
         state = self.replica.current
         if state.parallel is None:
             assert move.event_type is not None
@@ -252,9 +254,10 @@ class _Walk:
         if late is not None and pending:
             late_type = branches[pending[-1]].done  # the last branch: in time, it would have joined
         expiry = self.first_due(goto=True)
-        assert expiry is not None, f"state {self.replica.state!r} has no goto deadline to fall silent at"
-        if late_type is not None and expiry - self.last_ms > 2 * LATE_LEAD_MS[0]:
-            lead = self.rng.randint(LATE_LEAD_MS[0], min(LATE_LEAD_MS[1], (expiry - self.last_ms) // 2))
+        assert expiry is not None, f"state {self.replica.state!r} has no goto deadline"
+        room = expiry - self.last_ms
+        if late_type is not None and room > 2 * LATE_LEAD_MS[0]:
+            lead = self.rng.randint(LATE_LEAD_MS[0], min(LATE_LEAD_MS[1], room // 2))
             text, ms = stamp(expiry - lead)
             self.late, self.late_deadline_ms = Planned(late_type, ms, text, "late"), expiry
         self.replica.advance(expiry + 1)

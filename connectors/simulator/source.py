@@ -81,7 +81,8 @@ class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1; got {batch_size}")
         if speed is not None and not speed > 0:
-            raise ConfigError(f"speed must be above 0 (60.0 plays a minute per second) or None; got {speed}")
+            msg = f"speed must be above 0 (60.0 plays a minute per second) or None; got {speed}"
+            raise ConfigError(msg)
         self._partitions = [tuple(p) for p in partitions]
         self._batch_size, self._speed, self._clock = batch_size, speed, clock
         self._origin_ms = min((p[0].arrived_ms for p in self._partitions if p), default=0)
@@ -89,8 +90,8 @@ class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(len(self._partitions))]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None
-                   ) -> _SimulatorPartition:
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: int | None) -> StatefulSourcePartition[RawRecord, int]:
         records = self._partitions[int(for_part)]
         offset = resume_state if resume_state is not None else 0
         pace = None

@@ -1,5 +1,5 @@
-"""`simulate`: instance plans become records (envelopes, payloads, arrival times, faults, partitions),
-and the oracle says what the engine must make of them.
+"""`simulate`: instance plans become records (envelopes, payloads, arrival times, faults,
+partitions), and the oracle says what the engine must make of them.
 
 Arrival is event time plus a delay of at most a quarter of the allowed lateness, so no record is
 late by accident: every accepted record's event time is at or before its arrival, so the
@@ -26,19 +26,21 @@ from connectors.simulator.payloads import ID_PREFIX, Facts, sample
 from connectors.simulator.scenarios import Blueprint, InstancePlan, Planned, plan_instance
 from connectors.simulator.truth import Simulation, TruthInstance, TruthRecord
 from connectors.simulator.wire import cloudevent, stamp, to_bytes
-from schemas.decode import DecodeRules
+from schemas.decode import MAX_TIME_MS, DecodeRules
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from schemas.payloads.registry import PayloadRegistry
 from state.catalog import Catalog
 from state.definition import StateMachine
+from state.durations import parse_duration_ms
 from state.sharding import shard_of
 
 SOURCE = "simulator"
 UNKNOWN_TYPES = ("LoyaltyPointsAwarded", "InvoiceArchived", "SurveyCompleted", "CacheInvalidated")
 DUPLICATE_AFTER_MS = (200, 60_000)
 FUTURE_AHEAD_MS = (60_000, 3 * 3_600_000)
+_ROLE_FAULTS = {"after_end": ("after_end",), "late": ("late_after_timeout",)}
 
 
 @dataclass(slots=True)
@@ -125,8 +127,9 @@ def simulate(config: SimulatorConfig, catalog: Catalog,
     truth_instances = []
     for plan in plans:
         v = verdicts[f"{plan.workflow}/{plan.instance_id}"]
-        truth_instances.append(TruthInstance(plan.workflow, plan.instance_id, plan.scenario, v.outcome,
-                                             v.final_state, v.commands, v.expects_correction))
+        truth_instances.append(TruthInstance(plan.workflow, plan.instance_id, plan.scenario,
+                                             v.outcome, v.final_state, v.commands,
+                                             v.expects_correction))
     records = [[RawRecord(SOURCE, p, offset, d.value, d.key, (), d.order[0])
                 for offset, d in enumerate(part)] for p, part in enumerate(partitions)]
     truth_records = [_truth_record(a, d) for a, d in zip(found, dispositions, strict=True)]
@@ -138,20 +141,23 @@ def _definitions(config: SimulatorConfig, catalog: Catalog) -> list[StateMachine
     found = []
     for name in names:
         if name not in catalog.definitions:
-            msg = f"workflow {name!r} is not in the catalog; name one of {sorted(catalog.definitions)}"
-            raise ConfigError(msg)
+            known = sorted(catalog.definitions)
+            raise ConfigError(f"workflow {name!r} is not in the catalog; name one of {known}")
         definition = catalog.latest(name)
         if isinstance(definition, StateMachine):
             found.append(definition)
         elif config.workflows is not None:
-            raise ConfigError(f"workflow {name!r} is case tracking; the simulator plays state machines")
+            msg = f"workflow {name!r} is case tracking; the simulator plays state machines only"
+            raise ConfigError(msg)
     if not found:
-        raise ConfigError("no state-machine workflow to simulate; load one or name it in 'workflows'")
+        msg = "no state-machine workflow to simulate; load one or name it in 'workflows'"
+        raise ConfigError(msg)
     return found
 
 
-def _instances(config: SimulatorConfig, definitions: list[StateMachine], registry: PayloadRegistry,
-               rules: DecodeRules, counter: Iterator[int]) -> Iterator[tuple[InstancePlan, _Context]]:
+def _instances(config: SimulatorConfig, definitions: list[StateMachine],
+               registry: PayloadRegistry, rules: DecodeRules,
+               counter: Iterator[int]) -> Iterator[tuple[InstancePlan, _Context]]:
     """Instance n starts after an exponential gap (a Poisson process at `rate` per second) and
     draws everything else from its own generator, so instances do not shift one another."""
     gaps = random.Random(config.seed)
@@ -196,7 +202,7 @@ def _drafts(ctx: _Context) -> tuple[list[Draft], Draft | None]:
 def _event_draft(ctx: _Context, planned: Planned, arrival_ms: int, sequence: int | None) -> Draft:
     version = ctx.version(planned.type)
     envelope = ctx.envelope(planned.type, planned.stamp, version, sequence)
-    faults = {"after_end": ("after_end",), "late": ("late_after_timeout",)}.get(planned.role, ())
+    faults: tuple[str, ...] = _ROLE_FAULTS.get(planned.role, ())
     if version < ctx.versions.get(planned.type, (1, 1))[1]:
         faults += ("old_version",)
     if ctx.plan.tight is not None and any(planned is p for p in ctx.plan.tight):
@@ -221,6 +227,8 @@ def _dead_letters(ctx: _Context) -> list[Draft]:
     faults = ctx.config.faults
     makers = [(faults.malformed_json, _malformed), (faults.payload_invalid, _invalid_payload),
               (faults.unknown_type, _unknown_type), (faults.future_stamped, _future_stamped)]
+    if ctx.config.max_future_skew_ms is None:  # nothing is too far ahead: it would be accepted
+        makers.pop()
     found = []
     for share, make in makers:
         if ctx.rng.random() < share:
@@ -245,7 +253,7 @@ def _malformed(ctx: _Context, at: int, arrival: int) -> Draft:
 
 
 def _invalid_payload(ctx: _Context, at: int, arrival: int) -> Draft | None:
-    """A registered type whose data breaks its model: a required field missing, or an unknown one."""
+    """A registered type whose data breaks its model: a required field gone, or an unknown one."""
     event_type = _some_type(ctx)
     version = ctx.version(event_type)
     model = ctx.registry.models.get((event_type, version))
@@ -260,7 +268,8 @@ def _invalid_payload(ctx: _Context, at: int, arrival: int) -> Draft | None:
     else:
         return None
     envelope = ctx.envelope(event_type, stamp(at)[0], version, data=data)
-    meta = ctx.meta(event_id=envelope["id"], dead_reason="payload_invalid", faults=("payload_invalid",))
+    meta = ctx.meta(event_id=envelope["id"], dead_reason="payload_invalid",
+                    faults=("payload_invalid",))
     return ctx.draft(arrival, to_bytes(envelope), meta)
 
 
@@ -276,11 +285,15 @@ def _unknown_type(ctx: _Context, at: int, arrival: int) -> Draft | None:
 
 
 def _future_stamped(ctx: _Context, _at: int, arrival: int) -> Draft:
-    """An event from a host whose clock runs hours ahead: beyond the future-skew bound."""
+    """An event from a host whose clock runs hours ahead: beyond the future-skew bound (or, for
+    a huge bound, at the end of the accepted range, which is refused for the same reason)."""
+    assert ctx.config.max_future_skew_ms is not None
     event_type = _some_type(ctx)
     ahead = ctx.config.max_future_skew_ms + ctx.rng.randint(*FUTURE_AHEAD_MS)
-    envelope = ctx.envelope(event_type, stamp(arrival + ahead)[0], ctx.version(event_type))
-    meta = ctx.meta(event_id=envelope["id"], dead_reason="time_out_of_range", faults=("future_stamped",))
+    text = stamp(min(arrival + ahead, MAX_TIME_MS))[0]
+    envelope = ctx.envelope(event_type, text, ctx.version(event_type))
+    meta = ctx.meta(event_id=envelope["id"], dead_reason="time_out_of_range",
+                    faults=("future_stamped",))
     return ctx.draft(arrival, to_bytes(envelope), meta)
 
 
@@ -293,7 +306,8 @@ def _partitions(config: SimulatorConfig, drafts: list[Draft]) -> list[list[Draft
     return partitions
 
 
-def _place_late(config: SimulatorConfig, drafts: list[Draft], lates: list[tuple[_Context, Draft]]) -> None:
+def _place_late(config: SimulatorConfig, drafts: list[Draft],
+                lates: list[tuple[_Context, Draft]]) -> None:
     """Each late event goes right after the first record that takes its shard's watermark past the
     deadline it missed: the deadline has fired, the instance has not been evicted."""
     partitions = _partitions(config, drafts)
@@ -310,7 +324,8 @@ def _place_late(config: SimulatorConfig, drafts: list[Draft], lates: list[tuple[
         assert deadline is not None
         marks, records = movers[shard_of(late.partition, late.key, config.buckets)]
         at = bisect.bisect_right(marks, deadline)
-        if at == len(marks):
+        retention = parse_duration_ms(ctx.definition.retention)
+        if at == len(marks) or marks[at] > deadline + retention:  # no mover, or it evicts too
             ctx.plan.scenario, ctx.plan.late = "timed_out", None
             continue
         trigger = records[at]

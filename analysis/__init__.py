@@ -1,0 +1,1 @@
+"""Reading a run's outputs for people: the HTML report, one instance's timeline, shared plots."""

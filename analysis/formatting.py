@@ -1,0 +1,45 @@
+"""How numbers, durations and times read in the report and the timeline (one spelling for both)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DASH = "–"
+
+
+def count(n: int | None) -> str:
+    """`1,698`."""
+    return DASH if n is None else f"{n:,}"
+
+
+def percent(rate: float | None) -> str:
+    """`8.33 %` for 0.0833."""
+    return DASH if rate is None else f"{rate * 100:.2f} %"
+
+
+def human_ms(ms: float | None) -> str:
+    """A duration at the precision a person needs: `850 ms`, `12.3 s`, `15m 3s`, `2h 5m`, `3d 4h`."""
+    if ms is None:
+        return DASH
+    sign, ms = ("-", -ms) if ms < 0 else ("", ms)
+    if ms < 1_000:
+        return f"{sign}{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{sign}{ms / 1_000:.1f} s"
+    seconds = int(ms // 1_000)
+    for unit, size, sub_unit, sub_size in (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60),
+                                           ("m", 60, "s", 1)):
+        if seconds >= size:
+            return f"{sign}{seconds // size}{unit} {seconds % size // sub_size}{sub_unit}"
+    raise AssertionError("unreachable: seconds >= 60 here")
+
+
+def utc(moment: datetime | None) -> str:
+    """`2026-01-03 00:15:00.000` in UTC."""
+    return DASH if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def utc_ms(ms: int | None) -> str:
+    """`utc` of epoch milliseconds."""
+    return DASH if ms is None else utc(_EPOCH + timedelta(milliseconds=ms))

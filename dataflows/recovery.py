@@ -1,0 +1,42 @@
+"""Recovery folders: create them when missing, refuse a mismatched one, and say what was restored.
+
+Bytewax snapshots every stateful step (our shards, the metrics windows, the sinks' file counters)
+and every input position together at each snapshot interval, into SQLite partitions in the
+recovery folder. After a crash, the next run with the same folder resumes from the last complete
+snapshot; outputs since then are produced again and the sinks make that harmless (see README).
+
+The folder is trusted storage: Bytewax pickles snapshots, so whoever can write it can run code in
+the pipeline. Keep it private to the pipeline's user.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from schemas.errors import ConfigError
+
+PARTITION_GLOB = "part-*.sqlite3"
+
+
+def existing_partitions(folder: Path) -> int:
+    """How many recovery partitions a folder holds (0 for a missing or empty folder)."""
+    return len(list(folder.glob(PARTITION_GLOB))) if folder.is_dir() else 0
+
+
+def prepare_recovery(folder: Path, partitions: int, backup_interval_s: float) -> tuple[RecoveryConfig, bool]:
+    """Create the partitions if the folder has none; returns the config and whether this run resumes."""
+    found = existing_partitions(folder)
+    if found == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        init_db_dir(folder, partitions)
+        resuming = False
+    elif found != partitions:
+        msg = (f"recovery folder {folder} has {found} partitions but --recovery-partitions is "
+               f"{partitions}; pass --recovery-partitions {found} to resume from it, or use a new folder")
+        raise ConfigError(msg)
+    else:
+        resuming = True
+    return RecoveryConfig(str(folder), timedelta(seconds=backup_interval_s)), resuming
