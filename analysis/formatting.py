@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-DASH = "–"
+DASH = "\N{EN DASH}"
 
 
 def count(n: int | None) -> str:
@@ -19,7 +19,7 @@ def percent(rate: float | None) -> str:
 
 
 def human_ms(ms: float | None) -> str:
-    """A duration at the precision a person needs: `850 ms`, `12.3 s`, `15m 3s`, `2h 5m`, `3d 4h`."""
+    """A duration as precise as a person needs: `850 ms`, `12.3 s`, `15m 3s`, `2h`, `3d 4h`."""
     if ms is None:
         return DASH
     sign, ms = ("-", -ms) if ms < 0 else ("", ms)
@@ -31,8 +31,14 @@ def human_ms(ms: float | None) -> str:
     for unit, size, sub_unit, sub_size in (("d", 86_400, "h", 3_600), ("h", 3_600, "m", 60),
                                            ("m", 60, "s", 1)):
         if seconds >= size:
-            return f"{sign}{seconds // size}{unit} {seconds % size // sub_size}{sub_unit}"
+            rest = seconds % size // sub_size
+            return f"{sign}{seconds // size}{unit}" + (f" {rest}{sub_unit}" if rest else "")
     raise AssertionError("unreachable: seconds >= 60 here")
+
+
+def deadline_action(command: str | None, goto: str | None) -> str:
+    """What a deadline does: `CancelOrder → timed_out`, `SendPaymentReminder`, `→ timed_out`."""
+    return " ".join(p for p in (command, f"→ {goto}" if goto else None) if p)
 
 
 def utc(moment: datetime | None) -> str:

@@ -57,7 +57,8 @@ def open_outputs(out: Path, source: Source = "duckdb",
         conn = duckdb.connect(str(run.duckdb_path), read_only=True)
     else:
         if not run.parquet_dir.is_dir():
-            raise ConfigError(f"{run.parquet_dir} does not exist: point --out at a run's output folder")
+            msg = f"{run.parquet_dir} does not exist: point --out at a run's output folder"
+            raise ConfigError(msg)
         conn = duckdb.connect()
         create_views(conn, source="parquet", root=run.parquet_dir, catalog=catalog)
     conn.execute("SET TimeZone = 'UTC'")

@@ -40,7 +40,7 @@ def bucket_minutes(first: datetime, last: datetime, max_bars: int = 120) -> int:
 def _bucketed(conn: duckdb.DuckDBPyConnection, view: str, series: str,
               value: str) -> tuple[int, dict[str, dict[datetime, int]]]:
     """`value` summed per time bucket of `view`'s `minute` column and per `series` expression."""
-    first, last = conn.execute(f"SELECT min(minute), max(minute) FROM {view}").fetchone() or (None, None)
+    first, last = conn.sql(f"SELECT min(minute), max(minute) FROM {view}").fetchall()[0]
     if first is None:
         return 1, {}
     width = bucket_minutes(first, last)
@@ -51,6 +51,11 @@ def _bucketed(conn: duckdb.DuckDBPyConnection, view: str, series: str,
     for name, bucket, total in rows:
         found[name][bucket] = int(total)
     return width, found
+
+
+def _days(moments: list[datetime]) -> list[float]:
+    """Matplotlib's date numbers (days since 1970, with `ax.xaxis_date()`)."""
+    return [m.timestamp() / 86_400 for m in moments]
 
 
 def _empty(figure: Figure, text: str) -> Figure:
@@ -67,12 +72,15 @@ def outcomes_over_time(conn: duckdb.DuckDBPyConnection) -> Figure:
     ax = figure.subplots()
     buckets = sorted({b for counts in series.values() for b in counts})
     bottom = [0] * len(buckets)
-    for outcome in sorted(series, key=lambda o: list(OUTCOME_COLORS).index(o) if o in OUTCOME_COLORS else 99):
+    order = list(OUTCOME_COLORS)
+    for outcome in sorted(series, key=lambda o: order.index(o) if o in order else len(order)):
         heights = [series[outcome].get(b, 0) for b in buckets]
-        ax.bar(buckets, heights, width=timedelta(minutes=width) * 0.9, bottom=bottom, align="edge",
+        ax.bar(_days(buckets), heights, width=width / 1440 * 0.9, bottom=bottom, align="edge",
                label=outcome, color=OUTCOME_COLORS.get(outcome))
         bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+    ax.xaxis_date()
     ax.set_title(f"Outcomes by start time ({width} min buckets, event time, UTC)")
+    ax.set_ylim(top=max(bottom) * 1.3)  # room for the legend
     ax.set_ylabel("instances")
     ax.legend(fontsize="small", ncols=3)
     figure.autofmt_xdate()
@@ -90,7 +98,8 @@ def step_latency(conn: duckdb.DuckDBPyConnection) -> Figure:
     for workflow, step, seconds in rows:
         by_workflow[workflow].append((step, seconds))
     deadlines = conn.sql(
-        """SELECT DISTINCT workflow_type, state, after_ms / 1000.0, goto IS NOT NULL, from_event IS NOT NULL
+        """SELECT DISTINCT workflow_type, state, after_ms / 1000.0, goto IS NOT NULL,
+                  from_event IS NOT NULL
            FROM step_deadlines WHERE kind = 'deadline'""").fetchall()
     figure = Figure(figsize=(_WIDTH, 1.0 + sum(0.45 * len(s) + 0.6 for s in by_workflow.values())))
     if not by_workflow:
@@ -103,7 +112,8 @@ def step_latency(conn: duckdb.DuckDBPyConnection) -> Figure:
         ax.set_xscale("log")
         ax.set_title(workflow, fontsize="medium", loc="left")
         for y, (step, _) in enumerate(steps, start=1):
-            for _, state, after_s, moves, from_event in (d for d in deadlines if d[:2] == (workflow, step)):
+            lines = [d[2:] for d in deadlines if d[:2] == (workflow, step)]
+            for after_s, moves, from_event in lines:
                 ax.vlines(after_s, y - 0.4, y + 0.4, colors="#c62828" if moves else "#ef6c00",
                           linestyles="dashed" if from_event else "solid", linewidth=2)
     axes[-1, 0].set_xlabel("seconds in state (event time, log scale)")
@@ -117,7 +127,8 @@ def step_latency(conn: duckdb.DuckDBPyConnection) -> Figure:
 
 def dead_letter_mix(conn: duckdb.DuckDBPyConnection) -> Figure:
     """Rejected input records per reason."""
-    rows = conn.sql("SELECT reason, records FROM dead_letters_by_reason ORDER BY records").fetchall()
+    query = "SELECT reason, records FROM dead_letters_by_reason ORDER BY records, reason DESC"
+    rows = conn.sql(query).fetchall()
     figure = Figure(figsize=(_WIDTH, 0.6 + 0.4 * max(len(rows), 1)))
     if not rows:
         return _empty(figure, "no dead letters")
@@ -135,8 +146,9 @@ def throughput(conn: duckdb.DuckDBPyConnection) -> Figure:
     """Input records per time bucket of arrival, by what became of them (log scale)."""
     figure = Figure(figsize=(_WIDTH, 3.4))
     columns = ("applied", "ignored", "anomalous", "duplicates", "late", "dead_letters")
-    width, series = _bucketed(conn, "(UNPIVOT throughput_per_minute ON "
-                              f"{', '.join(columns)} INTO NAME disposition VALUE n)", "disposition", "n")
+    unpivoted = (f"(UNPIVOT throughput_per_minute ON {', '.join(columns)} "
+                 "INTO NAME disposition VALUE n)")
+    width, series = _bucketed(conn, unpivoted, "disposition", "n")
     if not series:
         return _empty(figure, "no input records")
     ax = figure.subplots()
@@ -144,8 +156,9 @@ def throughput(conn: duckdb.DuckDBPyConnection) -> Figure:
         counts = series.get(disposition, {})
         if any(counts.values()):
             points = sorted(counts.items())
-            ax.plot([b for b, _ in points], [n for _, n in points], marker="o", markersize=3,
-                    linestyle="none", label=disposition)
+            ax.plot(_days([b for b, _ in points]), [n for _, n in points], marker="o",
+                    markersize=3, linestyle="none", label=disposition)
+    ax.xaxis_date()
     ax.set_yscale("log")
     ax.set_title(f"Input records per {width} min of arrival time")
     ax.set_ylabel("records")

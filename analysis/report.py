@@ -1,4 +1,4 @@
-"""`flowkeeper report`: one self-contained HTML page about a run, for people who do not use notebooks.
+"""`flowkeeper report`: one self-contained HTML page about a run, for people without notebooks.
 
 Everything comes from the views (`connectors.duckdb_views`), so the page shows the numbers a SQL
 user gets. Figures are embedded PNGs and the style sheet is inline: the file can be mailed or
@@ -19,7 +19,7 @@ import duckdb
 from matplotlib.figure import Figure
 
 from analysis import plots
-from analysis.formatting import DASH, count, human_ms, percent, utc
+from analysis.formatting import DASH, count, deadline_action, human_ms, percent, utc
 
 Cell = Callable[[Any], str]
 
@@ -66,10 +66,10 @@ def headline(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
                   (SELECT count(*) FROM ledger WHERE disposition = 'late'),
                   (SELECT count(*) FROM corrections),
                   (SELECT coalesce(sum(deadlines_fired), 0) FROM sla_breaches_per_hour),
-                  (SELECT sum(compensated) / nullif(sum(compensations), 0) FROM compensation_success_rate),
+                  (SELECT sum(compensated) / nullif(sum(compensations), 0)
+                   FROM compensation_success_rate),
                   (SELECT min(started_at) FROM outcomes), (SELECT max(ended_at) FROM outcomes)""",
-    ).fetchone()
-    assert row is not None
+    ).fetchall()[0]
     finished, open_now, stuck, records, dead, late, corrections, fired, comp, first, last = row
     return {
         "instances_finished": ("instances finished", count(finished)),
@@ -81,7 +81,7 @@ def headline(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
         "corrections": ("corrections", count(corrections)),
         "deadlines_fired": ("deadlines fired", count(fired)),
         "compensation_success": ("compensations that succeeded", percent(comp)),
-        "event_time": ("event time", f"{utc(first)} – {utc(last)}"),
+        "event_time": ("event time", f"{utc(first)} to {utc(last)}"),
     }
 
 
@@ -89,8 +89,8 @@ def _deadlines_text(deadlines: list[dict[str, Any]] | None) -> str:
     """`15m SendPaymentReminder; 30m CancelOrder → timed_out`."""
     parts = []
     for d in sorted(deadlines or [], key=lambda d: d["after_ms"]):
-        action = " ".join(p for p in (d["command"], f"→ {d['goto']}" if d["goto"] else None) if p)
-        parts.append(f"{human_ms(d['after_ms'])}{' from ' + d['from_event'] if d['from_event'] else ''} {action}")
+        since = f" from {d['from_event']}" if d["from_event"] else ""
+        parts.append(f"{human_ms(d['after_ms'])}{since} {deadline_action(d['command'], d['goto'])}")
     return "; ".join(parts) or DASH
 
 
@@ -100,35 +100,40 @@ def sections(conn: duckdb.DuckDBPyConnection) -> list[Section]:
     return [
         Section("Outcomes", "How the finished instances ended, by the minute they started.",
                 plots.outcomes_over_time(conn),
-                [q(conn, "outcomes", """WITH n AS (SELECT workflow_type, outcome, count(*) AS instances FROM outcomes GROUP BY ALL)
+                [q(conn, "outcomes", """WITH n AS (
+                       SELECT workflow_type, outcome, count(*) AS instances
+                       FROM outcomes GROUP BY ALL)
                    SELECT *, instances / sum(instances) OVER (PARTITION BY workflow_type) FROM n
                    ORDER BY workflow_type, instances DESC, outcome""",
-                   [("workflow", text), ("outcome", text), ("instances", count), ("share", percent)])]),
+                   [("workflow", text), ("outcome", text), ("instances", count),
+                    ("share", percent)])]),
         Section("Step latency", "Time spent in each state, in event time; the lines are the "
                 "state's deadlines (SLA).", plots.step_latency(conn),
-                [q(conn, "step_latency", """SELECT p.workflow_type, p.step, p.exits, p.p50_ms, p.p95_ms,
-                       p.p99_ms, p.max_ms, d.deadlines
+                [q(conn, "step_latency", """SELECT p.workflow_type, p.step, p.exits, p.p50_ms,
+                       p.p95_ms, p.p99_ms, p.max_ms, d.deadlines
                    FROM step_latency_percentiles p LEFT JOIN (
                        SELECT workflow_type, state AS step,
                               list({'after_ms': after_ms, 'from_event': from_event,
                                     'command': command, 'goto': goto}) AS deadlines
-                       FROM (SELECT DISTINCT workflow_type, state, after_ms, from_event, command, goto
-                             FROM step_deadlines WHERE kind = 'deadline') GROUP BY ALL) d
+                       FROM (SELECT DISTINCT workflow_type, state, after_ms, from_event, command,
+                                    goto FROM step_deadlines WHERE kind = 'deadline')
+                       GROUP BY ALL) d
                    USING (workflow_type, step) ORDER BY p.workflow_type, p.step""",
                    [("workflow", text), ("step", text), ("exits", count), ("p50", human_ms),
                     ("p95", human_ms), ("p99", human_ms), ("max", human_ms),
                     ("deadlines", _deadlines_text)])]),
         Section("SLA breaches", "Per step with deadlines: instances that entered it and that hit "
                 "one of its deadlines.", None,
-                [q(conn, "sla_breaches", """SELECT workflow_type, step, entered, breached, breach_rate
-                   FROM sla_breach_rate_per_step s SEMI JOIN step_deadlines d
-                        ON d.workflow_type = s.workflow_type AND d.state = s.step AND d.kind = 'deadline'
+                [q(conn, "sla_breaches", """SELECT workflow_type, step, entered, breached,
+                       breach_rate FROM sla_breach_rate_per_step s SEMI JOIN step_deadlines d
+                        ON d.workflow_type = s.workflow_type AND d.state = s.step
+                        AND d.kind = 'deadline'
                    ORDER BY breach_rate DESC, workflow_type, step""",
                    [("workflow", text), ("step", text), ("entered", count), ("breached", count),
                     ("rate", percent)])]),
         Section("Slowest instances", "The ten finished instances that took longest.", None,
-                [q(conn, "slowest_instances", """SELECT workflow_type, instance_id, outcome, duration_ms,
-                       timed_out_step, variant FROM slowest_instances LIMIT 10""",
+                [q(conn, "slowest_instances", """SELECT workflow_type, instance_id, outcome,
+                       duration_ms, timed_out_step, variant FROM slowest_instances LIMIT 10""",
                    [("workflow", text), ("instance", text), ("outcome", text),
                     ("duration", human_ms), ("timed out in", text), ("variant", text)])]),
         Section("Stuck instances", "Open although event time has passed every deadline of their "
@@ -140,21 +145,26 @@ def sections(conn: duckdb.DuckDBPyConnection) -> list[Section]:
         Section("Compensations", "Instances that had to undo completed steps, and how many got "
                 "every acknowledgement in time.", None,
                 [q(conn, "compensation", """SELECT workflow_type, compensations, compensated,
-                       compensation_failed, commands, success_rate FROM compensation_success_rate""",
+                       compensation_failed, commands, success_rate
+                   FROM compensation_success_rate""",
                    [("workflow", text), ("compensations", count), ("compensated", count),
                     ("failed", count), ("commands sent", count), ("success rate", percent)])]),
         Section("Dead letters", "Input that could not become an event, by reason.",
                 plots.dead_letter_mix(conn),
-                [q(conn, "dead_letters", "SELECT reason, records, example FROM dead_letters_by_reason",
+                [q(conn, "dead_letters",
+                   "SELECT * FROM dead_letters_by_reason ORDER BY records DESC, reason",
                    [("reason", text), ("records", count), ("example", text)])]),
         Section("Variants", "The five most frequent step sequences per workflow.", None,
                 [q(conn, "variants", """SELECT workflow_type, variant, cases, share FROM variants
-                   QUALIFY row_number() OVER (PARTITION BY workflow_type ORDER BY cases DESC, variant) <= 5
+                   QUALIFY row_number() OVER (PARTITION BY workflow_type
+                                              ORDER BY cases DESC, variant) <= 5
                    ORDER BY workflow_type, cases DESC, variant""",
-                   [("workflow", text), ("variant", text), ("instances", count), ("share", percent)])]),
+                   [("workflow", text), ("variant", text), ("instances", count),
+                    ("share", percent)])]),
         Section("Input", "Every input record by arrival time and by what became of it.",
                 plots.throughput(conn),
-                [q(conn, "input_accounting", "SELECT disposition, records FROM input_accounting",
+                [q(conn, "input_accounting",
+                   "SELECT * FROM input_accounting ORDER BY records DESC, disposition",
                    [("disposition", text), ("records", count)])]),
     ]
 
@@ -167,7 +177,8 @@ h1 { margin-bottom: 0; } .sub { color: #666; margin-top: .2em; }
 .kpi .v { font-size: 1.4em; font-weight: 600; } .kpi .l { color: #555; font-size: .85em; }
 .kpi.wide { grid-column: span 2; } .kpi.wide .v { font-size: 1em; }
 table { border-collapse: collapse; margin: .8em 0 1.6em; font-size: .9em; }
-th, td { border-bottom: 1px solid #ddd; padding: .25em .7em; text-align: left; vertical-align: top; }
+th, td { border-bottom: 1px solid #ddd; padding: .25em .7em; text-align: left; }
+td { vertical-align: top; } td:nth-child(-n+2) { white-space: nowrap; }
 th { background: #f4f6f8; }
 .n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 img { max-width: 100%; } .empty { color: #888; font-style: italic; }
@@ -178,7 +189,8 @@ def _table_html(table: HtmlTable) -> str:
     if not table.rows:
         return f'<p class="empty" id="{table.id}">none</p>'
     align = [' class="n"' if numeric else "" for numeric in table.numeric]
-    head = "".join(f"<th{a}>{html.escape(c)}</th>" for a, c in zip(align, table.columns, strict=True))
+    head = "".join(f"<th{a}>{html.escape(c)}</th>"
+                   for a, c in zip(align, table.columns, strict=True))
     body = "".join(
         "<tr>" + "".join(f"<td{a}>{html.escape(v)}</td>" for a, v in zip(align, row, strict=True))
         + "</tr>" for row in table.rows)

@@ -24,7 +24,7 @@ import duckdb
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from analysis.formatting import DASH, human_ms, utc
+from analysis.formatting import DASH, deadline_action, human_ms, utc
 from connectors.archive_format import records_of
 from schemas.decode import DecodeRules, decode
 from schemas.errors import ConfigError
@@ -65,30 +65,34 @@ class Timeline:
 
     def to_json(self) -> Row:
         """Plain data for `--json` (times as ISO 8601 strings)."""
-        return _plain({
+        data: Row = _plain({
             "workflow_type": self.workflow_type, "instance_id": self.instance_id,
             **self.summary, "archive": str(self.archive) if self.archive else None,
-            "timeline": [{"at": e.at, "kind": e.kind, "text": e.text, "arrived": e.arrived, **e.detail}
-                         for e in self.entries],
+            "timeline": [{"at": e.at, "kind": e.kind, "text": e.text, "arrived": e.arrived,
+                          **e.detail} for e in self.entries],
         })
+        return data
 
     def render(self) -> str:
         """The terminal view: a header, then one line per entry."""
         s = self.summary
         outcome = s.get("outcome")
-        lines = [f"{self.workflow_type} {self.instance_id}  (definition v{s.get('definition_version')}, "
-                 f"shard {s.get('shard')}, trace {s.get('trace_id') or DASH})"]
+        lines = [f"{self.workflow_type} {self.instance_id}  (definition "
+                 f"v{s.get('definition_version')}, shard {s.get('shard')}, "
+                 f"trace {s.get('trace_id') or DASH})"]
         if outcome:
             lines.append(f"  outcome {outcome['outcome']} in {outcome['final_state']} after "
                          f"{human_ms(outcome['duration_ms'])}; variant {outcome['variant']}")
         else:
             lines.append(f"  still open in {s.get('state') or DASH}")
         if self.archive is None:
-            lines.append("  (no input archive found: event types may read ?, dead letters are not shown)")
+            lines.append("  (no input archive found: event types may read ?, dead letters are "
+                         "not shown)")
         lines += ["", f"  {'event time (UTC)':<23}  {'arrived':>9}  {'':<15} what", ""]
         for e in self.entries:
             arrived = "" if e.arrived is None else "+" + human_ms((e.arrived - e.at) / _MS)
-            lines.append(f"  {utc(e.at):<23}  {arrived:>9}  {e.kind.replace('_', ' '):<15} {e.text}")
+            kind = e.kind.replace("_", " ")
+            lines.append(f"  {utc(e.at):<23}  {arrived:>9}  {kind:<15} {e.text}")
         return "\n".join(lines)
 
 
@@ -120,11 +124,13 @@ def find_workflow(conn: duckdb.DuckDBPyConnection, instance_id: str, workflow: s
     if workflow is not None:
         found = [w for w in found if w == workflow]
     if not found:
-        raise ConfigError(f"no instance {instance_id!r}{f' of {workflow}' if workflow else ''} in "
-                          "these outputs; list some with: SELECT instance_id FROM outcomes LIMIT 10")
+        of = f" of {workflow}" if workflow else ""
+        raise ConfigError(f"no instance {instance_id!r}{of} in these outputs; list some with: "
+                          "SELECT instance_id FROM outcomes LIMIT 10")
     if len(found) > 1:
-        raise ConfigError(f"{instance_id!r} is an instance of {', '.join(found)}; choose one with --workflow")
-    return found[0]
+        raise ConfigError(f"{instance_id!r} is an instance of {', '.join(found)}; choose one "
+                          "with --workflow")
+    return str(found[0])
 
 
 def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, workflow: str | None,
@@ -137,8 +143,8 @@ def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, work
         return _rows(conn, sql, key)
 
     where = "WHERE workflow_type = $1 AND instance_id = $2"
-    ledger = table(f'SELECT row_id, source, partition, "offset", event_id, disposition, event_time, '
-                   f"arrived_at FROM ledger {where}")
+    ledger = table('SELECT row_id, source, partition, "offset", event_id, disposition, '
+                   f"event_time, arrived_at FROM ledger {where}")
     transitions = table(f"SELECT * FROM transitions {where} ORDER BY seq")
     commands = table(f"SELECT * FROM commands {where} ORDER BY due_at, row_id")
     anomalies = table(f"SELECT * FROM anomalies {where} ORDER BY detected_at, row_id")
@@ -172,7 +178,8 @@ def _archived(archive: Path, ledger: list[Row], instance_id: str,
     """The instance's archived records, decoded again: row_id -> Event or DeadLetter. Reads only
     the archive partitions its records went to; records keyed by the instance id are included."""
     partitions = {r["partition"] for r in ledger}
-    files = [str(p) for part in sorted(partitions) for p in archive.glob(f"date=*/partition={part}/*.parquet")]
+    files = [str(path) for part in sorted(partitions)
+             for path in archive.glob(f"date=*/partition={part}/*.parquet")]
     if not files:
         return {}
     dataset = ds.dataset(files, format="parquet", schema=ARCHIVE)
@@ -192,20 +199,24 @@ def _event_entry(row: Row, decoded: Any, types: dict[str, str]) -> Entry:
               "event_time": row["event_time"], "arrived_at": row["arrived_at"],
               "arrival_lag_ms": lag // _MS, "source": row["source"], "partition": row["partition"],
               "offset": row["offset"], "trace_id": getattr(decoded, "trace_id", None)}
-    return Entry(row["event_time"], "event", f"{event_type:<24} {disposition}{note}  [{row['event_id']}]",
-                 row["arrived_at"], detail)
+    text = f"{event_type:<24} {disposition}{note}  [{row['event_id']}]"
+    return Entry(row["event_time"], "event", text, row["arrived_at"], detail)
 
 
 def _dead_letter_entry(row: Row) -> Entry:
-    detail = {k: row[k] for k in ("reason", "message", "event_id", "event_type", "partition", "offset")}
+    detail = {k: row[k] for k in ("reason", "message", "event_id", "event_type", "partition",
+                                  "offset")}
     return Entry(row["arrived_at"], "dead_letter",
-                 f"{row['reason']}: {row['message']}  (at arrival time; never an event)", None, detail)
+                 f"{row['reason']}: {row['message']}  (at arrival time; never an event)", None,
+                 detail)
 
 
 def _transition_entry(t: Row) -> Entry:
     cause = t["event_type"] if t["trigger"] == "event" else "deadline"
-    stay = f", after {human_ms(t['state_duration_ms'])} in {t['from_state']}" if t["from_state"] else ""
-    detail = {k: t[k] for k in ("seq", "from_state", "to_state", "trigger", "event_type", "event_id")}
+    stay = (f", after {human_ms(t['state_duration_ms'])} in {t['from_state']}"
+            if t["from_state"] else "")
+    detail = {k: t[k] for k in ("seq", "from_state", "to_state", "trigger", "event_type",
+                                "event_id")}
     return Entry(t["at"], "transition", f"{t['from_state'] or 'start'} → {t['to_state']}  "
                  f"(on {cause}{stay})", None, detail)
 
@@ -217,30 +228,35 @@ def _command_entry(c: Row) -> Entry:
 
 
 def _anomaly_entry(a: Row) -> Entry:
-    detail = {k: a[k] for k in ("kind", "state", "event_id", "event_type", "event_time", "detail")}
+    detail = {"anomaly": a["kind"],
+              **{k: a[k] for k in ("state", "event_id", "event_type", "event_time", "detail")}}
     event = f"; event {a['event_type']} [{a['event_id']}]" if a["event_id"] else ""
-    return Entry(a["detected_at"], "anomaly", f"{a['kind']}: {a['detail']} (state {a['state'] or DASH}{event})",
-                 None, detail)
+    return Entry(a["detected_at"], "anomaly",
+                 f"{a['kind']}: {a['detail']} (state {a['state'] or DASH}{event})", None, detail)
 
 
 def _correction_entry(c: Row) -> Entry:
     detail = {k: c[k] for k in ("original_outcome", "corrected_outcome", "corrected_state",
-                                "late_event_id", "late_event_type", "late_event_time", "corrects_row_id")}
+                                "late_event_id", "late_event_type", "late_event_time",
+                                "corrects_row_id")}
+    before = c["original_outcome"] or "no outcome yet"
+    after = c["corrected_outcome"] or "no outcome yet"
     return Entry(c["detected_at"], "correction",
-                 f"the late {c['late_event_type']} of {utc(c['late_event_time'])} would have changed "
-                 f"the verdict: {c['original_outcome'] or 'no outcome yet'} → "
-                 f"{c['corrected_outcome'] or 'no outcome yet'} (state {c['corrected_state'] or DASH})",
+                 f"the late {c['late_event_type']} of {utc(c['late_event_time'])} would have "
+                 f"changed the verdict: {before} → {after} "
+                 f"(state {c['corrected_state'] or DASH})",
                  None, detail)
 
 
 def _outcome_entry(o: Row) -> Entry:
     timed_out = f", timed out in {o['timed_out_step']}" if o["timed_out_step"] else ""
-    detail = {k: o[k] for k in ("outcome", "final_state", "duration_ms", "timed_out_step", "variant",
-                                "events", "applied", "duplicates", "late", "ignored", "anomalies")}
+    detail = {k: o[k] for k in ("outcome", "final_state", "duration_ms", "timed_out_step",
+                                "variant", "events", "applied", "duplicates", "late", "ignored",
+                                "anomalies")}
     return Entry(o["ended_at"], "outcome", f"{o['outcome']} in {o['final_state']} after "
-                 f"{human_ms(o['duration_ms'])}{timed_out}; {o['events']} events: {o['applied']} "
-                 f"applied, {o['late']} late, {o['duplicates']} duplicates, {o['ignored']} ignored, "
-                 f"{o['anomalies']} anomalous", None, detail)
+                 f"{human_ms(o['duration_ms'])}{timed_out}; {o['events']} events: "
+                 f"{o['applied']} applied, {o['late']} late, {o['duplicates']} duplicates, "
+                 f"{o['ignored']} ignored, {o['anomalies']} anomalous", None, detail)
 
 
 def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: list[Row],
@@ -265,7 +281,7 @@ def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: li
             due = base + d["after_ms"] * _MS
             moved = left is not None and left["trigger"] == "deadline" and left["at"] == due
             fired = (state, due, "deadline") in sent or moved
-            action = " ".join(p for p in (d["command"], f"→ {d['goto']}" if d["goto"] else None) if p)
+            action = deadline_action(d["command"], d["goto"])
             status = ("fired" if fired else f"cancelled: left {state} first" if left is not None
                       else "pending")
             detail = {"state": state, "due_at": due, "after_ms": d["after_ms"],
@@ -275,8 +291,8 @@ def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: li
             yield Entry(at, "deadline_armed", f"{action} due {utc(due)} (+{human_ms(d['after_ms'])}"
                         f"{since}) in {state}: {status}", None, detail)
             if fired:
-                yield Entry(due, "deadline_fired", f"{state} +{human_ms(d['after_ms'])}{since}: {action}",
-                            None, detail)
+                yield Entry(due, "deadline_fired",
+                            f"{state} +{human_ms(d['after_ms'])}{since}: {action}", None, detail)
 
 
 def _compensation_timer(d: Row, state: str, at: datetime, sent: set[tuple[str, Any, str]],
@@ -286,9 +302,10 @@ def _compensation_timer(d: Row, state: str, at: datetime, sent: set[tuple[str, A
     if not any(due == at and reason == "compensation" for _, due, reason in sent):
         return
     due = at + d["after_ms"] * _MS
-    fired = outcome is not None and outcome["outcome"] == "compensation_failed" and outcome["ended_at"] == due
+    ended = (outcome["outcome"], outcome["ended_at"]) if outcome is not None else (None, None)
+    fired = ended == ("compensation_failed", due)
     status = ("fired" if fired else "every acknowledgement came in time"
-              if outcome is not None and outcome["outcome"] == "compensated" else "pending")
+              if ended[0] == "compensated" else "pending")
     detail = {"state": state, "due_at": due, "after_ms": d["after_ms"], "status": status}
     yield Entry(at, "deadline_armed", f"compensation timeout due {utc(due)} "
                 f"(+{human_ms(d['after_ms'])}) in {state}: {status}", None, detail)

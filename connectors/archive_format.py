@@ -1,7 +1,8 @@
 """The input archive on disk: raw records as `archive` table rows, and where an archive's files are.
 
 Layout (written by the Parquet sink, or by `flowkeeper import-log`):
-`{archive}/date=YYYY-MM-DD/partition=N/part-w{worker}-{seq}.parquet`, schema `schemas.tables.ARCHIVE`.
+`{archive}/date=YYYY-MM-DD/partition=N/part-p{part}-{seq}.parquet`, schema
+`schemas.tables.ARCHIVE`.
 A row is a `RawRecord` exactly as a source read it, so replaying it gives the same `row_id`s in
 every output table. Rows written twice (a run resumed after a crash) share their `row_id`; readers
 keep one.
@@ -110,16 +111,17 @@ def _file_entries(path: Path, partition: int) -> list[ArchiveFile]:
         raise ConfigError(msg) from e
     if meta.num_rows == 0:
         return []
-    (source_lo, source_hi), (offset_lo, offset_hi) = (column_stats(meta, c) for c in ("source", "offset"))
+    source_lo, source_hi = column_stats(meta, "source")
+    offset_lo, offset_hi = column_stats(meta, "offset")
     arrived_lo = column_stats(meta, "arrived_at")[0]
     first_arrival = (arrived_lo - _EPOCH) // _MS if arrived_lo is not None else 0
     if source_lo is not None and source_lo == source_hi and offset_lo is not None:
         return [ArchiveFile(offset_lo, offset_hi, path, source_lo, partition, first_arrival)]
     table = pq.read_table(path, columns=["source", "offset"])
     grouped = table.group_by("source").aggregate([("offset", "min"), ("offset", "max")])
+    columns = (grouped[c].to_pylist() for c in ("source", "offset_min", "offset_max"))
     return [ArchiveFile(lo, hi, path, source, partition, first_arrival, shared=True)
-            for source, lo, hi in zip(grouped["source"].to_pylist(), grouped["offset_min"].to_pylist(),
-                                      grouped["offset_max"].to_pylist(), strict=True)]
+            for source, lo, hi in zip(*columns, strict=True)]
 
 
 def column_stats(meta: pq.FileMetaData, column: str) -> tuple[Any, Any]:

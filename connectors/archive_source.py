@@ -3,10 +3,11 @@
 Each archived `(source, partition)` becomes one Bytewax source partition that yields its records in
 offset order, exactly as they were read (same bytes, key, headers, coordinates and arrival time),
 so each shard sees the same sequence and reaches the same watermarks and verdicts as the recorded
-run. Files are read one at a time in bounded batches, never the whole archive: a partition opens a
-file only when the merge by offset reaches it, so memory is bounded by about one file per
-partition (files hold at most the sink's `parquet_batch_rows` rows). Rows stored twice (a run that
-resumed after a crash writes some again) are yielded once. Resume state: the next offset.
+run. Never the whole archive is read: a partition opens a file only when its merge by offset
+reaches it and turns its rows into records a batch at a time, so memory is bounded by about one
+file per partition (files hold at most the sink's `parquet_batch_rows` rows). Rows stored twice
+(a run that resumed after a crash writes some again) are yielded once. Resume state: the next
+offset.
 
 Optional filters (arrival time range, workflow types, instance ids as record keys) and pacing at
 `speed` times the original arrival rate, against an injectable wall clock.
@@ -23,8 +24,9 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -126,7 +128,8 @@ class ArchiveSource(FixedPartitionedSource[RawRecord, int]):
         """One part per archived `(source, partition)`, named `source/partition` like row ids."""
         return sorted({f"{f.source}/{f.partition}" for f in self.files})
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ArchivePartition:
+    def build_part(self, step_id: str, for_part: str,
+                   resume_state: int | None) -> _ArchivePartition:
         """A fresh paced start anchors every partition at the archive's first arrival (so they
         keep step); a resumed one at its own next record (so it does not wait out the past)."""
         source, partition = for_part.rsplit("/", 1)
@@ -248,13 +251,14 @@ class _Merge:
 
     def _open_due(self) -> None:
         """Open the next files while they start at or before the merge's position."""
-        while self.pending and (not self.open or self.pending[0].first_offset <= self.open[0].offset):
+        while self.pending and (not self.open
+                                or self.pending[0].first_offset <= self.open[0].offset):
             cursor = self._cursor(self.pending.popleft())
             if cursor is not None:
                 heapq.heappush(self.open, cursor)
 
     def _cursor(self, file: ArchiveFile) -> _Cursor | None:
-        """The file's rows of this partition from `next_offset` on, kept by the filter, by offset."""
+        """The file's rows of this partition from `next_offset` on that the filter keeps."""
         table = pq.ParquetFile(file.path, pre_buffer=False).read(use_threads=False)
         if file.shared:
             table = table.filter(pc.equal(table["source"], self.source))
@@ -264,7 +268,7 @@ class _Merge:
         offsets = table["offset"].to_pylist()
         if not offsets:
             return None
-        if any(a > b for a, b in zip(offsets, offsets[1:])):
+        if any(a > b for a, b in pairwise(offsets)):
             table = table.sort_by("offset")
             offsets.sort()
         return _Cursor(offsets[0], file.path, table, offsets)

@@ -13,6 +13,7 @@ delivered again (a replay after a resume, a second run over the same input) are 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,8 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import Row, rows_to_table
 from connectors.duckdb_views import create_views
+from operators.crash_points import crash_point
+from schemas.errors import FlowkeeperError
 from schemas.tables import DUCKDB_TABLES, duckdb_ddl
 from state.catalog import Catalog
 
@@ -34,9 +37,11 @@ _VIEW = "arrow_view"
 class DuckDBSink(FixedPartitionedSink[Item, None]):
     """One partition, one connection: all `(key, (table, row))` items go to the same worker."""
 
-    def __init__(self, db_path: Path, catalog: Catalog | None = None) -> None:
+    def __init__(self, db_path: Path, catalog: Catalog | None = None,
+                 on_write_error: Callable[[FlowkeeperError], None] | None = None) -> None:
         self._db_path = db_path
         self._catalog = catalog
+        self._on_write_error = on_write_error
 
     def list_parts(self) -> list[str]:
         """The single partition; Bytewax gives it to one worker."""
@@ -50,21 +55,32 @@ class DuckDBSink(FixedPartitionedSink[Item, None]):
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[Item, None]:
         """Open the database; there is no position to resume, re-delivery is ignored by row_id."""
-        return _DuckDBPartition(open_database(self._db_path, self._catalog))
+        return _DuckDBPartition(open_database(self._db_path, self._catalog), self._db_path,
+                                self._on_write_error)
 
 
 class _DuckDBPartition(StatefulSinkPartition[Item, None]):
     """Inserts each batch in one transaction."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, db_path: Path,
+                 on_write_error: Callable[[FlowkeeperError], None] | None) -> None:
         self._conn = conn
+        self._db_path = db_path
+        self._on_write_error = on_write_error
 
     def write_batch(self, values: list[Item]) -> None:
         """Insert the batch, one statement per table, committed before returning."""
         by_table: defaultdict[str, list[Row]] = defaultdict(list)
         for table, row in values:
             by_table[table].append(row)
-        insert_rows(self._conn, by_table)
+        try:
+            insert_rows(self._conn, by_table)
+        except (duckdb.IOException, OSError) as error:
+            failure = FlowkeeperError(f"cannot write {self._db_path}: {error}; free space or point "
+                                      "--out elsewhere, then run again (recovery resumes cleanly)")
+            if self._on_write_error is not None:
+                self._on_write_error(failure)
+            raise failure from error
 
     def snapshot(self) -> None:
         """Nothing to resume from: the database itself says which rows are in."""
@@ -100,6 +116,7 @@ def insert_rows(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[R
         conn.rollback()
         raise
     conn.commit()
+    crash_point("duckdb_after_commit")
 
 
 def load_rows(db_path: Path, table: str, rows: list[Row]) -> None:

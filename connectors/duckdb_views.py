@@ -58,7 +58,7 @@ VIEWS: list[tuple[str, str, str]] = [
     (
         "dead_letters_by_reason",
         "rejected input records per reason, with an example message",
-        """SELECT reason, count(*) AS records, any_value(message) AS example
+        """SELECT reason, count(*) AS records, min(message) AS example
            FROM dead_letters GROUP BY ALL ORDER BY records DESC""",
     ),
     (
@@ -90,7 +90,8 @@ VIEWS: list[tuple[str, str, str]] = [
         """SELECT workflow_type, variant, count(*) AS cases,
                   round(count(*) / sum(count(*)) OVER (PARTITION BY workflow_type), 4) AS share,
                   quantile_cont(duration_ms, 0.5) AS median_duration_ms
-           FROM outcomes GROUP BY workflow_type, variant ORDER BY workflow_type, cases DESC, variant""",
+           FROM outcomes GROUP BY workflow_type, variant
+           ORDER BY workflow_type, cases DESC, variant""",
     ),
     (
         "received_variants",
@@ -101,8 +102,8 @@ VIEWS: list[tuple[str, str, str]] = [
                FROM transitions WHERE trigger = 'event'),
            received AS (
                SELECT l.workflow_type, l.instance_id,
-                      string_agg(a.event_type, ' > '
-                                 ORDER BY l.event_time, l.source, l.partition, l."offset") AS variant
+                      string_agg(a.event_type, ' > ' ORDER BY l.event_time, l.source,
+                                 l.partition, l."offset") AS variant
                FROM ledger l JOIN activity a USING (workflow_type, instance_id, event_id)
                WHERE l.disposition IN ('applied', 'duplicate') GROUP BY ALL)
            SELECT workflow_type, variant, count(*) AS cases
@@ -114,7 +115,8 @@ VIEWS: list[tuple[str, str, str]] = [
         "`to` event yet (at the end of a replay: cases that never reached it)",
         """WITH hits AS (
                SELECT workflow_type, instance_id, kind,
-                      CASE kind WHEN 'sla_breached' THEN regexp_replace(detail, ': took -?[0-9]+ ms$', '')
+                      CASE kind WHEN 'sla_breached'
+                                THEN regexp_replace(detail, ': took -?[0-9]+ ms$', '')
                                 ELSE detail END AS rule
                FROM anomalies WHERE kind IN ('sla_breached', 'sla_overdue')),
            per_case AS (

@@ -18,10 +18,11 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 from schemas.errors import FlowkeeperError
 
@@ -52,7 +53,8 @@ class LogEvent:
 
 
 def read_log(path: Path, zone: tzinfo, *, time_format: str | None = None,
-             columns: dict[str, str] | None = None, delimiter: str | None = None) -> Iterator[LogEvent]:
+             columns: dict[str, str] | None = None,
+             delimiter: str | None = None) -> Iterator[LogEvent]:
     """The events of an XES or CSV log in file order; `zone` is for offset-less timestamps."""
     name = path.name.lower()
     if not path.is_file():
@@ -64,8 +66,10 @@ def read_log(path: Path, zone: tzinfo, *, time_format: str | None = None,
     raise EventLogError(f"{path}: unknown log format; name it *.xes, *.xes.gz, *.csv or *.csv.gz")
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+def _open(path: Path) -> BinaryIO:
+    if path.name.lower().endswith(".gz"):
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # a BinaryIO in all but name
+    return path.open("rb")
 
 
 def parse_time(text: str, zone: tzinfo, time_format: str | None = None) -> datetime:
@@ -77,33 +81,40 @@ def parse_time(text: str, zone: tzinfo, time_format: str | None = None) -> datet
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=zone)
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A broken file (bad gzip, cut short, not UTF-8, not XML) becomes an error naming it."""
+    try:
+        yield
+    except ET.ParseError as e:
+        msg = f"{path}: not well-formed XES ({e}); check that the file is complete"
+        raise EventLogError(msg) from e
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+        msg = f"{path}: cannot be read ({e}); check that it is a complete UTF-8 event log"
+        raise EventLogError(msg) from e
+
+
 def _read_xes(path: Path, zone: tzinfo, time_format: str | None) -> Iterator[LogEvent]:
-    position = 0
-    with _open(path) as stream:
-        depth, root = 0, None
-        case_id: str | None = None
-        trace: list[tuple[int, dict[str, str]]] = []
-        try:
-            for action, element in ET.iterparse(stream, events=("start", "end")):
-                tag = element.tag.rpartition("}")[2]
-                if action == "start":
-                    depth += 1
-                    root = element if root is None else root
-                    continue
-                depth -= 1
-                if tag == "event" and depth == 2:
-                    trace.append((position, _attributes(element)))
-                    position += 1
-                    element.clear()
-                elif tag == "trace" and depth == 1:
-                    case_id = _attributes(element).get(ACTIVITY)
-                    yield from _trace_events(path, case_id, trace, zone, time_format)
-                    trace = []
-                    assert root is not None
-                    root.clear()  # drop every element read so far: memory holds one trace
-        except ET.ParseError as e:
-            msg = f"{path}: not well-formed XES ({e}); check that the file is complete"
-            raise EventLogError(msg) from e
+    position, depth, root = 0, 0, None
+    trace: list[tuple[int, dict[str, str]]] = []
+    with _reading(path), _open(path) as stream:
+        for action, element in ET.iterparse(stream, events=("start", "end")):
+            tag = element.tag.rpartition("}")[2]
+            if action == "start":
+                depth += 1
+                root = element if root is None else root
+                continue
+            depth -= 1
+            if tag == "event" and depth == 2:
+                trace.append((position, _attributes(element)))
+                position += 1
+                element.clear()
+            elif tag == "trace" and depth == 1:
+                case_id = _attributes(element).get(ACTIVITY)
+                yield from _trace_events(path, case_id, trace, zone, time_format)
+                trace = []
+                assert root is not None
+                root.clear()  # drop every element read so far: memory holds one trace
 
 
 def _attributes(element: ET.Element) -> dict[str, str]:
@@ -133,7 +144,8 @@ def _event(path: Path, case_id: str, attributes: dict[str, str], position: int, 
     stamp = attributes.pop(TIMESTAMP, None)
     if not activity or not stamp:
         missing = "the activity" if not activity else "the timestamp"
-        msg = f"{path}: event #{position} (case {case_id!r}) has no {missing}; every event needs one"
+        msg = (f"{path}: event #{position} (case {case_id!r}) has no {missing}; "
+               "every event needs one")
         raise EventLogError(msg)
     try:
         time = parse_time(stamp, zone, time_format)
@@ -147,7 +159,8 @@ def _event(path: Path, case_id: str, attributes: dict[str, str], position: int, 
 
 def _read_csv(path: Path, zone: tzinfo, time_format: str | None, columns: dict[str, str],
               delimiter: str | None) -> Iterator[LogEvent]:
-    with _open(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+    with _reading(path), _open(path) as raw, \
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
         header_line = text.readline()
         sep = delimiter or max(";,\t|", key=header_line.count)
         reader = csv.reader(text, delimiter=sep)
@@ -172,7 +185,8 @@ def _column(path: Path, header: list[str], role: str, given: str | None) -> str:
     for name in candidates:
         if name in header:
             return name
-    option = {CASE: "--case-column", ACTIVITY: "--activity-column", TIMESTAMP: "--time-column"}[role]
+    option = {CASE: "--case-column", ACTIVITY: "--activity-column",
+              TIMESTAMP: "--time-column"}[role]
     msg = (f"{path}: no {' or '.join(repr(c) for c in candidates[:3])} column among "
            f"{header[:12]}; name the {role} column with {option}")
     raise EventLogError(msg)

@@ -27,7 +27,7 @@ import yaml
 
 from connectors.archive_format import archive_row
 from connectors.event_logs import LogEvent
-from connectors.parquet_sink import ParquetSink
+from connectors.parquet_sink import ParquetWriter
 from schemas.event import RawRecord
 from state.durations import parse_duration_ms
 
@@ -52,7 +52,8 @@ class ImportSummary:
 
 def event_id(event: LogEvent) -> str:
     """A hash of the event's whole content (not its position): equal events, equal ids."""
-    content = [event.case_id, event.activity, event.time.isoformat(), sorted(event.attributes.items())]
+    content = [event.case_id, event.activity, event.time.isoformat(),
+               sorted(event.attributes.items())]
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -78,7 +79,8 @@ def partition_of(case_id: str, partitions: int) -> int:
 
 
 def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partitions: int = 4,
-                  batch_rows: int = 50_000, progress: Callable[[int], None] | None = None) -> ImportSummary:
+                  batch_rows: int = 50_000,
+                  progress: Callable[[int], None] | None = None) -> ImportSummary:
     """Write the events as an archive under `out/archive/` (atomic files, schema `ARCHIVE`)."""
     first_position: dict[str, int] = {}
     encoded: list[tuple[int, int, str, bytes]] = []
@@ -86,12 +88,13 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
         eid = event_id(event)
         sequence = first_position.setdefault(eid, event.position)
         time_ms = (event.time - _EPOCH) // _MS
-        encoded.append((time_ms, event.position, event.case_id, cloudevent(event, source, eid, sequence)))
+        value = cloudevent(event, source, eid, sequence)
+        encoded.append((time_ms, event.position, event.case_id, value))
         if progress is not None and len(encoded) % 10_000 == 0:
             progress(len(encoded))
     encoded.sort(key=lambda e: (e[0], e[1]))
     offsets = [0] * partitions
-    sink = ParquetSink(out, batch_rows=batch_rows, flush_seconds=float("inf")).build("import-log", 0, 1)
+    sink = ParquetWriter.standalone(out, batch_rows)
     cases: set[str] = set()
     for start in range(0, len(encoded), batch_rows):
         rows = []
@@ -114,7 +117,7 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
 
 @dataclass(frozen=True)
 class StepSla:
-    """`FROM->TO<=LIMIT`: the first TO at or after the first FROM within LIMIT (no FROM: the
+    """`FROM->TO<=LIMIT`: the first TO at or after the first FROM within LIMIT (FROM `*`: the
     case's first event)."""
 
     from_activity: str | None
@@ -123,17 +126,19 @@ class StepSla:
 
     @classmethod
     def parse(cls, text: str) -> StepSla:
-        """Read `"ER Registration->IV Antibiotics<=1h"` (or `"->Closed<=7d"`)."""
+        """Read `"ER Registration->IV Antibiotics<=1h"` (or `"*->Closed<=7d"`)."""
         head, sep, limit = text.rpartition("<=")
         origin, arrow, target = head.partition("->")
         if not sep or not arrow or not target.strip():
-            raise ValueError(f"--sla {text!r}: write FROM->TO<=LIMIT, e.g. 'Registered->Approved<=2d' "
-                             "(leave FROM empty to measure from the case's first event)")
+            raise ValueError(f"--sla {text!r}: write FROM->TO<=LIMIT, e.g. "
+                             "'Registered->Approved<=2d' (FROM '*' measures from the case's "
+                             "first event)")
         try:
             parse_duration_ms(limit.strip())
         except ValueError as e:
             raise ValueError(f"--sla {text!r}: the limit {e}") from e
-        return cls(origin.strip() or None, target.strip(), limit.strip())
+        origin = origin.strip()
+        return cls(None if origin in ("", "*") else origin, target.strip(), limit.strip())
 
 
 def write_definition(path: Path, *, workflow: str, log_name: str, span_ms: int,
@@ -149,7 +154,7 @@ def write_definition(path: Path, *, workflow: str, log_name: str, span_ms: int,
         "close_after_idle": f"{span_ms // _DAY_MS + 2}d",
         "rules": rules,
     }
-    header = (f"# Case tracking for {log_name}: no state machine, the activity sequence of each case\n"
-              "# and its SLA rules. close_after_idle is longer than the whole log, so every case\n"
-              "# closes at the end of the replay, with duration = last event - first event.\n")
+    header = (f"# Case tracking for {log_name}: no state machine, the activity sequence of each\n"
+              "# case and its SLA rules. close_after_idle is longer than the whole log, so every\n"
+              "# case closes at the end of the replay, with duration = last event - first event.\n")
     path.write_text(header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))

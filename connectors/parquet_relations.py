@@ -1,4 +1,4 @@
-"""The Parquet datasets as DuckDB relations named like the DuckDB tables, so one view SQL serves both.
+"""The Parquet datasets as DuckDB relations named like the DuckDB tables: one view SQL serves both.
 
 The DuckDB tables are the source of truth (their `row_id` primary key keeps exactly one version of
 each row); the Parquet files hold the same rows, possibly more than once after a resumed run. Each

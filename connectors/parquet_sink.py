@@ -1,21 +1,22 @@
-"""Parquet sink: output rows into Hive-partitioned, zstd-compressed Parquet files.
+"""Parquet sink: output rows into Hive-partitioned, zstd-compressed Parquet files, exactly once.
 
-Layout: `{out_dir}/{table}/date=YYYY-MM-DD/part-w{worker:03d}-{seq:06d}.parquet`. The `date` is
+Layout: `{out_dir}/{table}/date=YYYY-MM-DD/part-p{part:03d}-{seq:06d}.parquet`. The `date` is
 the UTC day of the table's `TIME_COLUMN` and lives only in the directory name, so
 `read_parquet('{out_dir}/{table}/**/*.parquet', hive_partitioning=true)` gives it back as a column.
 Tables with `schemas.tables.PARTITION_COLUMNS` get one more directory level per column after the
 date (`archive/date=.../partition=3/part-...`); those columns stay in the files too.
-Each worker numbers its files on from the highest `seq` it already has in `out_dir`, so a second run
-into the same directory adds files and never replaces the first run's.
 
 A file appears under its final name only once complete (temp file, fsync, `os.replace`, fsync of
 the directory): a reader never sees half a file, even after a crash.
 
-Delivery guarantee: at-least-once, as Bytewax gives a `DynamicSink` when recovery is enabled; a
-resumed run replays input since the last snapshot and may write the same rows again into new files.
-Every row carries a deterministic `row_id`, so readers deduplicate on it. Rows are buffered (up to
-`batch_rows` or `flush_seconds`) and Bytewax does not know about the buffer: rows still in it when
-the process dies without `close()` are lost if their epoch was already snapshotted.
+Delivery guarantee: exactly once with Bytewax recovery. The sink has a fixed set of partitions
+(rows are routed by their key, the shard); each numbers its files with its own sequence and
+snapshots the next number together with the dataflow's state. On resume, a partition deletes its
+files numbered at or after the snapshot's: their rows come out of the resumed epoch again and are
+rewritten, so no row is lost or doubled (with `recovery=True`, a start without a snapshot resumes
+from 0). A writer flushes at every snapshot, so a snapshot never covers rows still in memory. Without recovery, a second run into the same folder
+continues the numbering and never replaces earlier files. Every row also carries a deterministic
+`row_id`, so readers can always deduplicate.
 """
 
 from __future__ import annotations
@@ -25,29 +26,31 @@ import errno
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import Row, hive_dirs, rows_to_table
+from operators.crash_points import crash_point
 from schemas.errors import ConfigError, FlowkeeperError
 
 Item = tuple[str, Row]
-"""What the sink takes: `(table_name, row)`."""
+"""What the sink takes under each key: `(table_name, row)`."""
 
-_PART_NAME = re.compile(r"part-w(\d+)-(\d+)\.parquet")
+_PART_NAME = re.compile(r"\.?part-p(\d+)-(\d+)\.parquet(\.tmp)?")
 
 
 class SinkWriteError(FlowkeeperError):
     """An output file could not be written; the message names the file, the cause and the fix."""
 
 
-class ParquetSink(DynamicSink[Item]):
-    """Every worker writes its own files; rows are buffered per (table, date) to make big files."""
+class ParquetSink(FixedPartitionedSink[Item, int]):
+    """`partitions` writers; a key (the shard) always goes to the same one."""
 
     def __init__(
         self,
@@ -55,50 +58,60 @@ class ParquetSink(DynamicSink[Item]):
         batch_rows: int = 50_000,
         flush_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        partitions: int = 8,
+        recovery: bool = False,
+        on_write_error: Callable[[SinkWriteError], None] | None = None,
     ) -> None:
-        if batch_rows < 1 or flush_seconds < 0:
-            msg = f"need batch_rows >= 1 and flush_seconds >= 0; got {batch_rows}, {flush_seconds}"
+        if batch_rows < 1 or flush_seconds < 0 or partitions < 1:
+            msg = ("need batch_rows >= 1, flush_seconds >= 0 and partitions >= 1; got "
+                   f"{batch_rows}, {flush_seconds}, {partitions}")
             raise ConfigError(msg)
         self._out_dir = out_dir
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
         self._clock = clock
+        self._partitions = partitions
+        self._recovery = recovery
+        self._on_write_error = on_write_error
 
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[Item]:
-        """One writer per worker; its file numbers continue after the worker's existing files."""
-        return _ParquetPartition(
-            _FileNamer(self._out_dir, worker_index),
-            self._batch_rows,
-            self._flush_seconds,
-            self._clock,
-        )
+    def list_parts(self) -> list[str]:
+        return [f"{i:03d}" for i in range(self._partitions)]
+
+    def part_fn(self, item_key: str) -> int:
+        """Stable across processes (crc32, not Python's salted hash)."""
+        return zlib.crc32(item_key.encode()) % self._partitions
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> ParquetWriter:
+        """Open one partition's writer; on resume, first remove what the resumed epoch rewrites.
+
+        With recovery on and no snapshot yet, the whole input is processed again: the files of an
+        earlier attempt that crashed before its first snapshot are removed too (resume from 0).
+        """
+        if resume_state is None and self._recovery:
+            resume_state = 0
+        files = _FileSequence(self._out_dir, int(for_part), resume_state)
+        return ParquetWriter(files, self._batch_rows, self._flush_seconds, self._clock,
+                             self._on_write_error)
 
 
-class _FileNamer:
-    """Hands out the final paths of one worker's files, never one that already exists."""
+class _FileSequence:
+    """Hands out one partition's file paths, numbered on from its snapshot or its last file."""
 
-    def __init__(self, out_dir: Path, worker_index: int) -> None:
-        self._out_dir = out_dir
-        self._worker = worker_index
-        self._seq = _last_seq(out_dir, worker_index) + 1
+    def __init__(self, out_dir: Path, part: int, resume_seq: int | None) -> None:
+        self._out_dir, self._part = out_dir, part
+        mine = [(path, int(match[2])) for path in out_dir.glob("**/*part-p*.parquet*")
+                if (match := _PART_NAME.fullmatch(path.name)) and int(match[1]) == part]
+        for path, seq in mine:
+            if path.name.endswith(".tmp") or (resume_seq is not None and seq >= resume_seq):
+                path.unlink()  # half-written, or written after the snapshot we resume from
+        done = [seq for path, seq in mine if path.exists()]
+        self.next_seq = resume_seq if resume_seq is not None else max(done, default=-1) + 1
 
     def next_path(self, table: str, dirs: tuple[str, ...]) -> Path:
-        """The path of the worker's next file in the table's Hive directories (`date=...`, ...)."""
-        name = f"part-w{self._worker:03d}-{self._seq:06d}.parquet"
-        self._seq += 1
+        """The path of the partition's next file in the table's Hive directories."""
+        name = f"part-p{self._part:03d}-{self.next_seq:06d}.parquet"
+        self.next_seq += 1
         return self._out_dir.joinpath(table, *dirs, name)
-
-
-def _last_seq(out_dir: Path, worker_index: int) -> int:
-    """The highest file number this worker has under `out_dir` (any table or date), or -1."""
-    seqs = [
-        int(match[2])
-        for path in out_dir.glob("*/date=*/**/part-w*.parquet")
-        if (match := _PART_NAME.fullmatch(path.name)) and int(match[1]) == worker_index
-    ]
-    return max(seqs, default=-1)
 
 
 @dataclass
@@ -109,27 +122,34 @@ class _Buffer:
     rows: list[Row] = field(default_factory=list)
 
 
-class _ParquetPartition(StatelessSinkPartition[Item]):
-    """Buffers rows per (table, Hive directories); writes a file when a buffer is full or old, and
-    on close."""
+class ParquetWriter(StatefulSinkPartition[Item, int]):
+    """Buffers rows per (table, Hive directories); writes a file when a buffer is full or old, at
+    every snapshot and on close. Usable on its own (the log importer writes archives with it)."""
 
     def __init__(
         self,
-        names: _FileNamer,
+        files: _FileSequence,
         batch_rows: int,
         flush_seconds: float,
         clock: Callable[[], float],
+        on_write_error: Callable[[SinkWriteError], None] | None = None,
     ) -> None:
-        self._names = names
+        self._files = files
+        self._on_write_error = on_write_error
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
         self._clock = clock
         self._buffers: dict[tuple[str, tuple[str, ...]], _Buffer] = {}
 
-    def write_batch(self, items: list[Item]) -> None:
+    @classmethod
+    def standalone(cls, out_dir: Path, batch_rows: int) -> ParquetWriter:
+        """A writer outside any dataflow, numbering after the files already in `out_dir`."""
+        return cls(_FileSequence(out_dir, 0, None), batch_rows, float("inf"), time.monotonic)
+
+    def write_batch(self, values: list[Item]) -> None:
         """Buffer the rows; write full buffers, then those whose oldest row waited long enough."""
         now = self._clock()
-        for table, row in items:
+        for table, row in values:
             key = (table, hive_dirs(table, row))
             buffer = self._buffers.get(key)
             if buffer is None:
@@ -140,8 +160,13 @@ class _ParquetPartition(StatelessSinkPartition[Item]):
         for key in [k for k, b in self._buffers.items() if now - b.since >= self._flush_seconds]:
             self._flush(key)
 
+    def snapshot(self) -> int:
+        """Write everything buffered, then name the next file number: the resume point."""
+        self.close()
+        return self._files.next_seq
+
     def close(self) -> None:
-        """Write whatever is still buffered (Bytewax calls this only when the input ends)."""
+        """Write whatever is still buffered."""
         for key in list(self._buffers):
             self._flush(key)
 
@@ -149,7 +174,13 @@ class _ParquetPartition(StatelessSinkPartition[Item]):
         """Write one buffer as one file."""
         table, dirs = key
         rows = self._buffers.pop(key).rows
-        write_atomically(rows_to_table(table, rows), self._names.next_path(table, dirs))
+        try:
+            write_atomically(rows_to_table(table, rows), self._files.next_path(table, dirs))
+        except SinkWriteError as error:
+            if self._on_write_error is not None:
+                self._on_write_error(error)
+            raise
+        crash_point("parquet_after_rename")
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The `report` and `inspect` commands: a run's outputs for people, as a page or one instance's life."""
+"""The `report` and `inspect` commands: a run's outputs for people, as a page or one instance."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out"),
                         help="the run's output folder (default: out)")
     parser.add_argument("--source", choices=("duckdb", "parquet"), default="duckdb",
-                        help="read the DuckDB file (default, the source of truth) or the Parquet files")
+                        help="read the DuckDB file (default: the source of truth) or the Parquet "
+                        "files")
     parser.add_argument("--definitions", type=Path, default=BUNDLED_DEFINITIONS,
                         help="the run's workflow definitions (deadlines for --source parquet; "
                         "decoding the archive for inspect); default: the bundled ones")
@@ -33,7 +34,8 @@ def add_report(sub: Any) -> Handler:
         "breaches, slowest and stuck instances, compensations, dead letters, variants, input) "
         "with embedded figures: it opens offline and can be attached anywhere.")
     _output_arguments(report)
-    report.add_argument("--output", type=Path, help="the HTML file to write (default: OUT/report.html)")
+    report.add_argument("--output", type=Path,
+                        help="the HTML file to write (default: OUT/report.html)")
     return cmd_report
 
 

@@ -16,25 +16,30 @@ from schemas.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Settings a replay takes from its ARCHIVE argument or never uses.
-_NOT_FOR_REPLAY = ("source", "archive_path", "idle_grace", "sim_seed", "sim_instances",
-                   "sim_partitions", "sim_rate", "sim_speed")
+
+def _not_for_replay(name: str) -> bool:
+    """Settings a replay takes from its ARCHIVE argument or never uses (it sends nothing to Kafka:
+    a what-if run must not issue real commands)."""
+    return (name in ("source", "archive_path", "idle_grace")
+            or name.startswith(("sim_", "kafka_")) or name.endswith("_topic"))
 
 
 def add_replay(sub: Any) -> Handler:
     from dataflows.cli import settings_arguments
+    from dataflows.settings import Settings
 
     replay = sub.add_parser(
         "replay", help="feed an input archive through the same dataflow into --out",
-        description="Replay an archive through the same dataflow: one source partition per archived "
-        "input partition, in archived order, so every verdict is reproduced. Give other "
+        description="Replay an archive through the same dataflow: one source partition per "
+        "archived input partition, in archived order, so every verdict is reproduced. Give other "
         "--definitions (a tighter deadline) for a what-if run into another --out, and compare the "
         "two with `flowkeeper verify`. Event time only: the wall clock is never used. "
         "--definitions defaults to ARCHIVE/definition.yaml when import-log wrote one; the replay "
-        "archives nothing unless --archive is given.")
+        "archives nothing unless --archive is given, and sends nothing to Kafka.")
     replay.add_argument("archive_dir", type=Path, metavar="ARCHIVE",
-                        help="a run's --out folder, its parquet/archive folder, or an import-log folder")
-    settings_arguments(replay, omit=_NOT_FOR_REPLAY)
+                        help="a run's --out folder, its parquet/archive folder, or an "
+                        "import-log folder")
+    settings_arguments(replay, omit=[n for n in Settings.model_fields if _not_for_replay(n)])
     replay.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     return cmd_replay
 
@@ -47,7 +52,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     args.source, args.archive_path = "archive", args.archive_dir
     settings = settings_from(args)
-    updates: dict[str, Any] = {}
+    updates: dict[str, Any] = {"kafka_brokers": ""}
     imported_definition = args.archive_dir / "definition.yaml"
     if "definitions" not in settings.model_fields_set and imported_definition.is_file():
         updates["definitions"] = imported_definition
@@ -56,8 +61,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update=updates)
     source = replay_source(settings, load_catalog(settings.definitions))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):
-        msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there would "
-               "replace it; choose another --out")
+        msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there "
+               "would replace it; choose another --out")
         raise ConfigError(msg)
     prepare_out(settings, args.overwrite)
     print(f"replaying {source.archive} ({len(source.list_parts())} partitions) with definitions "
@@ -75,8 +80,10 @@ def add_verify(sub: Any) -> Handler:
         "missing, extra or changed and the first differing instances with the changed columns. "
         "Exit status 0 when identical, 1 when they differ, 2 on a usage error: fit to gate a "
         "deployment.")
-    verify.add_argument("recorded", type=Path, metavar="RECORDED", help="the --out folder of the reference run")
-    verify.add_argument("replayed", type=Path, metavar="REPLAYED", help="the --out folder to check against it")
+    verify.add_argument("recorded", type=Path, metavar="RECORDED",
+                        help="the --out folder of the reference run")
+    verify.add_argument("replayed", type=Path, metavar="REPLAYED",
+                        help="the --out folder to check against it")
     verify.add_argument("--tables", default=",".join(COMPARED),
                         help=f"comma-separated tables to compare (default: {','.join(COMPARED)})")
     verify.add_argument("--show", type=int, default=5, metavar="N",
@@ -94,8 +101,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if diff.identical:
             print(f"{diff.table:<13} identical  {diff.recorded:>10,} rows")
             continue
-        print(f"{diff.table:<13} DIFFERENT  {diff.recorded:,} recorded, {diff.replayed:,} replayed: "
-              f"{diff.count('missing'):,} missing, {diff.count('extra'):,} extra, "
+        print(f"{diff.table:<13} DIFFERENT  {diff.recorded:,} recorded, {diff.replayed:,} "
+              f"replayed: {diff.count('missing'):,} missing, {diff.count('extra'):,} extra, "
               f"{diff.count('changed'):,} changed, in {len(diff.instances):,} instances")
         for instance in diff.instances[:args.show]:
             print(f"    {instance}: {_how(d for d in diff.differences if d.instance == instance)}")
@@ -116,7 +123,8 @@ def _how(differences: Any) -> str:
     for d in differences:
         counts[d.kind] = counts.get(d.kind, 0) + 1
         columns.update(dict.fromkeys(d.columns))
-    parts = [f"{n} row{'s' if n > 1 else ''} {kind}" for kind, n in counts.items() if kind != "changed"]
+    parts = [f"{n} row{'s' if n > 1 else ''} {kind}"
+             for kind, n in counts.items() if kind != "changed"]
     if columns:
         parts.append(f"{counts['changed']} changed ({', '.join(columns)})")
     return "; ".join(parts)
@@ -125,28 +133,32 @@ def _how(differences: Any) -> str:
 def add_import_log(sub: Any) -> Handler:
     importer = sub.add_parser(
         "import-log", help="convert an XES or CSV event log into an archive of CloudEvents",
-        description="Convert a process-mining event log (.xes, .xes.gz, .csv) into an input archive "
-        "under --out: case id -> subject (instance id), activity -> type, timestamp -> time, "
-        "lifecycle, resource and other attributes -> data; cases merged by (timestamp, file "
+        description="Convert a process-mining event log (.xes, .xes.gz, .csv) into an input "
+        "archive under --out: case id -> subject (instance id), activity -> type, timestamp -> "
+        "time, lifecycle, resource and other attributes -> data; cases merged by (timestamp, file "
         "position). Writes --out/definition.yaml, a case-tracking definition with the --sla rules, "
-        "so `flowkeeper replay OUT --out RESULTS` gives durations, variants, SLA breaches and stuck "
-        "cases in DuckDB.")
+        "so `flowkeeper replay OUT --out RESULTS` gives durations, variants, SLA breaches and "
+        "stuck cases in DuckDB.")
     importer.add_argument("log", type=Path, metavar="FILE", help="the event log")
     importer.add_argument("--out", type=Path, required=True, help="the archive folder to write")
     importer.add_argument("--time-zone", default="UTC",
                           help="IANA zone of timestamps without a UTC offset (default UTC)")
     importer.add_argument("--partitions", type=int, default=4, help="input partitions (default 4)")
     importer.add_argument("--source", help="source name of the events (default: the file name)")
-    importer.add_argument("--workflow", help="workflow type in definition.yaml (default: the source name)")
+    importer.add_argument("--workflow",
+                          help="workflow type in definition.yaml (default: the source name)")
     importer.add_argument("--sla", action="append", default=[], metavar="FROM->TO<=LIMIT",
-                          help="a step SLA, e.g. 'ER Registration->IV Antibiotics<=1h' (empty FROM: "
+                          help="a step SLA, e.g. 'ER Registration->IV Antibiotics<=1h' (FROM '*': "
                           "from the case's first event); repeatable")
     importer.add_argument("--case-column", help="CSV: the case id column (default: found by name)")
     importer.add_argument("--activity-column", help="CSV: the activity column")
     importer.add_argument("--time-column", help="CSV: the timestamp column")
-    importer.add_argument("--time-format", help="strptime pattern of the timestamps (default ISO 8601)")
-    importer.add_argument("--delimiter", help="CSV: the field separator (default: guessed from the header)")
-    importer.add_argument("--overwrite", action="store_true", help="replace an archive already in --out")
+    importer.add_argument("--time-format",
+                          help="strptime pattern of the timestamps (default ISO 8601)")
+    importer.add_argument("--delimiter",
+                          help="CSV: the field separator (default: guessed from the header)")
+    importer.add_argument("--overwrite", action="store_true",
+                          help="replace an archive already in --out")
     return cmd_import_log
 
 
@@ -185,7 +197,8 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     print(f"imported {summary.events:,} events of {summary.cases:,} cases from {args.log} in "
           f"{seconds:.1f} s ({summary.events / max(seconds, 1e-9):,.0f}/s)\n"
-          f"  exact duplicates (same id): {summary.duplicates:,}; partitions: {summary.partitions}\n"
+          f"  exact duplicates (same id): {summary.duplicates:,}; "
+          f"partitions: {summary.partitions}\n"
           f"  archive:    {summary.archive}\n  definition: {definition} ({len(slas)} SLA rules)\n"
           f"next: flowkeeper replay {args.out} --out {args.out}-replay")
     return 0

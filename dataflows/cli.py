@@ -7,8 +7,8 @@ import shutil
 import sys
 import threading
 import time
-from datetime import timedelta
 from collections.abc import Callable, Collection, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from dataflows.analysis_cli import add_inspect, add_report
 from dataflows.archive_cli import add_import_log, add_replay, add_verify
+from dataflows.kafka_tools import add_produce, add_tail, add_topics
 from dataflows.settings import Settings
 from schemas.errors import FlowkeeperError
 
@@ -83,7 +84,13 @@ def progress_printer(stop: threading.Event, started: float, every: float = 2.0) 
     from operators.progress import PROGRESS
 
     last_records, last_time = 0, started
+    restore_reported = False
     while not stop.wait(every):
+        if PROGRESS.restored_shards and not restore_reported:
+            restore_reported = True
+            print(f"  restored {PROGRESS.restored_shards:,} shards holding "
+                  f"{PROGRESS.restored_instances:,} instances in {PROGRESS.restore_seconds:.2f} s",
+                  file=sys.stderr, flush=True)
         now = time.monotonic()
         records = PROGRESS.records
         rate = (records - last_records) / max(now - last_time, 1e-9)
@@ -97,12 +104,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.sources import prepare_source
 
     settings = settings_from(args)
-    prepare_out(settings, args.overwrite)
+    recovery, resuming = start_recovery(settings, args.overwrite)
+    prepare_out(settings, args.overwrite, resuming)
     source, truth_dir = prepare_source(settings)
-    return execute(settings, source, truth_dir)
+    return execute(settings, source, truth_dir, recovery)
 
 
-def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | None) -> int:
+def start_recovery(settings: Settings, overwrite: bool) -> tuple[dict[str, Any], bool]:
+    """`cli_main` arguments for the recovery folder, if one is set, and whether this run resumes."""
+    from dataflows.recovery import prepare_recovery
+
+    if settings.recovery_dir is None:
+        return {}, False
+    if overwrite and settings.recovery_dir.exists():
+        shutil.rmtree(settings.recovery_dir)
+    config, resuming = prepare_recovery(settings.recovery_dir, settings.recovery_partitions,
+                                        settings.backup_interval)
+    verb = "resuming from" if resuming else "created"
+    print(f"{verb} recovery folder {settings.recovery_dir}", file=sys.stderr)
+    return {"recovery_config": config, "epoch_interval": timedelta(seconds=settings.snapshot_interval)}, resuming
+
+
+def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | None,
+            recovery: dict[str, Any] | None = None) -> int:
     """Run the dataflow on `source` with a progress line, then print the summary."""
     from bytewax.run import cli_main
 
@@ -118,7 +142,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
     printer.start()
     try:
-        cli_main(flow, workers_per_process=settings.workers)
+        cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
     seconds = time.monotonic() - started
@@ -163,7 +187,8 @@ def _add_check_definitions(sub: Any) -> Handler:
 
 # Each command module contributes one `add_*(subparsers) -> handler` function here.
 COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions, add_replay, add_verify,
-                                            add_import_log, add_report, add_inspect]
+                                            add_import_log, add_report, add_inspect, add_topics,
+                                            add_produce, add_tail]
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -24,8 +24,10 @@ from bytewax.outputs import Sink
 from connectors.archive_format import archive_row
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
+from dataflows.kafka_wiring import kafka_outputs
 from dataflows.settings import Settings
 from dataflows.sources import make_source
+from operators.fatal import exit_with_message
 from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
@@ -34,6 +36,12 @@ from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.output import Row
 from state.shard import ShardConfig
+
+
+def parquet_key(item: Row) -> str:
+    """Route a row to a Parquet writer: by its shard, or by input partition for archive rows."""
+    row = item[1]
+    return row.get("shard") or f"input/{row['partition']}"
 
 
 def _utc_now() -> datetime:
@@ -74,6 +82,7 @@ def build_flow(
     facts = op.map("fact_values", split.trues, lambda row: row[1])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
     table_rows = op.merge("all_rows", split.falses, metrics)
+    kafka_outputs(table_rows, settings)
     if sink is not None:
         op.output("output", table_rows, sink)
         return flow
@@ -82,9 +91,12 @@ def build_flow(
     if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
         archived = op.map("archive_rows", records, lambda record: ("archive", archive_row(record)))
         parquet_rows = op.merge("rows_and_archive", table_rows, archived)
-    op.output("parquet", parquet_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
-                                                   settings.flush_seconds))
+    keyed_rows = op.key_on("parquet_key", parquet_rows, parquet_key)
+    op.output("parquet", keyed_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
+                                                 settings.flush_seconds,
+                                                 recovery=settings.recovery_dir is not None,
+                                                 on_write_error=exit_with_message))
     if settings.duckdb:
         keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
-        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog))
+        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog, exit_with_message))
     return flow

@@ -1,4 +1,4 @@
-"""Settings to the replay source: `source = "archive"` feeds an input archive through the same flow."""
+"""Settings to replay source: `source = "archive"` feeds an input archive through the same flow."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from state.durations import parse_duration_ms
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLOWKEEPER_", extra="forbid")
 
-    source: Literal["simulator", "archive"] = Field("simulator", description="where events come from: the embedded simulator, or an input archive to replay (--archive-path)")
+    source: Literal["simulator", "archive", "kafka"] = Field("simulator", description="where events come from: the embedded simulator, an input archive to replay (--archive-path), or a Kafka topic (--kafka-topic)")
     definitions: Path = Field(BUNDLED_DEFINITIONS, description="workflow definition file or folder")
     out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
     allowed_lateness: str = Field("5s", description="how far behind the newest event time an event may arrive and still be applied in order")
@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     replay_workflows: str = Field("", description="archive: only events of these workflow types (comma-separated)")
     replay_instances: str = Field("", description="archive: only records with these keys, i.e. instance ids (comma-separated)")
 
+    kafka_brokers: str = Field("", description="Kafka bootstrap servers, comma-separated host:port; when set, commands also go to --commands-topic")
+    kafka_topic: str = Field("", description="source 'kafka': the one input topic, keyed by instance id")
+    kafka_start: Literal["earliest", "latest"] = Field("earliest", description="source 'kafka', first run: start each partition at its earliest or latest offset (a recovered run resumes from its snapshot)")
+    kafka_tail: bool = Field(True, description="source 'kafka': keep waiting for new records; --no-kafka-tail stops at the end of each partition (tests, backfills)")
+    kafka_timeout: float = Field(10.0, gt=0, description="seconds to wait for the Kafka cluster at start-up before failing")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field("PLAINTEXT", description="Kafka security protocol")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(None, description="Kafka SASL mechanism (with a SASL_* protocol)")
+    kafka_sasl_username: str | None = Field(None, description="Kafka SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="Kafka SASL password (never printed; prefer the environment variable)")
+    kafka_ssl_ca: Path | None = Field(None, description="Kafka TLS: CA certificate file (PEM)")
+    kafka_ssl_cert: Path | None = Field(None, description="Kafka TLS: client certificate file (PEM), for mutual TLS")
+    kafka_ssl_key: Path | None = Field(None, description="Kafka TLS: client private key file (PEM), for mutual TLS")
+    commands_topic: str = Field("flowkeeper.commands", description="with --kafka-brokers: topic for commands as CloudEvents ('' to disable)")
+    outcomes_topic: str = Field("", description="with --kafka-brokers: topic for outcomes as CloudEvents ('' = off)")
+    corrections_topic: str = Field("", description="with --kafka-brokers: topic for corrections as CloudEvents ('' = off)")
+    dead_letters_topic: str = Field("", description="with --kafka-brokers: topic for dead letters as CloudEvents ('' = off)")
+
     sim_seed: int = Field(7, description="simulator: random seed")
     sim_instances: int = Field(2_000, ge=1, description="simulator: workflow instances")
     sim_partitions: int = Field(4, ge=1, description="simulator: input partitions")
@@ -71,6 +88,13 @@ class Settings(BaseSettings):
             raise ValueError("source 'archive' needs --archive-path (FLOWKEEPER_ARCHIVE_PATH)")
         if self.source == "archive" and self.idle_grace != "off":
             raise ValueError("a replay never follows the wall clock: leave --idle-grace off")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_needs_brokers_and_topic(self) -> Settings:
+        if self.source == "kafka" and not (self.kafka_brokers and self.kafka_topic):
+            raise ValueError("source 'kafka' needs --kafka-brokers and --kafka-topic "
+                             "(FLOWKEEPER_KAFKA_BROKERS, FLOWKEEPER_KAFKA_TOPIC)")
         return self
 
     @property

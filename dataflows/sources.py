@@ -8,6 +8,7 @@ from bytewax.inputs import Source
 
 from connectors.simulator import SimulatorConfig, SimulatorSource, simulate, write_ground_truth
 from connectors.simulator.truth import Simulation
+from dataflows.kafka_wiring import check_kafka_topics, kafka_input
 from dataflows.replay import replay_source
 from dataflows.settings import Settings
 from schemas.event import RawRecord
@@ -31,6 +32,8 @@ def make_source(settings: Settings, catalog: Catalog) -> Source[RawRecord]:
     """The source of `settings.source` (for `python -m bytewax.run`, where nothing ran before)."""
     if settings.source == "archive":
         return replay_source(settings, catalog)
+    if settings.source == "kafka":
+        return kafka_input(settings)
     return simulator_source(settings, simulate(simulator_config(settings), catalog))
 
 
@@ -42,7 +45,18 @@ def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
     """Build the source once for a CLI run; returns it and the ground-truth folder, if any."""
     if settings.source == "archive":
         return replay_source(settings, load_catalog(settings.definitions)), None
+    if settings.source == "kafka":
+        return _checked_kafka_input(settings)
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     truth_dir = settings.out / "ground_truth"
     write_ground_truth(simulation, settings.out)
     return simulator_source(settings, simulation), truth_dir
+
+
+def _checked_kafka_input(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
+    """Fail now, with a clear message, when the cluster or a topic is missing; use the ground
+    truth `flowkeeper produce --out` left in `--out`, if any."""
+    check_kafka_topics(settings)
+    source = kafka_input(settings)
+    truth_dir = settings.out / "ground_truth"
+    return source, truth_dir if (truth_dir / "instances.parquet").exists() else None

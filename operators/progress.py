@@ -13,7 +13,17 @@ class Progress:
     records: int = 0
     dead_letters: int = 0
     open_by_shard: dict[str, int] = field(default_factory=dict)
+    restored_shards: int = 0
+    restored_instances: int = 0
+    restore_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def restored(self, instances: int, seconds: float) -> None:
+        """Count one shard rebuilt from a recovery snapshot."""
+        with self.lock:
+            self.restored_shards += 1
+            self.restored_instances += instances
+            self.restore_seconds += seconds
 
     def add(self, shard: str, records: int, dead_letters: int, open_instances: int) -> None:
         with self.lock:

@@ -12,6 +12,7 @@ so a deadline in a silent stream still fires about `idle_grace` after it is due.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
+from operators.crash_points import crash_point
 from operators.progress import PROGRESS
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
 from operators.timeutil import from_ms, to_ms
@@ -58,16 +60,21 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         self.config = config
         self.shard: Shard | None = None
         if resume is not None:
+            started = time.perf_counter()
             self.shard = Shard.restore(resume, config.catalog, config.rules, config.shard)
+            PROGRESS.restored(len(self.shard.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
     def on_batch(self, values: list[RawRecord]) -> tuple[Iterable[Row], bool]:
         shard = self._shard(values[0])
-        out = Out(shard.name)
+        out = Out(shard.name, fact_clock=shard.fact_clock)
         for record in values:
+            # Release after every record, not every batch: outcome counts and metric stamps then
+            # depend on the records alone, not on how the source batched them (Kafka: arbitrarily).
+            before = dict(shard.open_by_workflow)
             shard.receive(record, out)
-        shard.release(out)
-        self._gauges(shard, out)
+            shard.release(out)
+            self._gauges(shard, out, before)
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
         PROGRESS.add(shard.name, len(values), dead, shard.open_instances)
@@ -88,8 +95,9 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         now = self.config.clock()
         out = Out(self.shard.name)
         if now - self.last_input >= self.config.idle_grace:
+            before = dict(self.shard.open_by_workflow)
             self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
-            self._gauges(self.shard, out)
+            self._gauges(self.shard, out, before)
         observe_batch(self.config.telemetry, self.shard, 0, out.rows)
         return out.rows, False
 
@@ -97,15 +105,18 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         if self.shard is None or not self.config.drain_at_eof:
             return [], False
         out = Out(self.shard.name)
+        before = dict(self.shard.open_by_workflow)
         self.shard.advance_to(END_OF_TIME, out)
-        self._gauges(self.shard, out)
+        self._gauges(self.shard, out, before)
         observe_batch(self.config.telemetry, self.shard, 0, out.rows)
         return out.rows, False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
         with timing_snapshot(self.config.telemetry):
-            return self.shard.snapshot()
+            snapshot = self.shard.snapshot()
+        crash_point("shard_snapshot")
+        return snapshot
 
     def _shard(self, record: RawRecord) -> Shard:
         if self.shard is None:
@@ -114,10 +125,12 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         return self.shard
 
     @staticmethod
-    def _gauges(shard: Shard, out: Out) -> None:
-        """Open instances per workflow, as facts for the metrics windows."""
+    def _gauges(shard: Shard, out: Out, before: dict[str, int]) -> None:
+        """Open instances per workflow that changed since `before`, as metric facts: only changes,
+        so the facts depend on the records alone (not on batching or on a restore)."""
         for workflow_type, count in shard.open_by_workflow.items():
-            out.fact(workflow_type, out.fact_clock, "open", float(count))
+            if before.get(workflow_type, 0) != count:
+                out.fact(workflow_type, out.fact_clock, "open", float(count))
 
 
 def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig) -> Stream[Row]:

@@ -12,7 +12,8 @@ Metrics, all prefixed `flowkeeper_`:
   `late_events_total{workflow_type}`;
 - `open_instances{workflow_type}`: instances started and not ended, summed over shards;
 - `watermark_lag_seconds{partition}`: wall clock minus the partition's watermark (the largest of
-  its shards'); large in a replay of old input, about the allowed lateness on a live stream;
+  its shards'); large in a replay of old input, about the allowed lateness on a live stream, 0
+  once a bounded input has ended;
 - `snapshot_duration_seconds`: time spent in the shard logic's `snapshot()` (a histogram).
 
 `start_telemetry(port)` serves the process-wide default registry, which Bytewax's own Dataflow API
@@ -34,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from state.output import Row
-from state.shard import NEVER, Shard
+from state.shard import END_OF_TIME, NEVER, Shard
 
 LOG = logging.getLogger("flowkeeper.workflow")
 
@@ -50,8 +51,8 @@ class _ShardGauges(Collector):
 
     def collect(self) -> Iterator[Metric]:
         views = list(self._shards.items())
-        open_now = GaugeMetricFamily("flowkeeper_open_instances",
-                                     "instances started and not yet ended", labels=["workflow_type"])
+        open_now = GaugeMetricFamily("flowkeeper_open_instances", "instances started and not ended",
+                                     labels=["workflow_type"])
         totals: Tally[str] = Tally()
         watermarks: dict[str, int] = {}
         for name, (watermark, open_by_workflow) in views:
@@ -66,7 +67,9 @@ class _ShardGauges(Collector):
                                 labels=["partition"])
         now = self._clock()
         for partition, watermark in sorted(watermarks.items()):
-            if watermark > NEVER:
+            if watermark >= END_OF_TIME:  # a bounded input ended: nothing is behind any more
+                lag.add_metric([partition], 0.0)
+            elif watermark > NEVER:
                 lag.add_metric([partition], now - watermark / 1000)
         yield lag
 
@@ -83,7 +86,7 @@ class Telemetry:
                                     ["reason"], registry=registry)
         self.deadlines_fired = Counter("flowkeeper_deadlines_fired", "state deadlines that fired",
                                        ["workflow_type"], registry=registry)
-        self.late_events = Counter("flowkeeper_late_events", "events that arrived behind the watermark",
+        self.late_events = Counter("flowkeeper_late_events", "events behind the watermark",
                                    ["workflow_type"], registry=registry)
         self.snapshot_seconds = Histogram("flowkeeper_snapshot_duration_seconds",
                                           "time spent snapshotting one shard", registry=registry)
@@ -138,14 +141,15 @@ _LOGGED = {
     "anomalies": ("anomaly", ("kind", "workflow_type", "instance_id", "state", "event_id",
                               "event_type", "detail", "trace_id")),
     "corrections": ("correction", ("workflow_type", "instance_id", "original_outcome",
-                                   "corrected_outcome", "late_event_id", "late_event_type", "trace_id")),
+                                   "corrected_outcome", "late_event_id", "late_event_type",
+                                   "trace_id")),
 }
 
 _RENAMED = {"message": "error"}  # `message` is the log record's own
 
 
 def log_rows(rows: list[Row]) -> None:
-    """One INFO line per dead letter, anomaly and correction, with the trace id where there is one."""
+    """An INFO line per dead letter, anomaly and correction, with the trace id if there is one."""
     for table, row in rows:
         logged = _LOGGED.get(table)
         if logged is not None:

@@ -216,8 +216,8 @@ TIME_COLUMN: dict[str, str] = {
     "archive": "arrived_at",
 }
 
-# Hive partition columns after `date`, per table: `archive/date=YYYY-MM-DD/partition=N/`, so a replay
-# reads each input partition's files without opening the others. They stay in the files as well.
+# Hive partition columns after `date`, per table: `archive/date=YYYY-MM-DD/partition=N/`, so a
+# replay reads each input partition's files without opening the others. They stay in the files too.
 PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {"archive": ("partition",)}
 
 _DUCKDB_TYPES: dict[pa.DataType, str] = {

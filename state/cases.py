@@ -129,7 +129,7 @@ class CaseInstance:
                 self.armed.append((due, (NEVER_STALE, "within", index)))
                 if rule.from_event is not None:
                     continue
-            if event.type == rule.to:  # a case's first event may be the `to` of a rule without `from`
+            if event.type == rule.to:  # a case's first event may be the `to` of a `from`-less rule
                 if index not in self.rule_from:
                     self.rule_last_to[index] = event.time_ms
                     continue

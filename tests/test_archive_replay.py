@@ -46,12 +46,18 @@ def free_ports(count: int) -> list[int]:
 
 def run_two_processes(env: dict[str, str]) -> None:
     """`python -m bytewax.run` as a 2-process cluster, settings from `FLOWKEEPER_*` variables."""
-    addresses = [arg for port in free_ports(2) for arg in ("-a", f"127.0.0.1:{port}")]
-    command = [sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()", *addresses]
+    addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))  # one -a, `;`-separated
+    command = [sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()",
+               "-a", addresses]
     full_env = {**os.environ, **env, "FLOWKEEPER_DUCKDB": "false"}  # DuckDB allows one writer
     procs = [subprocess.Popen([*command, "-i", str(i)], cwd=REPO, env=full_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-    outputs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    try:
+        outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     for p, output in zip(procs, outputs, strict=True):
         assert p.returncode == 0, output[-3000:]
 
@@ -99,8 +105,8 @@ def test_replay_reproduces_the_live_run(live: Path, tmp_path: Path, workers: str
     assert "verdict: identical (7 tables" in report
 
 
-def test_replay_in_two_processes_reproduces_the_live_run(live: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_in_two_processes_reproduces_the_live_run(
+        live: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 2-process Bytewax cluster replaying the archive writes the recorded outputs exactly."""
     replayed = tmp_path / "replayed"
     run_two_processes({"FLOWKEEPER_SOURCE": "archive", "FLOWKEEPER_ARCHIVE_PATH": str(live),
@@ -109,8 +115,8 @@ def test_replay_in_two_processes_reproduces_the_live_run(live: Path, tmp_path: P
     assert code == 0, report
 
 
-def test_two_process_live_run_archives_a_replayable_input(live: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_process_live_run_archives_a_replayable_input(
+        live: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A live run in 2 processes archives its input; replayed by 1 worker it gives the same
     outputs as that run (and as the 1-process live run)."""
     recorded, replayed = tmp_path / "recorded", tmp_path / "replayed"
@@ -130,7 +136,8 @@ def test_what_if_tighter_deadline_changes_exactly_the_slow_payers(
     order = definitions / "order_fulfilment.yaml"
     text = order.read_text()
     assert text.count("{after: 30m, command: CancelOrder") == 1
-    order.write_text(text.replace("{after: 30m, command: CancelOrder", "{after: 20m, command: CancelOrder"))
+    order.write_text(text.replace("{after: 30m, command: CancelOrder",
+                                  "{after: 20m, command: CancelOrder"))
     what_if = tmp_path / "what_if"
     code, _ = run(capsys, "replay", str(live), "--out", str(what_if), "--definitions",
                   str(definitions), "--no-duckdb")
@@ -163,5 +170,5 @@ def test_verify_reports_missing_rows_and_usage_errors(live: Path, tmp_path: Path
     assert code == 1
     assert f"{lost:,} missing, 0 extra, 0 changed" in report
     assert "commands      identical" in report
-    assert run(capsys, "verify", str(live), str(tmp_path / "nothing"))[0] == 2
+    assert cli_main(["verify", str(live), str(tmp_path / "nothing")]) == 2
     assert "no Parquet output there" in capsys.readouterr().err

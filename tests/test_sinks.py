@@ -280,7 +280,7 @@ class FakeClock:
 @pytest.mark.parametrize("table", list(TABLES))
 def test_parquet_round_trip_is_exact(tmp_path: Path, table: str) -> None:
     """Rows of every table come back from the Parquet files exactly, partitioned by UTC date."""
-    _run(_items(table), ParquetSink(tmp_path))
+    _run(_items(table), ParquetSink(tmp_path, partitions=1), keyed=True)
 
     data = _read_parquet(tmp_path, table)
     assert _plain(data, table) == sorted(_rows(table), key=lambda row: row["row_id"])
@@ -292,7 +292,7 @@ def test_parquet_round_trip_is_exact(tmp_path: Path, table: str) -> None:
 @pytest.mark.parametrize("table", list(TABLES))
 def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, table: str) -> None:
     """Each file sits under `{table}/date=...`, is zstd-compressed and stores exactly the schema."""
-    _run(_items(table), ParquetSink(tmp_path))
+    _run(_items(table), ParquetSink(tmp_path, partitions=1), keyed=True)
 
     files = sorted(_files(tmp_path))
     assert sorted({p.relative_to(tmp_path).parts[:2] for p in files}) == [
@@ -300,7 +300,7 @@ def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, t
         (table, "date=2024-03-31"),
     ]
     for path in files:
-        assert path.name.startswith("part-w000-") and path.suffix == ".parquet"
+        assert path.name.startswith("part-p000-") and path.suffix == ".parquet"
         assert pq.read_schema(path).equals(TABLES[table], check_metadata=False)
         meta = pq.ParquetFile(path).metadata
         compressions = {
@@ -313,7 +313,7 @@ def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, t
 
 def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
     """DuckDB's `read_parquet(..., hive_partitioning=true)` sees every row with its `date`."""
-    _run(_all_items(), ParquetSink(tmp_path))
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
 
     conn = duckdb.connect()
     try:
@@ -378,11 +378,11 @@ def test_failed_write_leaves_no_partial_or_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
 ) -> None:
     """A disk-full error mid-file leaves only complete files and raises SinkWriteError naming it."""
-    part = ParquetSink(tmp_path, batch_rows=1).build("out", 0, 1)
+    part = ParquetSink(tmp_path, batch_rows=1).build_part("out", "000", None)
     first = _rows("ledger")[0]
     part.write_batch([("ledger", first)])
 
-    failed = tmp_path / "ledger" / "date=2024-03-30" / "part-w000-000001.parquet"
+    failed = tmp_path / "ledger" / "date=2024-03-30" / "part-p000-000001.parquet"
     written_to: list[Path] = []
 
     def write_half_then_fail(table: pa.Table, where: Any, **kwargs: Any) -> None:
@@ -403,14 +403,14 @@ def test_failed_write_leaves_no_partial_or_temp_file(
     assert str(failed) in str(caught.value)
     assert "ENOSPC (No space left on device)" in str(caught.value)
     files = list(_files(tmp_path))
-    assert [p.name for p in files] == ["part-w000-000000.parquet"]
+    assert [p.name for p in files] == ["part-p000-000000.parquet"]
     assert pq.read_table(files[0]).column("row_id").to_pylist() == ["ledger:a"]
 
 
 def test_rows_are_written_once_flush_interval_passes(tmp_path: Path) -> None:
     """Buffered rows stay in memory until the injected clock reaches flush_seconds, then go out."""
     clock = FakeClock()
-    part = ParquetSink(tmp_path, flush_seconds=5.0, clock=clock).build("out", 0, 1)
+    part = ParquetSink(tmp_path, flush_seconds=5.0, clock=clock).build_part("out", "000", None)
     a, b, _ = _rows("transitions")
     part.write_batch([("transitions", a)])
     clock.now = 4.999
@@ -427,7 +427,7 @@ def test_rows_are_written_once_flush_interval_passes(tmp_path: Path) -> None:
 
 def test_full_buffer_is_written_at_batch_rows(tmp_path: Path) -> None:
     """A (table, date) buffer is written as soon as it holds batch_rows rows."""
-    part = ParquetSink(tmp_path, batch_rows=2).build("out", 0, 1)
+    part = ParquetSink(tmp_path, batch_rows=2).build_part("out", "000", None)
     a = _rows("commands")[0]
     part.write_batch([("commands", a)])
     assert list(_files(tmp_path)) == []
@@ -438,9 +438,9 @@ def test_full_buffer_is_written_at_batch_rows(tmp_path: Path) -> None:
 
 def test_second_run_adds_files_without_overwriting(tmp_path: Path) -> None:
     """A second flow into the same out_dir numbers its files on and leaves the first's untouched."""
-    _run(_all_items(), ParquetSink(tmp_path))
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
     first = {p: p.read_bytes() for p in _files(tmp_path)}
-    _run(_all_items(), ParquetSink(tmp_path))
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
 
     after = set(_files(tmp_path))
     assert len(after) == 2 * len(first)
@@ -456,3 +456,32 @@ def test_rows_with_wrong_keys_are_refused() -> None:
     expected = r"missing columns \['offset'\], unexpected keys \['offest'\]"
     with pytest.raises(ValueError, match=expected):
         rows_to_table("ledger", [row])
+
+
+def test_parquet_resume_removes_files_written_after_the_snapshot(tmp_path: Path) -> None:
+    """A writer resumed from snapshot N deletes its own files numbered N and later (their rows
+    will be written again) and leftover temp files, and keeps other partitions' files."""
+    first = ParquetSink(tmp_path, batch_rows=1).build_part("out", "000", None)
+    first.write_batch(_items("commands")[:1])
+    resume_at = first.snapshot()
+    first.write_batch(_items("commands")[1:])  # written after the snapshot, then a crash
+    other = ParquetSink(tmp_path, batch_rows=1).build_part("out", "001", None)
+    other.write_batch(_items("outcomes")[:1])
+    (tmp_path / "commands" / ".part-p000-000009.parquet.tmp").write_bytes(b"half")
+    assert len(_read_parquet(tmp_path, "commands")) == len(_rows("commands"))
+    resumed = ParquetSink(tmp_path, batch_rows=1).build_part("out", "000", resume_at)
+    assert len(_read_parquet(tmp_path, "commands")) == 1
+    assert not list(tmp_path.glob("**/*.tmp"))
+    assert len(_read_parquet(tmp_path, "outcomes")) == 1
+    resumed.write_batch(_items("commands")[1:])
+    assert sorted(_read_parquet(tmp_path, "commands")["row_id"].to_pylist()) == sorted(
+        r["row_id"] for r in _rows("commands"))
+
+
+def test_parquet_snapshot_flushes_buffers(tmp_path: Path) -> None:
+    """A snapshot writes every buffered row before naming the resume point."""
+    part = ParquetSink(tmp_path, batch_rows=1000, flush_seconds=3600).build_part("out", "000", None)
+    part.write_batch(_items("ledger"))
+    assert not list(tmp_path.glob("**/*.parquet"))
+    assert part.snapshot() == 2  # two dates: two files, numbered 0 and 1
+    assert len(_read_parquet(tmp_path, "ledger")) == len(_rows("ledger"))

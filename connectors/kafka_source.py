@@ -1,0 +1,141 @@
+"""Kafka source: one keyed input topic, read with Bytewax's `KafkaSource`, as `RawRecord`s.
+
+One topic per run: the topic's partitions are the source partitions (spread over all workers and
+processes), and a shard sees its partition's records in offset order. Records of several topics
+would meet in the same shards in an order that changes from run to run, so the event-time
+verdicts would too.
+
+Offsets are part of Bytewax's recovery state (snapshotted with the shards), not of a consumer
+group: a new deployment starts every partition at its `earliest` or `latest` offset, a recovered
+one resumes from its snapshot. With `latest`, a partition that received nothing before the first
+snapshot starts at its end again after a restart, as with Kafka's `auto.offset.reset=latest`.
+A resume offset the broker no longer has is not skipped silently (`auto.offset.reset=error`).
+
+Every message becomes a record with its coordinates (`kafka:{topic}`, partition, offset), raw key,
+value, headers and the message timestamp as arrival time (the future-skew guard compares event
+time with it). A Kafka error becomes a record with `error` set, which the decoder dead-letters as
+`source_error`; repeats of the same error before the next message are folded into the first.
+`tail=False` stops each partition when it first reaches its end (tests, backfills).
+
+Delivery guarantee: each offset once per run; after a crash, from the last snapshot on again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Literal
+
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE
+
+from connectors.kafka_connection import KafkaConnection, topic_partitions
+from schemas.event import RawRecord
+
+Message = KafkaSourceMessage[bytes | None, bytes | None]
+Item = Message | KafkaError[bytes | None, bytes | None]
+FETCH_MAX_BYTES = 16 * 1024 * 1024  # deliver oversized records, so they are dead-lettered, not stuck
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def source_name(topic: str) -> str:
+    """The `source` of every record read from `topic` (ledger and dead-letter coordinates)."""
+    return f"kafka:{topic}"
+
+
+def record_of(message: Message) -> RawRecord:
+    """One Kafka message as the raw record the decoder takes."""
+    kind, stamp = message.timestamp or (TIMESTAMP_NOT_AVAILABLE, 0)
+    return RawRecord(
+        source=source_name(message.topic or ""),
+        partition=message.partition if message.partition is not None else -1,
+        offset=message.offset if message.offset is not None else -1,
+        value=message.value or b"",
+        key=message.key,
+        headers=tuple(message.headers),
+        arrived_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE else 0,
+    )
+
+
+def error_record(error: KafkaError[bytes | None, bytes | None], topic: str, partition: int,
+                 position: int, now_ms: int) -> RawRecord:
+    """A Kafka error as a record to dead-letter, with the coordinates it has.
+
+    An error without an offset of its own gets `-now_ms` (unique, and never a real offset, so it
+    cannot hide the record that later arrives at `position`).
+    """
+    message = error.msg
+    offset = message.offset if message.offset is not None and message.offset >= 0 else -now_ms
+    text = (f"Kafka error {error.err.name()} on topic {topic!r} partition {partition} "
+            f"(next offset {position}): {error.err.str()}")
+    return RawRecord(source_name(topic), partition, offset, message.value or b"", message.key,
+                     tuple(message.headers), now_ms, error=text)
+
+
+class KafkaInput(FixedPartitionedSource[RawRecord, int]):
+    """The partitions of one topic as `RawRecord` streams; see the module docstring."""
+
+    def __init__(self, connection: KafkaConnection, topic: str, *,
+                 start: Literal["earliest", "latest"] = "earliest", tail: bool = True,
+                 batch_size: int = 1000, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.connection, self.topic, self.clock = connection, topic, clock
+        self.start = OFFSET_BEGINNING if start == "earliest" else OFFSET_END
+        consumer = {**connection.librdkafka(), "fetch.message.max.bytes": str(FETCH_MAX_BYTES),
+                    "auto.offset.reset": "error"}
+        self.kafka = KafkaSource(list(connection.servers), [topic], tail=tail,
+                                 starting_offset=self.start, add_config=consumer,
+                                 batch_size=batch_size, raise_on_errors=False)
+
+    def list_parts(self) -> list[str]:
+        """Named like Bytewax's own parts (`"{partition}-{topic}"`), so recovery data agrees."""
+        return [f"{p}-{self.topic}" for p in topic_partitions(self.connection, self.topic)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
+        inner = self.kafka.build_part(step_id, for_part, resume_state)
+        partition = int(for_part.split("-", 1)[0])
+        start = resume_state if resume_state is not None else self.start
+        return _KafkaPartition(inner, self.topic, partition, start, self.clock)
+
+
+class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
+    """Converts one Bytewax Kafka partition's items and keeps the resume offset itself: Bytewax's
+    own would become an error's `-1001 + 1` when a snapshot falls right after an error."""
+
+    def __init__(self, inner: StatefulSourcePartition[Item, int | None], topic: str,
+                 partition: int, next_offset: int, clock: Callable[[], datetime]) -> None:
+        self.inner, self.topic, self.partition = inner, topic, partition
+        self.next_offset, self.clock = next_offset, clock
+        self.last_error: str | None = None
+
+    def next_batch(self) -> Iterable[RawRecord]:
+        batch = []
+        for item in self.inner.next_batch():
+            if isinstance(item, KafkaError):
+                record = self._error(item)
+                if record is not None:
+                    batch.append(record)
+                continue
+            self.last_error = None
+            record = record_of(item)
+            self.next_offset = record.offset + 1
+            batch.append(record)
+        return batch
+
+    def _error(self, error: KafkaError[bytes | None, bytes | None]) -> RawRecord | None:
+        if error.msg.offset is not None and error.msg.offset >= 0:
+            self.next_offset = error.msg.offset + 1
+        elif error.err.str() == self.last_error:
+            return None
+        self.last_error = error.err.str()
+        now_ms = int(self.clock().timestamp() * 1000)
+        return error_record(error, self.topic, self.partition, self.next_offset, now_ms)
+
+    def snapshot(self) -> int:
+        return self.next_offset
+
+    def close(self) -> None:
+        self.inner.close()
