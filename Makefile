@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 as '$(PYTHON)' (set PYTHON=...)"; exit 1; }
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Throughput, latency and memory side by side; the table goes to bench/results/ (README: Benchmarks).
+bench: $(STAMP)
+	$(BIN)/flowkeeper bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from connectors.kafka_connection import KafkaConnection, topic_partitions
 from schemas.errors import ConfigError
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the tools pass oversized records on; the pipeline rejects them
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # tools pass oversized records on: the pipeline rejects them
 Client = TypeVar("Client")
 
 
@@ -57,7 +57,7 @@ class TopicInfo:
 
 def create_topic(connection: KafkaConnection, topic: str, partitions: int, replication: int,
                  configs: dict[str, str]) -> None:
-    """Create a topic; an existing one is an error (its partition count may not be what you want)."""
+    """Create a topic; an existing one is an error (its partition count may not be right)."""
     admin = _connect(connection, KafkaAdminClient)
     try:
         admin.create_topics([NewTopic(topic, partitions, replication, topic_configs=configs)])

@@ -86,10 +86,10 @@ class KafkaConnection:
     def unreachable(self, problem: str) -> KafkaUnavailableError:
         """The error for a cluster that did not answer, with what to check."""
         return KafkaUnavailableError(
-            f"cannot reach Kafka at {self.describe()} within {self.timeout_s:g} s: {problem}; check "
-            "--kafka-brokers (FLOWKEEPER_KAFKA_BROKERS), that the brokers run and are reachable "
-            "from here, and that --kafka-security-protocol and the SASL/TLS settings match their "
-            "listener")
+            f"cannot reach Kafka at {self.describe()} within {self.timeout_s:g} s: {problem}; "
+            "check --kafka-brokers (FLOWKEEPER_KAFKA_BROKERS), that the brokers run and are "
+            "reachable from here, and that --kafka-security-protocol and the SASL/TLS settings "
+            "match their listener")
 
     def _text(self, attr: str) -> str:
         value = getattr(self, attr)
@@ -106,16 +106,18 @@ def topic_partitions(connection: KafkaConnection, topic: str) -> list[int]:
     from confluent_kafka.admin import AdminClient
 
     errors: list[str] = []
-    client = AdminClient({**connection.librdkafka(), "logger": _QUIET,
-                          "error_cb": lambda err: errors.append(err.str())})
+    config: dict[str, Any] = {**connection.librdkafka(), "logger": _QUIET,
+                              "error_cb": lambda err: errors.append(err.str())}
+    client = AdminClient(config)
     try:
         metadata = client.list_topics(timeout=connection.timeout_s)
     except KafkaException as e:
         raise connection.unreachable(errors[-1] if errors else e.args[0].str()) from e
     found = metadata.topics.get(topic)
     if found is None:
-        raise ConfigError(f"Kafka topic {topic!r} does not exist on {connection.describe()}; create "
-                          f"it (`flowkeeper topics create {topic} --partitions N`) or check the name")
+        raise ConfigError(f"Kafka topic {topic!r} does not exist on {connection.describe()}; "
+                          f"create it (`flowkeeper topics create {topic} --partitions N`) or check "
+                          "the name")
     if found.error is not None:
         raise KafkaUnavailableError(f"Kafka topic {topic!r} on {connection.describe()}: "
                                     f"{found.error.str()}")

@@ -23,7 +23,7 @@ Delivery guarantee: each offset once per run; after a crash, from the last snaps
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
@@ -35,7 +35,8 @@ from schemas.event import RawRecord
 
 Message = KafkaSourceMessage[bytes | None, bytes | None]
 Item = Message | KafkaError[bytes | None, bytes | None]
-FETCH_MAX_BYTES = 16 * 1024 * 1024  # deliver oversized records, so they are dead-lettered, not stuck
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FETCH_MAX_BYTES = 16 * 1024 * 1024  # deliver oversized records: dead-lettered, never stuck
 
 
 def _utc_now() -> datetime:
@@ -62,18 +63,21 @@ def record_of(message: Message) -> RawRecord:
 
 
 def error_record(error: KafkaError[bytes | None, bytes | None], topic: str, partition: int,
-                 position: int, now_ms: int) -> RawRecord:
+                 position: int, now: datetime) -> RawRecord:
     """A Kafka error as a record to dead-letter, with the coordinates it has.
 
-    An error without an offset of its own gets `-now_ms` (unique, and never a real offset, so it
-    cannot hide the record that later arrives at `position`).
+    An error without an offset of its own gets minus the microseconds since the epoch (unique, and
+    never a real offset, so its ledger row cannot hide the record that later arrives at
+    `position`).
     """
     message = error.msg
-    offset = message.offset if message.offset is not None and message.offset >= 0 else -now_ms
-    text = (f"Kafka error {error.err.name()} on topic {topic!r} partition {partition} "
-            f"(next offset {position}): {error.err.str()}")
+    micros = (now - _EPOCH) // timedelta(microseconds=1)
+    offset = message.offset if message.offset is not None and message.offset >= 0 else -micros
+    at = f"next offset {position}" if position >= 0 else "before its first record"
+    text = (f"Kafka error {error.err.name()} on topic {topic!r} partition {partition} ({at}): "
+            f"{error.err.str()}")
     return RawRecord(source_name(topic), partition, offset, message.value or b"", message.key,
-                     tuple(message.headers), now_ms, error=text)
+                     tuple(message.headers), micros // 1000, error=text)
 
 
 class KafkaInput(FixedPartitionedSource[RawRecord, int]):
@@ -131,8 +135,7 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
         elif error.err.str() == self.last_error:
             return None
         self.last_error = error.err.str()
-        now_ms = int(self.clock().timestamp() * 1000)
-        return error_record(error, self.topic, self.partition, self.next_offset, now_ms)
+        return error_record(error, self.topic, self.partition, self.next_offset, self.clock())
 
     def snapshot(self) -> int:
         return self.next_offset

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from dataflows.analysis_cli import add_inspect, add_report
 from dataflows.archive_cli import add_import_log, add_replay, add_verify
+from dataflows.bench_cli import add_bench
 from dataflows.kafka_tools import add_produce, add_tail, add_topics
 from dataflows.settings import Settings
 from schemas.errors import FlowkeeperError
@@ -188,7 +189,7 @@ def _add_check_definitions(sub: Any) -> Handler:
 # Each command module contributes one `add_*(subparsers) -> handler` function here.
 COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions, add_replay, add_verify,
                                             add_import_log, add_report, add_inspect, add_topics,
-                                            add_produce, add_tail]
+                                            add_produce, add_tail, add_bench]
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:

@@ -85,8 +85,8 @@ def add_produce(sub: Any) -> Handler:
     produce = sub.add_parser(
         "produce", help="write simulated, archived or file events into a topic",
         description="Write events into a Kafka topic. Default: the embedded simulator, each record "
-        "to its simulated partition with its simulated arrival time as the Kafka timestamp, and the "
-        "ground truth into --out (`flowkeeper run --source kafka --out` the same folder then "
+        "to its simulated partition with its simulated arrival time as the Kafka timestamp, and "
+        "the ground truth into --out (`flowkeeper run --source kafka --out` the same folder then "
         "reports accuracy against it; use a fresh topic). The records carry simulated timestamps "
         "(2026-01-01 on): give the topic a retention that keeps them (retention.ms=-1).")
     produce.add_argument("--topic", dest="kafka_topic", metavar="TOPIC", required=True,
@@ -94,8 +94,9 @@ def add_produce(sub: Any) -> Handler:
     what = produce.add_mutually_exclusive_group()
     what.add_argument("--file", type=Path, help="a file of CloudEvents, one JSON object per line, "
                       "keyed by instance id")
-    what.add_argument("--archive", type=Path, help="an input archive (a run's --out folder), each "
-                      "record to its archived partition with its arrival time")
+    what.add_argument("--archive", dest="archive_dir", metavar="DIR", type=Path,
+                      help="an input archive (a run's --out folder), each record to its "
+                      "archived partition with its arrival time")
     produce.add_argument("--rate", type=float, default=0.0,
                          help="events per second at most (default 0: as fast as possible)")
     produce.add_argument("--binary-mode", action="store_true",
@@ -142,8 +143,8 @@ def _messages(args: argparse.Namespace, settings: Settings,
     catalog = load_catalog(settings.definitions)
     if args.file is not None:
         return from_file(args.file, catalog.decode_rules(bundled_registry())), None
-    if args.archive is not None:
-        return replayed(_archived(args.archive, partitions)), None
+    if args.archive_dir is not None:
+        return replayed(_archived(args.archive_dir, partitions)), None
     if settings.sim_partitions > partitions:
         raise ConfigError(f"{settings.kafka_topic!r} has {partitions} partitions; the simulation "
                           f"needs {settings.sim_partitions}: pass --sim-partitions {partitions} or "

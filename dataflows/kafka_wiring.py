@@ -1,4 +1,4 @@
-"""Settings to Kafka connectors: the connection, the input topic, and which tables go to which topic."""
+"""Settings to Kafka connectors: the connection, the input topic, and the topic of each table."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def check_kafka_topics(settings: Settings) -> None:
     is missing (the dataflow would otherwise fail later, inside Bytewax)."""
     connection = kafka_connection(settings)
     inputs = [settings.kafka_topic] if settings.source == "kafka" else []
-    for topic in sorted(set(inputs) | set(output_topics(settings).values())):
+    for topic in dict.fromkeys([*inputs, *output_topics(settings).values()]):
         topic_partitions(connection, topic)
 
 

@@ -5,6 +5,7 @@
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
     all rows ──▶ Parquet (every worker) and DuckDB (one writer)
+    commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
     records ──▶ archive rows (as received) ──▶ Parquet only, for `flowkeeper replay`
 
 Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`

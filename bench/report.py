@@ -1,0 +1,67 @@
+"""Turn the runs into rates, side-by-side ratios and target verdicts, and print them as a table."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+# (name, numerator, denominator, target, "min" if the ratio must reach it else "max")
+RATIOS = [
+    ("pipeline / baseline", "pipeline", "baseline", 0.5, "min"),
+    ("pipeline_sinks / baseline_sinks", "pipeline_sinks", "baseline_sinks", 0.6, "min"),
+    ("recovery on / off", "pipeline_recovery", "pipeline_sinks", 0.9, "min"),
+    ("2 processes / 1 process", "pipeline_2proc", "pipeline_sinks", 1.7, "min"),
+]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates per variant (median, min, max) and ratios taken within each repeat, then the median."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_variant.setdefault(r["variant"], []).append(r)
+    rates = {}
+    for variant, found in by_variant.items():
+        values = [r["records"] / r["seconds"] for r in found]
+        rates[variant] = {"records": found[0]["records"], "rows": found[0]["rows"],
+                          "median": statistics.median(values), "min": min(values), "max": max(values),
+                          "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in found) / 1024}
+    ratios = {}
+    for name, top, bottom, target, kind in RATIOS:
+        per_repeat = _ratios(runs, top, bottom)
+        if per_repeat:
+            value = statistics.median(per_repeat)
+            ratios[name] = {"median": value, "per_repeat": per_repeat, "target": target,
+                            "met": value >= target if kind == "min" else value <= target}
+    return {"rates": rates, "ratios": ratios}
+
+
+def _ratios(runs: list[dict[str, Any]], top: str, bottom: str) -> list[float]:
+    rate = {(r["variant"], r["repeat"]): r["records"] / r["seconds"] for r in runs}
+    return [rate[(top, rep)] / rate[(bottom, rep)] for (v, rep) in rate
+            if v == top and (bottom, rep) in rate]
+
+
+def render(result: dict[str, Any]) -> str:
+    """The table people read; the JSON holds the same numbers and every single run."""
+    m = result["machine"]
+    lines = [f"flowkeeper bench: {result['instances']:,} instances, {result['repeats']} repeat(s), "
+             f"{m['cpus']} CPUs, Python {m['python']}", "",
+             f"{'variant':<22}{'records':>10}{'median/s':>11}{'min/s':>10}{'max/s':>10}{'RSS MiB':>9}"]
+    for variant, r in result["summary"]["rates"].items():
+        lines.append(f"{variant:<22}{r['records']:>10,}{r['median']:>11,.0f}{r['min']:>10,.0f}"
+                     f"{r['max']:>10,.0f}{r['peak_rss_mib']:>9,.0f}")
+    lines += ["", f"{'ratio (side by side)':<34}{'median':>8}{'target':>8}  met"]
+    for name, r in result["summary"]["ratios"].items():
+        lines.append(f"{name:<34}{r['median']:>8.2f}{r['target']:>8.2f}  {'yes' if r['met'] else 'NO'}")
+    for name, extra in result["extras"].items():
+        lines += ["", f"{name}:"]
+        lines += [f"  {key:<40} {_value(value)}" for key, value in extra.items()]
+    return "\n".join(lines)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

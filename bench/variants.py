@@ -1,0 +1,255 @@
+"""The measured variants: one function per way of running the same records, each timed alone.
+
+Every variant gets the workload already in memory and returns how many records it processed in
+how many seconds (loading is never timed). `baseline*` run exactly the per-shard code the
+dataflow runs (`ShardLogic.on_batch`, the same grouping by shard, the same end-of-input drain)
+in a plain loop, without Bytewax; `pipeline*` run the real dataflow.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import cluster_main, run_main
+
+from bench.workload import Partitions
+from connectors.archive_format import archive_row
+from connectors.duckdb_sink import DuckDBSink
+from connectors.parquet_sink import ParquetSink
+from connectors.simulator import SimulatorSource
+from dataflows.kafka_wiring import kafka_input
+from dataflows.pipeline import build_flow, parquet_key
+from dataflows.recovery import prepare_recovery
+from dataflows.settings import Settings
+from operators.shard_step import ShardLogic, ShardStepConfig, shard_key
+from schemas.event import RawRecord
+from schemas.payloads.bundled import bundled_registry
+from state.catalog import load_catalog
+from state.output import Row
+from state.shard import ShardConfig
+
+BATCH = 1000  # records per source batch, as `SimulatorSource` emits them
+SNAPSHOT_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One timed run: records in, wall seconds, output rows (facts excluded)."""
+
+    records: int
+    seconds: float
+    rows: int
+
+
+class NullSink(DynamicSink[Any]):
+    """Counts and drops: the dataflow without any output cost."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+        return _Counter()
+
+
+class _Counter(StatelessSinkPartition[Any]):
+    rows = 0
+
+    def write_batch(self, items: list[Any]) -> None:
+        _Counter.rows += len(items)
+
+
+def bench_settings(out: Path, **overrides: Any) -> Settings:
+    """The pipeline settings of every variant: defaults, 1 worker, output under `out`."""
+    return Settings(out=out, sim_partitions=4, **overrides)
+
+
+def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
+    """Source batches in the order a single worker polls the partitions (round robin)."""
+    cursors = [0] * len(partitions)
+    while any(c < len(p) for c, p in zip(cursors, partitions, strict=True)):
+        for i, records in enumerate(partitions):
+            if cursors[i] < len(records):
+                yield list(records[cursors[i]:cursors[i] + BATCH])
+                cursors[i] += BATCH
+
+
+def _engine(partitions: Partitions, settings: Settings, write: Callable[[list[Row], list[RawRecord]], None]) -> int:
+    """The dataflow's stateful step as a loop: group each batch by shard, run that shard's logic,
+    hand every output row (facts dropped: they only feed the metrics windows) to `write`."""
+    catalog = load_catalog(settings.definitions)
+    config = ShardStepConfig(
+        catalog=catalog,
+        rules=catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
+                                   settings.max_future_skew_ms),
+        shard=ShardConfig(allowed_lateness_ms=settings.allowed_lateness_ms),
+        buckets=settings.buckets,
+    )
+    logics: dict[str, ShardLogic] = {}
+    rows = 0
+    for batch in _batches(partitions):
+        by_shard: dict[str, list[RawRecord]] = {}
+        for record in batch:
+            by_shard.setdefault(shard_key(record, config.buckets), []).append(record)
+        out: list[Row] = []
+        for key, records in by_shard.items():
+            logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
+            out += _tables(logic.on_batch(records)[0])
+        rows += len(out)
+        write(out, batch)
+    out = [row for logic in logics.values() for row in _tables(logic.on_eof()[0])]
+    write(out, [])
+    return rows + len(out)
+
+
+def _tables(rows: Iterable[Row]) -> list[Row]:
+    return [row for row in rows if row[0] != "_fact"]
+
+
+def _discard(rows: list[Row], records: list[RawRecord]) -> None:
+    """Rows go nowhere (the plain baseline)."""
+
+
+def baseline(partitions: Partitions, scratch: Path) -> Measured:
+    """Decode, validate and the engine in a plain Python loop: the limit for this logic."""
+    started = time.perf_counter()
+    rows = _engine(partitions, bench_settings(scratch), _discard)
+    return Measured(_count(partitions), time.perf_counter() - started, rows)
+
+
+def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
+    """The baseline plus writing the same rows with the pipeline's Parquet and DuckDB writers."""
+    settings = bench_settings(scratch)
+    settings.parquet_dir.mkdir(parents=True, exist_ok=True)
+    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds)
+    writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
+    duckdb = DuckDBSink(settings.duckdb_path).build_part("duckdb", "duckdb", None)
+    started = time.perf_counter()
+
+    def write(rows: list[Row], records: list[RawRecord]) -> None:
+        by_writer: dict[int, list[Row]] = {}
+        for row in [*rows, *(("archive", archive_row(r)) for r in records)]:
+            by_writer.setdefault(parquet.part_fn(parquet_key(row)), []).append(row)
+        for part, items in by_writer.items():
+            writers[part].write_batch(items)
+        if rows:
+            duckdb.write_batch(rows)
+
+    rows = _engine(partitions, settings, write)
+    for writer in writers:
+        writer.close()
+    duckdb.close()
+    return Measured(_count(partitions), time.perf_counter() - started, rows)
+
+
+def pipeline(partitions: Partitions, scratch: Path) -> Measured:
+    """The real dataflow, 1 worker, embedded source, output to a sink that only counts."""
+    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions), sink=NullSink())
+    return _timed(partitions, lambda: run_main(flow))
+
+
+def pipeline_sinks(partitions: Partitions, scratch: Path) -> Measured:
+    """The real dataflow with every sink on: Parquet (tables and archive) and DuckDB."""
+    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions))
+    return _timed(partitions, lambda: run_main(flow))
+
+
+def pipeline_recovery(partitions: Partitions, scratch: Path) -> Measured:
+    """`pipeline_sinks` with recovery on, a snapshot every 10 s."""
+    settings = bench_settings(scratch, recovery_dir=scratch / "recovery")
+    assert settings.recovery_dir is not None
+    config, _ = prepare_recovery(settings.recovery_dir, 1, 0.0)
+    flow = build_flow(settings, source=SimulatorSource(partitions))
+    return _timed(partitions, lambda: run_main(flow, epoch_interval=timedelta(seconds=SNAPSHOT_EVERY_S),
+                                               recovery_config=config))
+
+
+def pipeline_2proc(partitions: Partitions, scratch: Path, process: int,
+                   addresses: list[str]) -> Measured:
+    """This process's half of `pipeline_sinks` run as a cluster of processes (`-i`/`-a`)."""
+    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions))
+    return _timed(partitions, lambda: cluster_main(flow, addresses, process))
+
+
+def kafka(partitions: Partitions, scratch: Path) -> Measured:
+    """`pipeline` reading the workload from the topic in FLOWKEEPER_KAFKA_TOPIC to its end."""
+    settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
+    flow = build_flow(settings, source=kafka_input(settings), sink=NullSink())
+    return _timed(partitions, lambda: run_main(flow))
+
+
+def kafka_sinks(partitions: Partitions, scratch: Path) -> Measured:
+    """`pipeline_sinks` reading the workload from the topic in FLOWKEEPER_KAFKA_TOPIC."""
+    settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
+    flow = build_flow(settings, source=kafka_input(settings))
+    return _timed(partitions, lambda: run_main(flow))
+
+
+LATENCY_FILE = "latency.f64"
+
+
+class LatencySink(DynamicSink[Any]):
+    """Appends, per ledger row, milliseconds from its record's producer timestamp to now."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+        return _LatencyFile(self.path)
+
+
+class _LatencyFile(StatelessSinkPartition[Any]):
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("ab")
+
+    def write_batch(self, items: list[Any]) -> None:
+        now_ms = time.time() * 1000
+        lags = [now_ms - row["arrived_at"] for table, row in items if table == "ledger"]
+        if lags:
+            self.file.write(array("d", lags).tobytes())
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_latencies(path: Path) -> list[float]:
+    """What `LatencySink` wrote (an empty list when it wrote nothing)."""
+    values = array("d")
+    if path.exists():
+        values.frombytes(path.read_bytes())
+    return values.tolist()
+
+
+def kafka_latency(partitions: Partitions, scratch: Path) -> Measured:
+    """Tail FLOWKEEPER_KAFKA_TOPIC live (idle grace 1 s) into `LatencySink` until terminated."""
+    settings = bench_settings(scratch, source="kafka", kafka_start="earliest", idle_grace="1s",
+                              commands_topic="")
+    flow = build_flow(settings, source=kafka_input(settings), sink=LatencySink(scratch / LATENCY_FILE))
+    return _timed(partitions, lambda: run_main(flow))
+
+
+def _timed(partitions: Partitions, run: Callable[[], None]) -> Measured:
+    _Counter.rows = 0
+    started = time.perf_counter()
+    run()
+    return Measured(_count(partitions), time.perf_counter() - started, _Counter.rows)
+
+
+def _count(partitions: Partitions) -> int:
+    return sum(len(p) for p in partitions)
+
+
+VARIANTS: dict[str, Callable[[Partitions, Path], Measured]] = {
+    "baseline": baseline,
+    "baseline_sinks": baseline_sinks,
+    "pipeline": pipeline,
+    "pipeline_sinks": pipeline_sinks,
+    "pipeline_recovery": pipeline_recovery,
+    "kafka": kafka,
+    "kafka_sinks": kafka_sinks,
+    "kafka_latency": kafka_latency,
+}
