@@ -122,3 +122,17 @@ def topic_partitions(connection: KafkaConnection, topic: str) -> list[int]:
         raise KafkaUnavailableError(f"Kafka topic {topic!r} on {connection.describe()}: "
                                     f"{found.error.str()}")
     return sorted(found.partitions)
+
+
+def offset_range(connection: KafkaConnection, topic: str, partition: int) -> tuple[int, int]:
+    """The (low, high) watermarks of one partition: the offsets a consumer may resume from."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**connection.librdkafka(), "group.id": "flowkeeper-offset-check",
+                         "enable.auto.commit": "false", "logger": _QUIET})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                   timeout=connection.timeout_s)
+    finally:
+        consumer.close()
+    return int(low), int(high)

@@ -30,7 +30,9 @@ from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE
 
-from connectors.kafka_connection import KafkaConnection, topic_partitions
+from connectors.kafka_connection import KafkaConnection, offset_range, topic_partitions
+from operators.fatal import exit_with_message
+from schemas.errors import ConfigError
 from schemas.event import RawRecord
 
 Message = KafkaSourceMessage[bytes | None, bytes | None]
@@ -99,10 +101,27 @@ class KafkaInput(FixedPartitionedSource[RawRecord, int]):
         return [f"{p}-{self.topic}" for p in topic_partitions(self.connection, self.topic)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
-        inner = self.kafka.build_part(step_id, for_part, resume_state)
         partition = int(for_part.split("-", 1)[0])
+        if resume_state is not None and resume_state >= 0:  # negative: a logical start (earliest/latest)
+            check_resume_offset(self.connection, self.topic, partition, resume_state)
+        inner = self.kafka.build_part(step_id, for_part, resume_state)
         start = resume_state if resume_state is not None else self.start
         return _KafkaPartition(inner, self.topic, partition, start, self.clock)
+
+
+def check_resume_offset(connection: KafkaConnection, topic: str, partition: int, offset: int) -> None:
+    """Fail loudly when a snapshot's offset lies outside the partition (topic re-created or
+    truncated): resuming would hang or silently skip records.
+
+    The offset may equal the end (nothing new yet); beyond it, or before the start, is an error.
+    """
+    low, high = offset_range(connection, topic, partition)
+    if not low <= offset <= high:
+        exit_with_message(ConfigError(
+            f"the recovery snapshot resumes {topic!r} partition {partition} at offset {offset}, but "
+            f"the broker holds offsets {low}..{high}: the topic was re-created or truncated since. "
+            "Start with a new --recovery-dir (and --kafka-start earliest) to read it from the "
+            "beginning, or point --kafka-topic at the topic the snapshot was taken from"))
 
 
 class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):

@@ -26,6 +26,7 @@ class Broker:
 
     address: str
     log: Path
+    pid: int
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     @property
@@ -81,7 +82,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(port, process, log)
-        yield Broker(f"127.0.0.1:{port}", log)
+        yield Broker(f"127.0.0.1:{port}", log, process.pid)
     finally:
         process.terminate()  # SIGTERM to this PID only
         try:
