@@ -81,18 +81,24 @@ def prepare_out(settings: Settings, overwrite: bool, resuming: bool = False) -> 
 
 
 def progress_printer(stop: threading.Event, started: float, every: float = 2.0) -> None:
-    """Print events/s, open instances and dead letters while the flow runs."""
+    """Print restored state once, then events/s, open instances and dead letters while the flow
+    runs (checked four times a second, printed every `every` seconds)."""
     from operators.progress import PROGRESS
 
     last_records, last_time = 0, started
     restore_reported = False
-    while not stop.wait(every):
+    while True:
+        stopping = stop.wait(0.25)
         if PROGRESS.restored_shards and not restore_reported:
             restore_reported = True
             print(f"  restored {PROGRESS.restored_shards:,} shards holding "
                   f"{PROGRESS.restored_instances:,} instances in {PROGRESS.restore_seconds:.2f} s",
                   file=sys.stderr, flush=True)
         now = time.monotonic()
+        if stopping:
+            return
+        if now - last_time < every:
+            continue
         records = PROGRESS.records
         rate = (records - last_records) / max(now - last_time, 1e-9)
         print(f"  {records:>10,} records  {rate:>9,.0f}/s  open {PROGRESS.open_instances:>8,}  "
@@ -146,6 +152,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
         cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
+        printer.join()
     seconds = time.monotonic() - started
     if settings.duckdb:
         print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds, PROGRESS.records))
