@@ -24,7 +24,7 @@ def simulator_config(settings: Settings) -> SimulatorConfig:
         rate=settings.sim_rate,
         allowed_lateness_ms=settings.allowed_lateness_ms,
         buckets=settings.buckets,
-        max_future_skew_ms=settings.max_future_skew_ms or 10**15,
+        max_future_skew_ms=settings.max_future_skew_ms,
     )
 
 

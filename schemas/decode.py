@@ -98,7 +98,7 @@ def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
         return _decode(record, rules)
     except _Reject as r:
         return DeadLetter(r.reason, r.message, record, r.event_id, r.event_type)
-    except Exception as e:  # noqa: BLE001 - a decoder bug must not kill the dataflow either
+    except Exception as e:
         return DeadLetter("decoder_error", f"{type(e).__name__}: {e}", record)
 
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.decode import DecodeRules, decode
-from schemas.event import DeadLetter, Event, RawRecord
 from schemas.errors import SnapshotError
+from schemas.event import DeadLetter, Event, RawRecord
 from state.cases import CaseInstance
 from state.catalog import Catalog
 from state.definition import CaseTracking, StateMachine

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.outputs import open_outputs
 from tests.demo_kit import demo_run
-from tests.kafka_broker import broker  # noqa: F401 - the session's Tansu broker
+from tests.kafka_broker import broker
 
 
 @pytest.fixture(scope="session")
