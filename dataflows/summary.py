@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,8 @@ def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: fl
         "",
         f"Parquet: {parquet_dir}/<table>/date=YYYY-MM-DD/*.parquet",
         f"DuckDB:  {db_path}",
-        f"try:     duckdb {db_path} \"SELECT * FROM sla_breach_rate_per_step\"",
-        f"   or:   python -c \"import duckdb; print(duckdb.connect('{db_path}', read_only=True)"
-        f".sql('SELECT * FROM outcomes_per_hour LIMIT 20'))\"",
+        f"try:     {sys.executable} -c \"import duckdb; print(duckdb.connect('{db_path}', read_only=True)"
+        f".sql('SELECT * FROM sla_breach_rate_per_step'))\"",
+        "more:    flowkeeper report, flowkeeper inspect INSTANCE_ID, the notebooks in notebooks/",
     ]
     return "\n".join(lines)
