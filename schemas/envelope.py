@@ -13,8 +13,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from pydantic_core import from_json
 
-REQUIRED = ("specversion", "id", "source", "type", "time")
-
 
 class HeaderError(ValueError):
     """A binary-mode `ce_*` header whose value is not UTF-8 text; `header` names it."""
