@@ -28,11 +28,12 @@ from dataflows.kafka_wiring import kafka_input
 from dataflows.pipeline import build_flow, parquet_key
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
-from operators.shard_step import ShardLogic, ShardStepConfig, shard_key
+from operators.gc_tuning import tune_gc
+from operators.shard_step import ShardLogic, ShardStepConfig, group_by_shard
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
-from state.output import Row
+from state.output import FACT_TABLE, Row
 from state.shard import ShardConfig
 
 BATCH = 1000  # records per source batch, as `SimulatorSource` emits them
@@ -80,6 +81,7 @@ def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
 def _engine(partitions: Partitions, settings: Settings, write: Callable[[list[Row], list[RawRecord]], None]) -> int:
     """The dataflow's stateful step as a loop: group each batch by shard, run that shard's logic,
     hand every output row (facts dropped: they only feed the metrics windows) to `write`."""
+    tune_gc()  # as `build_flow` does for the dataflow
     catalog = load_catalog(settings.definitions)
     config = ShardStepConfig(
         catalog=catalog,
@@ -91,13 +93,10 @@ def _engine(partitions: Partitions, settings: Settings, write: Callable[[list[Ro
     logics: dict[str, ShardLogic] = {}
     rows = 0
     for batch in _batches(partitions):
-        by_shard: dict[str, list[RawRecord]] = {}
-        for record in batch:
-            by_shard.setdefault(shard_key(record, config.buckets), []).append(record)
         out: list[Row] = []
-        for key, records in by_shard.items():
+        for key, records in group_by_shard(batch, config.buckets):
             logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
-            out += _tables(logic.on_batch(records)[0])
+            out += _tables(logic.on_batch([records])[0])
         rows += len(out)
         write(out, batch)
     out = [row for logic in logics.values() for row in _tables(logic.on_eof()[0])]
@@ -106,7 +105,7 @@ def _engine(partitions: Partitions, settings: Settings, write: Callable[[list[Ro
 
 
 def _tables(rows: Iterable[Row]) -> list[Row]:
-    return [row for row in rows if row[0] != "_fact"]
+    return [row for row in rows if row[0] != FACT_TABLE]
 
 
 def _discard(rows: list[Row], records: list[RawRecord]) -> None:
@@ -126,7 +125,8 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
     parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds)
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
-    duckdb = DuckDBSink(settings.duckdb_path).build_part("duckdb", "duckdb", None)
+    duckdb = DuckDBSink(settings.duckdb_path, batch_rows=settings.duckdb_batch_rows,
+                        flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 
     def write(rows: list[Row], records: list[RawRecord]) -> None:

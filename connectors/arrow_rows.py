@@ -8,6 +8,7 @@ epoch (UTC), which Arrow takes as-is for `timestamp('ms', tz='UTC')`.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from schemas.tables import PARTITION_COLUMNS, TABLES, TIME_COLUMN
 Row = dict[str, Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MS = 86_400_000
 
 
 def schema_of(table: str) -> pa.Schema:
@@ -49,7 +51,13 @@ def partition_date(table: str, row: Row) -> str:
     if millis is None:
         msg = f"{table!r} row {row.get('row_id')!r} has no {column!r}; it cannot be partitioned"
         raise ValueError(msg)
-    return (_EPOCH + timedelta(milliseconds=millis)).date().isoformat()
+    return _day_text(millis // _DAY_MS)
+
+
+@cache
+def _day_text(day: int) -> str:
+    """`YYYY-MM-DD` of a day number since the epoch: computed once per day, not once per row."""
+    return (_EPOCH + timedelta(days=day)).date().isoformat()
 
 
 def hive_dirs(table: str, row: Row) -> tuple[str, ...]:

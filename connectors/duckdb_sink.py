@@ -4,14 +4,18 @@ DuckDB allows one writing connection per database file, so the sink has exactly 
 every row goes to the worker that owns it, whatever its key. Tables are created from the same
 Arrow schemas the Parquet files use (`schemas.tables.duckdb_ddl`).
 
-Delivery guarantee: at-least-once from Bytewax, made idempotent here. `write_batch` commits its
-rows in one transaction before it returns, so everything Bytewax counts as written is durable; rows
-delivered again (a replay after a resume, a second run over the same input) are skipped by their
-`row_id` primary key (`INSERT OR IGNORE`): the first version of a row wins.
+Delivery guarantee: at-least-once from Bytewax, made idempotent here. Rows are buffered and
+inserted in one transaction when `batch_rows` are waiting, when the oldest waited `flush_seconds`,
+and always in `snapshot` (called at the end of every epoch that wrote rows, before Bytewax records
+the epoch): everything Bytewax counts as written is durable. A commit costs tens of milliseconds
+on disk whatever its size, so committing each small Bytewax batch made DuckDB the slowest stage.
+Rows delivered again (a replay after a resume, a second run over the same input) are skipped by
+their `row_id` primary key (`INSERT OR IGNORE`): the first version of a row wins.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +42,13 @@ class DuckDBSink(FixedPartitionedSink[Item, None]):
     """One partition, one connection: all `(key, (table, row))` items go to the same worker."""
 
     def __init__(self, db_path: Path, catalog: Catalog | None = None,
-                 on_write_error: Callable[[FlowkeeperError], None] | None = None) -> None:
+                 on_write_error: Callable[[FlowkeeperError], None] | None = None,
+                 batch_rows: int = 50_000, flush_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._db_path = db_path
         self._catalog = catalog
         self._on_write_error = on_write_error
+        self._batch_rows, self._flush_seconds, self._clock = batch_rows, flush_seconds, clock
 
     def list_parts(self) -> list[str]:
         """The single partition; Bytewax gives it to one worker."""
@@ -56,38 +63,56 @@ class DuckDBSink(FixedPartitionedSink[Item, None]):
     ) -> StatefulSinkPartition[Item, None]:
         """Open the database; there is no position to resume, re-delivery is ignored by row_id."""
         return _DuckDBPartition(open_database(self._db_path, self._catalog), self._db_path,
-                                self._on_write_error)
+                                self._on_write_error, self._batch_rows, self._flush_seconds,
+                                self._clock)
 
 
 class _DuckDBPartition(StatefulSinkPartition[Item, None]):
-    """Inserts each batch in one transaction."""
+    """Buffers rows by table; inserts them in one transaction (see the module docstring)."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, db_path: Path,
-                 on_write_error: Callable[[FlowkeeperError], None] | None) -> None:
+                 on_write_error: Callable[[FlowkeeperError], None] | None,
+                 batch_rows: int, flush_seconds: float, clock: Callable[[], float]) -> None:
         self._conn = conn
         self._db_path = db_path
         self._on_write_error = on_write_error
+        self._batch_rows, self._flush_seconds, self._clock = batch_rows, flush_seconds, clock
+        self._buffer: defaultdict[str, list[Row]] = defaultdict(list)
+        self._buffered = 0
+        self._since = 0.0
 
     def write_batch(self, values: list[Item]) -> None:
-        """Insert the batch, one statement per table, committed before returning."""
-        by_table: defaultdict[str, list[Row]] = defaultdict(list)
+        """Buffer the rows; insert them when enough are waiting or the oldest waited long enough."""
+        if not self._buffered:
+            self._since = self._clock()
         for table, row in values:
-            by_table[table].append(row)
+            self._buffer[table].append(row)
+        self._buffered += len(values)
+        if self._buffered >= self._batch_rows or self._clock() - self._since >= self._flush_seconds:
+            self._flush()
+
+    def snapshot(self) -> None:
+        """Insert everything buffered: the database itself then says which rows are in."""
+        self._flush()
+
+    def close(self) -> None:
+        """Insert what is buffered, then release the database file for other writers."""
+        self._flush()
+        self._conn.close()
+
+    def _flush(self) -> None:
+        if not self._buffered:
+            return
         try:
-            insert_rows(self._conn, by_table)
+            insert_rows(self._conn, self._buffer)
         except (duckdb.IOException, OSError) as error:
             failure = FlowkeeperError(f"cannot write {self._db_path}: {error}; free space or point "
                                       "--out elsewhere, then run again (recovery resumes cleanly)")
             if self._on_write_error is not None:
                 self._on_write_error(failure)
             raise failure from error
-
-    def snapshot(self) -> None:
-        """Nothing to resume from: the database itself says which rows are in."""
-
-    def close(self) -> None:
-        """Release the database file for other writers."""
-        self._conn.close()
+        self._buffer = defaultdict(list)
+        self._buffered = 0
 
 
 def open_database(db_path: Path, catalog: Catalog | None = None) -> duckdb.DuckDBPyConnection:

@@ -29,13 +29,14 @@ from dataflows.kafka_wiring import kafka_outputs
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.fatal import exit_with_message
+from operators.gc_tuning import tune_gc
 from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
-from state.output import Row
+from state.output import FACT_TABLE, Row
 from state.shard import ShardConfig
 
 
@@ -58,8 +59,10 @@ def build_flow(
     telemetry: Telemetry | None = None,
 ) -> Dataflow:
     """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.
-    Without `telemetry`, `settings.metrics_port` starts the process's metrics endpoint."""
+    Without `telemetry`, `settings.metrics_port` starts the process's metrics endpoint. Tunes the
+    process's garbage collector for the engine (`operators.gc_tuning`)."""
     settings = settings or Settings()
+    tune_gc()
     if telemetry is None and settings.metrics_port:
         telemetry = start_telemetry(settings.metrics_port)
     catalog = load_catalog(settings.definitions)
@@ -79,7 +82,7 @@ def build_flow(
     flow = Dataflow("flowkeeper")
     records = op.input("input", flow, source if source is not None else make_source(settings, catalog))
     rows = run_shards("workflow_state", records, config)
-    split = op.branch("split_facts", rows, lambda row: row[0] == "_fact")
+    split = op.branch("split_facts", rows, lambda row: row[0] == FACT_TABLE)
     facts = op.map("fact_values", split.trues, lambda row: row[1])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
     table_rows = op.merge("all_rows", split.falses, metrics)
@@ -99,5 +102,6 @@ def build_flow(
                                                  on_write_error=exit_with_message))
     if settings.duckdb:
         keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
-        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog, exit_with_message))
+        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog, exit_with_message,
+                                              settings.duckdb_batch_rows, settings.flush_seconds))
     return flow

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     drain_at_eof: bool = Field(True, description="when a bounded input ends, fire every pending deadline")
     max_event_bytes: int = Field(1_048_576, ge=1024, description="larger records are dead-lettered unparsed")
     parquet_batch_rows: int = Field(50_000, ge=1, description="rows per Parquet file at most")
+    duckdb_batch_rows: int = Field(50_000, ge=1, description="rows per DuckDB transaction at most")
     flush_seconds: float = Field(5.0, ge=0, description="write buffered rows at least this often")
     duckdb: bool = Field(True, description="also write the DuckDB database")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")

@@ -1,11 +1,13 @@
 """Windowed metrics per workflow type, shard and minute of event time, on Bytewax windowing.
 
-The shard step emits metric *facts* stamped with a per-shard monotonic event-time clock. Windows
+The shard step emits metric facts, tallied per workflow type and window (`state.output.FactTally`)
+and stamped with a per-shard monotonic event-time clock. Windows
 are keyed by (workflow type, shard), so each key's facts arrive in stamp order and no window sees
 a late fact in a deterministic run; the `EventClock`'s system-time component is frozen for
 bounded inputs (replays, the simulator) so window closing never depends on machine speed.
 Step latencies go into a DDSketch (mergeable, 1 % relative accuracy). Facts that do arrive late
 (a live run stalled longer than the wait) are counted in a row of their own, never dropped.
+Each window adds up tallies, so the rows do not depend on how the input was batched.
 """
 
 from __future__ import annotations
@@ -21,29 +23,30 @@ from bytewax.operators.windowing import EventClock, TumblingWindower, fold_windo
 from ddsketch import DDSketch
 
 from operators.timeutil import EPOCH, from_ms, to_ms
-from state.output import Row
+from state.output import FACT_WINDOW_MS, FactTally, Row
 
 COUNTED = ("event_in", "started", "duplicate", "late", "anomalous", "dead_letter")
 OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
-WINDOW = timedelta(minutes=1)
+WINDOW = timedelta(milliseconds=FACT_WINDOW_MS)  # the engine tallies facts per window
 
 
 @dataclass
 class MetricsWindow:
-    """What one (workflow type, shard, minute) window accumulates."""
+    """What one (workflow type, shard, minute) window accumulates: the tallies of its facts."""
 
     counts: dict[str, int] = field(default_factory=dict)
     open_at_end: int = 0
     latency: DDSketch = field(default_factory=lambda: DDSketch(relative_accuracy=0.01))
 
     def add(self, fact: dict[str, Any]) -> MetricsWindow:
-        kind = fact["kind"]
-        if kind == "step_latency":
-            self.latency.add(max(fact["value"], 0.0))
-        elif kind == "open":
-            self.open_at_end = int(fact["value"])
-        else:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
+        """Add one `_fact` row's tally (tallies of a key arrive in stamp order)."""
+        tally: FactTally = fact["tally"]
+        for kind, n in tally.counts.items():
+            self.counts[kind] = self.counts.get(kind, 0) + n
+        for value in tally.latencies:
+            self.latency.add(max(value, 0.0))
+        if tally.open_at_end is not None:
+            self.open_at_end = tally.open_at_end
         return self
 
     def merge(self, other: MetricsWindow) -> MetricsWindow:
@@ -108,7 +111,7 @@ def window_metrics(step_id: str, facts: Stream[dict[str, Any]], *, live: bool,
         key, (window_id, fact) = item
         acc = MetricsWindow().add(fact)
         row = metric_row(key, window_id * window_ms, acc)
-        row["row_id"] += f"/late/{fact['stamp']}/{fact['kind']}"
+        row["row_id"] += f"/late/{fact['stamp']}/{fact['origin']}"
         return ("metrics", row)
 
     return op.merge(f"{step_id}_rows", op.map(f"{step_id}_closed", out.down, closed),

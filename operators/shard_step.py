@@ -53,8 +53,8 @@ class ShardStepConfig:
     telemetry: Telemetry | None = None
 
 
-class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
-    """Bytewax glue around one `Shard`: batches in, rows out, snapshots as plain data."""
+class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
+    """Bytewax glue around one `Shard`: lists of records in, rows out, snapshots as plain data."""
 
     def __init__(self, config: ShardStepConfig, resume: dict[str, Any] | None) -> None:
         self.config = config
@@ -65,10 +65,11 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
             PROGRESS.restored(len(self.shard.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
-    def on_batch(self, values: list[RawRecord]) -> tuple[Iterable[Row], bool]:
-        shard = self._shard(values[0])
+    def on_batch(self, values: list[list[RawRecord]]) -> tuple[Iterable[Row], bool]:
+        records = [record for group in values for record in group]
+        shard = self._shard(records[0])
         out = Out(shard.name, fact_clock=shard.fact_clock)
-        for record in values:
+        for record in records:
             # Release after every record, not every batch: outcome counts and metric stamps then
             # depend on the records alone, not on how the source batched them (Kafka: arbitrarily).
             before = dict(shard.open_by_workflow)
@@ -77,9 +78,11 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
             self._gauges(shard, out, before)
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
-        PROGRESS.add(shard.name, len(values), dead, shard.open_instances)
-        observe_batch(self.config.telemetry, shard, len(values), out.rows)
-        return out.rows, False
+        PROGRESS.add(shard.name, len(records), dead, shard.open_instances)
+        first = records[0]
+        rows = out.with_facts(f"{first.source}/{first.partition}/{first.offset}")
+        observe_batch(self.config.telemetry, shard, len(records), rows)
+        return rows, False
 
     def notify_at(self) -> datetime | None:
         grace = self.config.idle_grace
@@ -98,8 +101,9 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
             before = dict(self.shard.open_by_workflow)
             self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
             self._gauges(self.shard, out, before)
-        observe_batch(self.config.telemetry, self.shard, 0, out.rows)
-        return out.rows, False
+        rows = out.with_facts(f"idle/{to_ms(now)}")
+        observe_batch(self.config.telemetry, self.shard, 0, rows)
+        return rows, False
 
     def on_eof(self) -> tuple[Iterable[Row], bool]:
         if self.shard is None or not self.config.drain_at_eof:
@@ -108,8 +112,9 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
         before = dict(self.shard.open_by_workflow)
         self.shard.advance_to(END_OF_TIME, out)
         self._gauges(self.shard, out, before)
-        observe_batch(self.config.telemetry, self.shard, 0, out.rows)
-        return out.rows, False
+        rows = out.with_facts("eof")
+        observe_batch(self.config.telemetry, self.shard, 0, rows)
+        return rows, False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
@@ -133,8 +138,24 @@ class ShardLogic(StatefulBatchLogic[RawRecord, Row, dict[str, Any]]):
                 out.fact(workflow_type, out.fact_clock, "open", float(count))
 
 
+def group_by_shard(records: list[RawRecord], buckets: int) -> list[tuple[str, list[RawRecord]]]:
+    """One source batch as one (shard, records in order) item per shard it touches: an item
+    crossing Bytewax operators (and, between processes, pickled on its own) costs microseconds,
+    so records travel to their shard in lists, not one by one."""
+    groups: dict[str, list[RawRecord]] = {}
+    for record in records:
+        key = shard_key(record, buckets)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [record]
+        else:
+            group.append(record)
+    return list(groups.items())
+
+
 def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig) -> Stream[Row]:
-    """Key records by shard and run the workflow engine on each shard's slice."""
-    keyed = op.key_on(f"{step_id}_key", records, lambda r: shard_key(r, config.buckets))
-    rows = op.stateful_batch(step_id, keyed, lambda resume: ShardLogic(config, resume))
+    """Group records by shard and run the workflow engine on each shard's slice."""
+    grouped = op.flat_map_batch(f"{step_id}_group", records,
+                                lambda batch: group_by_shard(batch, config.buckets))
+    rows = op.stateful_batch(step_id, grouped, lambda resume: ShardLogic(config, resume))
     return op.map(f"{step_id}_unkey", rows, lambda key_row: key_row[1])

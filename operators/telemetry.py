@@ -34,7 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from state.output import Row
+from state.output import FACT_TABLE, Row
 from state.shard import END_OF_TIME, NEVER, Shard
 
 LOG = logging.getLogger("flowkeeper.workflow")
@@ -100,11 +100,11 @@ class Telemetry:
         fired: Tally[str] = Tally()
         late: Tally[str] = Tally()
         for table, row in rows:
-            if table == "_fact":
-                if row["kind"] == "deadline_fired":
-                    fired[row["workflow_type"]] += 1
-                elif row["kind"] == "late":
-                    late[row["workflow_type"]] += 1
+            if table == FACT_TABLE:
+                counts = row["tally"].counts
+                for tally, kind in ((fired, "deadline_fired"), (late, "late")):
+                    if kind in counts:
+                        tally[row["workflow_type"]] += counts[kind]
                 continue
             tables[table] += 1
             if table == "dead_letters":

@@ -707,3 +707,53 @@ def test_bundled_invalid_payload_and_unknown_type(bundled: DecodeRules) -> None:
             "time": "2024-05-01T10:00:00Z", "dataversion": "1", "data": {**ORDER_V1, "total": -1}}
     assert dead(body, "payload_invalid", bundled).message.startswith("data.total: ")
     dead({**body, "type": "TicketClosed"}, "unknown_type", bundled)
+
+
+# -- the one-pass fast path ----------------------------------------------------------------
+
+
+def _general(record: RawRecord, the_rules: DecodeRules) -> Event | DeadLetter:
+    """What `decode` gives when the one-pass path is switched off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("schemas.decode._typed_envelope", lambda record, registry: None)
+        return decode(record, the_rules)
+
+
+def test_fast_path_agrees_with_the_general_path_on_simulated_traffic() -> None:
+    """Every record of simulated traffic (all bundled workflows, every fault: old versions,
+    invalid payloads, malformed JSON, unknown types, duplicates) decodes to the same event or
+    dead letter both ways, and most of them take the one-pass path."""
+    from connectors.simulator import Faults, SimulatorConfig, simulate
+    from schemas.decode import _typed_envelope
+
+    catalog = load_catalog(DEFINITIONS)
+    the_rules = catalog.decode_rules(bundled_registry(), 1_048_576, HOUR_MS)
+    faults = Faults(duplicate=0.2, malformed_json=0.1, payload_invalid=0.1, unknown_type=0.1,
+                    old_version=0.2, future_stamped=0.05)
+    records = simulate(SimulatorConfig(seed=5, instances=300, partitions=2, faults=faults),
+                       catalog).records()
+    fast = sum(_typed_envelope(r, the_rules.registry) is not None for r in records)
+    assert fast > len(records) // 2
+    for r in records:
+        assert decode(r, the_rules) == _general(r, the_rules)
+
+
+@pytest.mark.parametrize("body", [
+    # `type` inside data comes first: the guess is wrong, the general path decodes it
+    b'{"data":{"ticket_id":"T-9","priority":"high","channel":"chat","type":"TicketClosed"},'
+    b'"specversion":"1.0","id":"e","source":"/s","type":"TicketOpened","time":"2024-03-05T10:20:30Z",'
+    b'"dataversion":"2"}',
+    # an older version: validated as v1 and upcast by the general path
+    json.dumps(opened({"ticket": "T-1", "priority": 4}, dataversion="1")).encode(),
+    # no data at all, and data of the wrong shape: payload_invalid either way
+    json.dumps(opened(data=None) | {"data": None}).encode(),
+    json.dumps(opened({"ticket_id": "T-9", "priority": "high", "channel": 5})).encode(),
+    # a duplicated key: the last value wins in both parsers
+    b'{"specversion":"1.0","id":"e","source":"/s","type":"TicketClosed","type":"TicketOpened",'
+    b'"time":"2024-03-05T10:20:30Z","dataversion":"2",'
+    b'"data":{"ticket_id":"T-9","priority":"high","channel":"chat"}}',
+], ids=["type_in_data_first", "old_version", "null_data", "bad_payload", "duplicate_key"])
+def test_fast_path_and_general_path_agree_on_edge_cases(body: bytes) -> None:
+    """Where the type guess or the pinned model does not fit, the result is still the general
+    path's, event or dead letter alike."""
+    assert decode(record(body), rules()) == _general(record(body), rules())

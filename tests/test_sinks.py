@@ -360,6 +360,38 @@ def test_duckdb_single_partition_with_two_workers(tmp_path: Path) -> None:
         assert len(_duckdb_rows(db_path, table)) == len(_rows(table))
 
 
+def test_duckdb_commits_when_buffer_is_full_old_or_snapshotted(tmp_path: Path) -> None:
+    """Rows wait in memory for batch_rows, flush_seconds or a snapshot (an epoch end), whichever
+    comes first; readers never see a part of what was flushed together."""
+    db_path = tmp_path / "out.duckdb"
+    clock = FakeClock()
+    part = DuckDBSink(db_path, batch_rows=3, flush_seconds=5.0, clock=clock).build_part("out", "duckdb", None)
+    a, b, c = _rows("transitions")[:3]
+
+    def stored() -> list[str]:
+        return [row[0] for row in part._conn.execute("SELECT row_id FROM transitions ORDER BY row_id").fetchall()]
+
+    part.write_batch([("transitions", a)])
+    clock.now = 4.999
+    part.write_batch([("transitions", b)])
+    assert stored() == []
+    clock.now = 5.0
+    part.write_batch([("transitions", c)])
+    assert stored() == sorted(r["row_id"] for r in (a, b, c))  # the oldest waited flush_seconds
+
+    d, e, f = ({**a, "row_id": f"transitions:{n}"} for n in "def")
+    part.write_batch([("transitions", d), ("transitions", e)])
+    assert len(stored()) == 3
+    part.write_batch([("transitions", f)])
+    assert len(stored()) == 6  # batch_rows reached
+
+    g = {**a, "row_id": "transitions:g"}
+    part.write_batch([("transitions", g)])
+    part.snapshot()
+    assert len(stored()) == 7  # an epoch end writes everything
+    part.close()
+
+
 def test_load_rows_is_idempotent(tmp_path: Path) -> None:
     """`load_rows` outside a flow inserts once and skips the same rows the second time."""
     db_path = tmp_path / "out.duckdb"
