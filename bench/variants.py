@@ -30,6 +30,7 @@ from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
 from operators.gc_tuning import tune_gc
 from operators.shard_step import ShardLogic, ShardStepConfig, group_by_shard
+from schemas.decode import decode
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
@@ -112,6 +113,20 @@ def _discard(rows: list[Row], records: list[RawRecord]) -> None:
     """Rows go nowhere (the plain baseline)."""
 
 
+def decode_only(partitions: Partitions, scratch: Path) -> Measured:
+    """Decoding and validation alone (`schemas.decode`), no engine: the ceiling of any pipeline
+    that validates every event this way on this machine."""
+    settings = bench_settings(scratch)
+    rules = load_catalog(settings.definitions).decode_rules(
+        bundled_registry(), settings.max_event_bytes, settings.max_future_skew_ms)
+    tune_gc()
+    started = time.perf_counter()
+    for records in partitions:
+        for record in records:
+            decode(record, rules)
+    return Measured(_count(partitions), time.perf_counter() - started, 0)
+
+
 def baseline(partitions: Partitions, scratch: Path) -> Measured:
     """Decode, validate and the engine in a plain Python loop: the limit for this logic."""
     started = time.perf_counter()
@@ -123,7 +138,8 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
     """The baseline plus writing the same rows with the pipeline's Parquet and DuckDB writers."""
     settings = bench_settings(scratch)
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
-    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds)
+    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
+                          partitions=settings.parquet_writers)
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
     duckdb = DuckDBSink(settings.duckdb_path, batch_rows=settings.duckdb_batch_rows,
                         flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
@@ -244,6 +260,7 @@ def _count(partitions: Partitions) -> int:
 
 
 VARIANTS: dict[str, Callable[[Partitions, Path], Measured]] = {
+    "decode_only": decode_only,
     "baseline": baseline,
     "baseline_sinks": baseline_sinks,
     "pipeline": pipeline,

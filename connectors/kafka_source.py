@@ -87,11 +87,12 @@ class KafkaInput(FixedPartitionedSource[RawRecord, int]):
 
     def __init__(self, connection: KafkaConnection, topic: str, *,
                  start: Literal["earliest", "latest"] = "earliest", tail: bool = True,
-                 batch_size: int = 1000, clock: Callable[[], datetime] = _utc_now) -> None:
+                 batch_size: int = 1000, fetch_wait_ms: int = 50,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self.connection, self.topic, self.clock = connection, topic, clock
         self.start = OFFSET_BEGINNING if start == "earliest" else OFFSET_END
         consumer = {**connection.librdkafka(), "fetch.message.max.bytes": str(FETCH_MAX_BYTES),
-                    "auto.offset.reset": "error"}
+                    "auto.offset.reset": "error", "fetch.wait.max.ms": str(fetch_wait_ms)}
         self.kafka = KafkaSource(list(connection.servers), [topic], tail=tail,
                                  starting_offset=self.start, add_config=consumer,
                                  batch_size=batch_size, raise_on_errors=False)

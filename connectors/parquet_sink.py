@@ -94,6 +94,25 @@ class ParquetSink(FixedPartitionedSink[Item, int]):
                              self._on_write_error)
 
 
+_WRITERS_FILE = ".writers"
+
+
+def check_writer_count(out_dir: Path, writers: int) -> None:
+    """With recovery, the writer count of an output folder is fixed at its first run: a resumed
+    writer deletes only its own files written after the snapshot, so files of writers that no
+    longer exist would survive a resume and double their rows."""
+    marker = out_dir / _WRITERS_FILE
+    if not marker.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{writers}\n")
+        return
+    before = int(marker.read_text())
+    if before != writers:
+        msg = (f"{out_dir} was written by {before} Parquet writers and this run has {writers}; "
+               f"run with --parquet-writers {before}, or start a new --out and --recovery-dir")
+        raise ConfigError(msg)
+
+
 class _FileSequence:
     """Hands out one partition's file paths, numbered on from its snapshot or its last file."""
 

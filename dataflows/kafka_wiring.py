@@ -29,7 +29,7 @@ def kafka_connection(settings: Settings) -> KafkaConnection:
 def kafka_input(settings: Settings) -> KafkaInput:
     """Source 'kafka': the partitions of `--kafka-topic`."""
     return KafkaInput(kafka_connection(settings), settings.kafka_topic, start=settings.kafka_start,
-                      tail=settings.kafka_tail)
+                      tail=settings.kafka_tail, fetch_wait_ms=settings.kafka_fetch_wait_ms)
 
 
 def check_kafka_topics(settings: Settings) -> None:

@@ -24,7 +24,7 @@ from bytewax.outputs import Sink
 
 from connectors.archive_format import archive_row
 from connectors.duckdb_sink import DuckDBSink
-from connectors.parquet_sink import ParquetSink
+from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.kafka_wiring import kafka_outputs
 from dataflows.settings import Settings
 from dataflows.sources import make_source
@@ -96,8 +96,11 @@ def build_flow(
         archived = op.map("archive_rows", records, lambda record: ("archive", archive_row(record)))
         parquet_rows = op.merge("rows_and_archive", table_rows, archived)
     keyed_rows = op.key_on("parquet_key", parquet_rows, parquet_key)
+    if settings.recovery_dir is not None:
+        check_writer_count(settings.parquet_dir, settings.parquet_writers)
     op.output("parquet", keyed_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
                                                  settings.flush_seconds,
+                                                 partitions=settings.parquet_writers,
                                                  recovery=settings.recovery_dir is not None,
                                                  on_write_error=exit_with_message))
     if settings.duckdb:

@@ -14,7 +14,15 @@ from typing import Any
 from schemas.event import Event
 from state.definition import CaseTracking
 from state.durations import parse_duration_ms
-from state.machine import APPLIED, DeadlineRef, anomaly_row
+from state.machine import (
+    APPLIED,
+    COUNT_KEYS,
+    NO_COUNTS,
+    Counts,
+    DeadlineRef,
+    anomaly_row,
+    deadline_ref,
+)
 from state.output import Out
 
 NEVER_STALE = -1
@@ -25,30 +33,32 @@ class CaseInstance:
     """What one case remembers; plain data."""
 
     definition: CaseTracking
-    instance_id: str
+    key: str  # "<workflow type>/<instance id>", as the shard knows it
     started_ms: int
     last_ms: int = 0
-    visit: int = 0
-    phase: str = "running"
+    visit: int = 0  # events so far: numbers the transitions, tells stale idle timers
     trace_id: str | None = None
     activities: list[str] = field(default_factory=list)
     end_seen: bool = False
     rule_from: dict[int, int] = field(default_factory=dict)  # within-rule index -> first `from` time
     rule_last_to: dict[int, int] = field(default_factory=dict)  # within-rule index -> last `to` before `from`
-    rule_done: list[int] = field(default_factory=list)
+    rule_done: tuple[int, ...] = ()
     outcome: str | None = None
     ended_ms: int | None = None
-    seq: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    armed: list[tuple[int, DeadlineRef]] = field(default_factory=list)
+    counts: Counts = NO_COUNTS
+    armed: tuple[tuple[int, DeadlineRef], ...] = ()  # taken (and emptied) by the shard
 
     @property
     def workflow_type(self) -> str:
         return self.definition.workflow
 
     @property
+    def instance_id(self) -> str:
+        return self.key[len(self.definition.workflow) + 1:]
+
+    @property
     def ended(self) -> bool:
-        return self.phase == "ended"
+        return self.outcome is not None
 
     def start(self, event: Event, out: Out) -> None:
         """A case starts with its first event, which is then applied like any other."""
@@ -57,12 +67,12 @@ class CaseInstance:
         for index, rule in enumerate(self.definition.rules):
             if rule.complete_within is not None:
                 due = event.time_ms + parse_duration_ms(rule.complete_within)
-                self.armed.append((due, (NEVER_STALE, "complete", index)))
+                self.armed += ((due, deadline_ref(NEVER_STALE, "complete", index)),)
         out.fact(self.workflow_type, event.time_ms, "started")
 
     def apply(self, event: Event, out: Out) -> str:
         """Record the activity, check the rules, re-arm the idle timers."""
-        if self.phase == "ended":
+        if self.ended:
             out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id, "after_terminal",
                                              self._current(), event, event.time_ms,
                                              "case already closed", self.trace_id))
@@ -72,11 +82,10 @@ class CaseInstance:
         self.activities.append(event.type)
         self.last_ms = event.time_ms
         self.visit += 1
-        self.seq += 1
         out.row("transitions", {
-            "row_id": f"{self.workflow_type}/{self.instance_id}/t{self.seq}",
+            "row_id": f"{self.key}/t{self.visit}",
             "workflow_type": self.workflow_type, "definition_version": self.definition.version,
-            "instance_id": self.instance_id, "seq": self.seq, "from_state": previous,
+            "instance_id": self.instance_id, "seq": self.visit, "from_state": previous,
             "to_state": event.type, "trigger": "event", "event_type": event.type,
             "event_id": event.event_id, "at": event.time_ms, "state_duration_ms": gap,
             "trace_id": self.trace_id,
@@ -89,19 +98,18 @@ class CaseInstance:
         for index, rule in enumerate(self.definition.rules):
             if rule.stuck_after is not None:
                 due = event.time_ms + parse_duration_ms(rule.stuck_after)
-                self.armed.append((due, (self.visit, "stuck", index)))
+                self.armed += ((due, deadline_ref(self.visit, "stuck", index)),)
         close = event.time_ms + parse_duration_ms(self.definition.close_after_idle)
-        self.armed.append((close, (self.visit, "close", 0)))
+        self.armed += ((close, deadline_ref(self.visit, "close", 0)),)
         return APPLIED
 
     def fire(self, ref: DeadlineRef, due_ms: int, out: Out) -> None:
         """Idle, overdue and SLA timers; stale idle timers (an event came since) do nothing."""
         visit, kind, index = ref
-        if self.phase == "ended" or (visit != NEVER_STALE and visit != self.visit):
+        if self.ended or (visit != NEVER_STALE and visit != self.visit):
             return
         rule = self.definition.rules[index]
         if kind == "close":
-            self.phase = "ended"
             ended_well = self.end_seen or not self.definition.end_on
             self.outcome = "completed" if ended_well else "timed_out"
             self.ended_ms = self.last_ms
@@ -123,17 +131,17 @@ class CaseInstance:
             if starts and index not in self.rule_from:
                 self.rule_from[index] = event.time_ms
                 if self.rule_last_to.get(index) == event.time_ms:  # a tie counts as "at or after"
-                    self.rule_done.append(index)
+                    self.rule_done += (index,)
                     continue
                 due = event.time_ms + parse_duration_ms(rule.within)
-                self.armed.append((due, (NEVER_STALE, "within", index)))
+                self.armed += ((due, deadline_ref(NEVER_STALE, "within", index)),)
                 if rule.from_event is not None:
                     continue
             if event.type == rule.to:  # a case's first event may be the `to` of a `from`-less rule
                 if index not in self.rule_from:
                     self.rule_last_to[index] = event.time_ms
                     continue
-                self.rule_done.append(index)
+                self.rule_done += (index,)
                 took = event.time_ms - self.rule_from[index]
                 if took > parse_duration_ms(rule.within):
                     detail = f"{rule.label}: took {took} ms"
@@ -157,35 +165,28 @@ class CaseInstance:
         """The `outcomes` row of a closed case."""
         assert self.outcome is not None and self.ended_ms is not None
         return {
-            "row_id": f"{self.workflow_type}/{self.instance_id}/outcome",
+            "row_id": f"{self.key}/outcome",
             "workflow_type": self.workflow_type, "definition_version": self.definition.version,
             "instance_id": self.instance_id, "outcome": self.outcome, "final_state": self._current(),
             "started_at": self.started_ms, "ended_at": self.ended_ms,
             "duration_ms": self.ended_ms - self.started_ms, "step_durations": [],
-            "timed_out_step": None, **self.counts,
+            "timed_out_step": None, **dict(zip(COUNT_KEYS, self.counts, strict=True)),
             "variant": " > ".join(self.activities), "trace_id": self.trace_id,
         }
 
-    def to_snapshot(self) -> dict[str, Any]:
-        return {
-            "kind": "case", "workflow_type": self.workflow_type, "version": self.definition.version,
-            "instance_id": self.instance_id, "started_ms": self.started_ms, "last_ms": self.last_ms,
-            "visit": self.visit, "phase": self.phase, "trace_id": self.trace_id,
-            "activities": list(self.activities), "end_seen": self.end_seen,
-            "rule_from": {str(k): v for k, v in self.rule_from.items()},
-            "rule_last_to": {str(k): v for k, v in self.rule_last_to.items()},
-            "rule_done": list(self.rule_done), "outcome": self.outcome, "ended_ms": self.ended_ms,
-            "seq": self.seq,
-        }
+    def to_snapshot(self) -> tuple[Any, ...]:
+        """A row, like `MachineInstance.to_snapshot` (mutable fields copied)."""
+        return ("case", self.workflow_type, self.definition.version, self.started_ms, self.last_ms,
+                self.visit, self.trace_id, tuple(self.activities), self.end_seen,
+                dict(self.rule_from), dict(self.rule_last_to), self.rule_done, self.outcome,
+                self.ended_ms, self.counts)
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any], definition: CaseTracking) -> CaseInstance:
-        return cls(
-            definition=definition, instance_id=data["instance_id"], started_ms=data["started_ms"],
-            last_ms=data["last_ms"], visit=data["visit"], phase=data["phase"],
-            trace_id=data["trace_id"], activities=list(data["activities"]),
-            end_seen=data["end_seen"], rule_from={int(k): v for k, v in data["rule_from"].items()},
-            rule_last_to={int(k): v for k, v in data["rule_last_to"].items()},
-            rule_done=list(data["rule_done"]), outcome=data["outcome"], ended_ms=data["ended_ms"],
-            seq=data["seq"],
-        )
+    def from_snapshot(cls, key: str, row: tuple[Any, ...],
+                      definition: CaseTracking) -> CaseInstance:
+        """From a `to_snapshot` row, whose fields follow the declaration order."""
+        instance = cls(definition, key, *row[3:])
+        instance.activities = list(instance.activities)
+        instance.rule_from = dict(instance.rule_from)
+        instance.rule_last_to = dict(instance.rule_last_to)
+        return instance

@@ -12,6 +12,7 @@ Two modes share one schema root:
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -130,6 +131,12 @@ class StateMachine(_Strict):
     states: dict[Name, State] = Field(min_length=1, max_length=200)
     compensation_timeout: Duration = "1h"
     retention: Duration = "1h"
+
+    @cached_property
+    def deadline_sources(self) -> frozenset[str]:
+        """Event types a deadline counts from (`from`): instances keep first times of these only."""
+        return frozenset(d.from_event for state in self.states.values() for d in state.deadlines
+                         if d.from_event)
 
     def event_types(self) -> set[str]:
         """Every event type this workflow consumes."""

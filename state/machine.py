@@ -4,11 +4,16 @@ Pure and deterministic: no clock, no I/O. The shard (`state.shard`) decides *whe
 order, watermark); this module decides *what* (transitions, commands, compensations, outcome).
 Deadlines the instance wants are handed to the shard through `armed`; a deadline reference carries
 the state visit it was armed in, so a deadline of a state already left is ignored when it pops.
+
+A shard holds up to millions of open instances, so an instance keeps its records in tuples, and
+those that repeat across instances (path, input counts, completed steps) are shared: instances of
+one definition go through the same few of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from schemas.event import Event
@@ -19,6 +24,27 @@ from state.output import Out
 DeadlineRef = tuple[int, str, int]  # (visit, "state" | "compensation", index)
 
 APPLIED, IGNORED, ANOMALOUS = "applied", "ignored", "anomalous"
+COUNT_KEYS = ("events", "applied", "duplicates", "late", "out_of_order", "ignored", "anomalies")
+Counts = tuple[int, ...]  # input counts of an instance, in `COUNT_KEYS` order
+NO_COUNTS: Counts = (0,) * len(COUNT_KEYS)
+
+
+@lru_cache(maxsize=4096)
+def counted(counts: Counts, *indexes: int) -> Counts:
+    """`counts` plus one at each index, as a shared tuple: most instances have the same few."""
+    return tuple(n + indexes.count(i) for i, n in enumerate(counts))
+
+
+@lru_cache(maxsize=4096)
+def extended(items: tuple[Any, ...], item: Any) -> tuple[Any, ...]:
+    """`items + (item,)` as a shared tuple (bounded cache: a rare long path is just not shared)."""
+    return (*items, item)
+
+
+@lru_cache(maxsize=4096)
+def deadline_ref(visit: int, kind: str, index: int) -> DeadlineRef:
+    """The one shared tuple for a reference: open instances arm the same few again and again."""
+    return (visit, kind, index)
 
 
 @dataclass(slots=True)
@@ -26,48 +52,54 @@ class MachineInstance:
     """Everything one running (or just finished) instance remembers; plain data."""
 
     definition: StateMachine
-    instance_id: str
+    key: str  # "<workflow type>/<instance id>", as the shard knows it (the id is not kept twice)
     started_ms: int
     state: str = ""
     entered_ms: int = 0
-    visit: int = 0
-    phase: str = "running"  # running | compensating | ended
+    visit: int = 0  # states entered so far: numbers the transitions, tells stale deadlines
     trace_id: str | None = None
-    first_seen: dict[str, int] = field(default_factory=dict)
-    completed: list[tuple[str, str, str]] = field(default_factory=list)  # (step, command, ack)
-    branches_done: list[str] = field(default_factory=list)
-    pending_acks: dict[str, str] = field(default_factory=dict)  # ack type -> command
-    outcome: str | None = None
+    first_seen: tuple[tuple[str, int], ...] = ()  # (type, time) of the types a deadline counts from
+    completed: tuple[tuple[str, str, str], ...] = ()  # (step, command, ack)
+    branches_done: tuple[str, ...] = ()
+    pending_acks: dict[str, str] | None = None  # ack type -> command, once compensating
+    outcome: str | None = None  # set when the instance ends
     ended_ms: int | None = None
     timed_out_step: str | None = None
-    step_durations: list[tuple[str, int]] = field(default_factory=list)
-    path: list[str] = field(default_factory=list)
-    seq: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    armed: list[tuple[int, DeadlineRef]] = field(default_factory=list)
+    step_durations: tuple[tuple[str, int], ...] = ()
+    path: tuple[str, ...] = ()
+    counts: Counts = NO_COUNTS
+    armed: tuple[tuple[int, DeadlineRef], ...] = ()  # taken (and emptied) by the shard
 
     @property
     def workflow_type(self) -> str:
         return self.definition.workflow
 
     @property
+    def instance_id(self) -> str:
+        return self.key[len(self.definition.workflow) + 1:]
+
+    @property
     def ended(self) -> bool:
-        return self.phase == "ended"
+        return self.outcome is not None
+
+    @property
+    def compensating(self) -> bool:
+        return self.pending_acks is not None and self.outcome is None
 
     def start(self, event: Event, out: Out) -> None:
         """Enter the initial state on the start event."""
         self.trace_id = event.trace_id
-        self.first_seen[event.type] = event.time_ms
+        self._note_first(event)
         self._enter(self.definition.initial, event.time_ms, "event", event, out)
         out.fact(self.workflow_type, event.time_ms, "started")
 
     def apply(self, event: Event, out: Out) -> str:
         """Apply one in-order event; returns its disposition (applied, ignored or anomalous)."""
-        self.first_seen.setdefault(event.type, event.time_ms)
+        self._note_first(event)
         self.trace_id = self.trace_id or event.trace_id
-        if self.phase == "ended":
+        if self.ended:
             return self._anomaly("after_terminal", event, out, f"instance already ended as {self.outcome}")
-        if self.phase == "compensating":
+        if self.compensating:
             return self._on_ack(event, out)
         state = self.definition.states[self.state]
         if event.type in state.on:
@@ -90,10 +122,10 @@ class MachineInstance:
     def fire(self, ref: DeadlineRef, due_ms: int, out: Out) -> None:
         """A deadline armed in visit `ref[0]` is due; stale ones (state since left) do nothing."""
         visit, kind, index = ref
-        if visit != self.visit or self.phase == "ended":
+        if visit != self.visit or self.ended:
             return
         if kind == "compensation":
-            if self.phase == "compensating":
+            if self.compensating:
                 self._finish("compensation_failed", due_ms, out)
             return
         deadline = self.definition.states[self.state].deadlines[index]
@@ -106,14 +138,24 @@ class MachineInstance:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _note_first(self, event: Event) -> None:
+        """Keep the first time of an event type, only if a deadline counts from that type."""
+        if event.type in self.definition.deadline_sources and self._first_seen(event.type) is None:
+            self.first_seen += ((event.type, event.time_ms),)
+
+    def _first_seen(self, event_type: str) -> int | None:
+        return next((at_ms for seen, at_ms in self.first_seen if seen == event_type), None)
+
     def _branch_done(self, name: str, event: Event, out: Out) -> None:
         state = self.definition.states[self.state]
         assert state.parallel is not None and state.then is not None
-        self.branches_done.append(name)
-        self.step_durations.append((f"{self.state}.{name}", event.time_ms - self.entered_ms))
+        self.branches_done = extended(self.branches_done, name)
+        self.step_durations += ((f"{self.state}.{name}", event.time_ms - self.entered_ms),)
         branch = state.parallel[name]
         if branch.compensation:
-            self.completed.append((f"{self.state}.{name}", branch.compensation.command, branch.compensation.ack))
+            undo = branch.compensation
+            step = f"{self.state}.{name}"
+            self.completed = extended(self.completed, (step, undo.command, undo.ack))
         if len(self.branches_done) == len(state.parallel):
             self._leave_to(state.then, event.time_ms, "event", event, out)
 
@@ -121,22 +163,23 @@ class MachineInstance:
         current = self.definition.states[self.state]
         goal = self.definition.states[target]
         duration = at_ms - self.entered_ms
-        self.step_durations.append((self.state, duration))
+        self.step_durations += ((self.state, duration),)
         out.fact(self.workflow_type, at_ms, "step_latency", float(duration))
         forward = not goal.is_terminal or goal.outcome == "completed"
         if forward and current.compensation:
-            self.completed.append((self.state, current.compensation.command, current.compensation.ack))
+            undo = current.compensation
+            self.completed = extended(self.completed, (self.state, undo.command, undo.ack))
         self._enter(target, at_ms, trigger, event, out)
 
     def _enter(self, target: str, at_ms: int, trigger: str, event: Event | None, out: Out) -> None:
         previous, previous_entered = self.state, self.entered_ms
-        self.seq += 1
+        self.visit += 1
         out.row("transitions", {
-            "row_id": f"{self.workflow_type}/{self.instance_id}/t{self.seq}",
+            "row_id": f"{self.key}/t{self.visit}",
             "workflow_type": self.workflow_type,
             "definition_version": self.definition.version,
             "instance_id": self.instance_id,
-            "seq": self.seq,
+            "seq": self.visit,
             "from_state": previous or None,
             "to_state": target,
             "trigger": trigger,
@@ -147,9 +190,8 @@ class MachineInstance:
             "trace_id": self.trace_id,
         })
         self.state, self.entered_ms = target, at_ms
-        self.visit += 1
-        self.path.append(target)
-        self.branches_done = []
+        self.path = extended(self.path, target)
+        self.branches_done = ()
         state = self.definition.states[target]
         if state.is_terminal:
             assert state.outcome is not None
@@ -159,20 +201,22 @@ class MachineInstance:
                 self._finish(state.outcome, at_ms, out)
             return
         for index, deadline in enumerate(state.deadlines):
-            base = at_ms if deadline.from_event is None else self.first_seen.get(deadline.from_event)
+            base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
             if base is not None:
-                self.armed.append((base + deadline.after_ms, (self.visit, "state", index)))
+                ref = deadline_ref(self.visit, "state", index)
+                self.armed += ((base + deadline.after_ms, ref),)
 
     def _compensate(self, at_ms: int, out: Out) -> None:
         """Undo completed steps in reverse order and wait for every acknowledgement."""
-        self.phase = "compensating"
+        self.pending_acks = {}  # compensating from now on
         for step, command, ack in reversed(self.completed):
             self._command(command, step, "compensation", at_ms, out)
             self.pending_acks[ack] = command
         timeout = parse_duration_ms(self.definition.compensation_timeout)
-        self.armed.append((at_ms + timeout, (self.visit, "compensation", 0)))
+        self.armed += ((at_ms + timeout, deadline_ref(self.visit, "compensation", 0)),)
 
     def _on_ack(self, event: Event, out: Out) -> str:
+        assert self.pending_acks is not None
         if event.type in self.pending_acks:
             del self.pending_acks[event.type]
             if not self.pending_acks:
@@ -184,7 +228,7 @@ class MachineInstance:
                              f"{event.type} is not allowed while compensating")
 
     def _command(self, command: str, step: str, reason: str, due_ms: int, out: Out) -> None:
-        key = f"{self.workflow_type}/{self.instance_id}/{step}/{command}/{due_ms}"
+        key = f"{self.key}/{step}/{command}/{due_ms}"
         out.row("commands", {
             "row_id": key,
             "idempotency_key": key,
@@ -203,14 +247,14 @@ class MachineInstance:
         return ANOMALOUS
 
     def _finish(self, outcome: str, at_ms: int, out: Out) -> None:
-        self.phase, self.outcome, self.ended_ms = "ended", outcome, at_ms
+        self.outcome, self.ended_ms = outcome, at_ms
         out.fact(self.workflow_type, at_ms, f"outcome:{outcome}")
 
     def outcome_row(self) -> dict[str, Any]:
         """The one `outcomes` row of a finished instance, with its input counts so far."""
         assert self.outcome is not None and self.ended_ms is not None
         return {
-            "row_id": f"{self.workflow_type}/{self.instance_id}/outcome",
+            "row_id": f"{self.key}/outcome",
             "workflow_type": self.workflow_type,
             "definition_version": self.definition.version,
             "instance_id": self.instance_id,
@@ -221,37 +265,28 @@ class MachineInstance:
             "duration_ms": self.ended_ms - self.started_ms,
             "step_durations": [{"step": s, "duration_ms": d} for s, d in self.step_durations],
             "timed_out_step": self.timed_out_step,
-            **self.counts,
+            **dict(zip(COUNT_KEYS, self.counts, strict=True)),
             "variant": " > ".join(self.path),
             "trace_id": self.trace_id,
         }
 
-    def to_snapshot(self) -> dict[str, Any]:
-        """Plain data: survives code moves; the definition is referenced by (type, version)."""
-        return {
-            "kind": "machine", "workflow_type": self.workflow_type, "version": self.definition.version,
-            "instance_id": self.instance_id, "started_ms": self.started_ms, "state": self.state,
-            "entered_ms": self.entered_ms, "visit": self.visit, "phase": self.phase,
-            "trace_id": self.trace_id, "first_seen": dict(self.first_seen),
-            "completed": [list(c) for c in self.completed], "branches_done": list(self.branches_done),
-            "pending_acks": dict(self.pending_acks), "outcome": self.outcome, "ended_ms": self.ended_ms,
-            "timed_out_step": self.timed_out_step,
-            "step_durations": [list(s) for s in self.step_durations], "path": list(self.path),
-            "seq": self.seq,
-        }
+    def to_snapshot(self) -> tuple[Any, ...]:
+        """A row of plain data: kind, the definition's (type, version), then the fields from
+        `started_ms` to `counts` in declaration order (tuples shared, the dict copied)."""
+        return ("machine", self.workflow_type, self.definition.version, self.started_ms, self.state,
+                self.entered_ms, self.visit, self.trace_id, self.first_seen, self.completed,
+                self.branches_done, None if self.pending_acks is None else dict(self.pending_acks),
+                self.outcome, self.ended_ms, self.timed_out_step, self.step_durations, self.path,
+                self.counts)
 
     @classmethod
-    def from_snapshot(cls, data: dict[str, Any], definition: StateMachine) -> MachineInstance:
-        return cls(
-            definition=definition, instance_id=data["instance_id"], started_ms=data["started_ms"],
-            state=data["state"], entered_ms=data["entered_ms"], visit=data["visit"],
-            phase=data["phase"], trace_id=data["trace_id"], first_seen=dict(data["first_seen"]),
-            completed=[(a, b, c) for a, b, c in data["completed"]],
-            branches_done=list(data["branches_done"]), pending_acks=dict(data["pending_acks"]),
-            outcome=data["outcome"], ended_ms=data["ended_ms"], timed_out_step=data["timed_out_step"],
-            step_durations=[(s, d) for s, d in data["step_durations"]], path=list(data["path"]),
-            seq=data["seq"],
-        )
+    def from_snapshot(cls, key: str, row: tuple[Any, ...],
+                      definition: StateMachine) -> MachineInstance:
+        """From a `to_snapshot` row, whose fields follow the declaration order."""
+        instance = cls(definition, key, *row[3:])
+        if instance.pending_acks is not None:
+            instance.pending_acks = dict(instance.pending_acks)  # the row's stays the snapshot's
+        return instance
 
 
 def anomaly_row(workflow_type: str, instance_id: str, kind: str, state: str | None,

@@ -15,12 +15,19 @@ its place would have changed the instance's verdict, a `corrections` row says so
 
 Everything is a pure function of the records received and the watermarks given, so a replay of
 the same partitions gives the same rows at any speed and worker count.
+
+A shard may hold millions of open instances, so per-key state is kept small: keys are interned (one
+string however many structures hold it), an instance's applied events are one flat tuple of what a
+what-if recomputation reads, and a key's first few event ids are a flat tuple too.
 """
 
 from __future__ import annotations
 
 import heapq
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from schemas.decode import DecodeRules, decode
@@ -30,18 +37,38 @@ from state.cases import CaseInstance
 from state.catalog import Catalog
 from state.definition import CaseTracking, StateMachine
 from state.durations import parse_duration_ms
-from state.machine import ANOMALOUS, APPLIED, DeadlineRef, MachineInstance, anomaly_row
+from state.machine import (
+    ANOMALOUS,
+    APPLIED,
+    COUNT_KEYS,
+    NO_COUNTS,
+    Counts,
+    DeadlineRef,
+    MachineInstance,
+    anomaly_row,
+    counted,
+    deadline_ref,
+)
 from state.output import Discard, Out
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 NEVER = -(2**62)
 END_OF_TIME = 2**62
 
 Instance = MachineInstance | CaseInstance
+# Queue entries are compared as tuples: (time, EVENT, sequence, arrival, event, out_of_order) and
+# (due, DEADLINE | EVICT | FORGET, arrival, key, ref | None). Kinds differ before shapes do, and
+# arrival numbers are unique, so no comparison reaches an event or a key.
 EVENT, DEADLINE, EVICT, FORGET = 0, 1, 2, 3
-COUNT_KEYS = ("events", "applied", "duplicates", "late", "out_of_order", "ignored", "anomalies")
-_COUNTER = {"applied": "applied", "ignored": "ignored", "anomalous": "anomalies",
-            "duplicate": "duplicates", "late": "late"}
+HISTORY_WIDTH = 3  # per applied event in `Shard.history`: type, time, sequence
+# A key's event ids and body CRCs: a flat (id, crc, id, crc, ...) tuple while there are at most
+# `SEEN_FLAT_MAX` (a dict costs 184 bytes even for one id), then a dict.
+Seen = tuple[Any, ...] | dict[str, int]
+SEEN_FLAT_MAX = 8
+_EVENTS, _OUT_OF_ORDER = COUNT_KEYS.index("events"), COUNT_KEYS.index("out_of_order")
+_COUNTER = {disposition: COUNT_KEYS.index(name) for disposition, name in (
+    ("applied", "applied"), ("ignored", "ignored"), ("anomalous", "anomalies"),
+    ("duplicate", "duplicates"), ("late", "late"))}
 
 
 @dataclass(frozen=True)
@@ -72,12 +99,12 @@ class Shard:
         self.fact_clock = 0
         self.queue: list[tuple[Any, ...]] = []
         self.instances: dict[str, Instance] = {}
-        self.history: dict[str, list[Event]] = {}
+        self.history: dict[str, tuple[Any, ...]] = {}  # flat, `HISTORY_WIDTH` items per event
         self.tombstones: dict[str, Tombstone] = {}
-        self.seen: dict[str, dict[str, int]] = {}
+        self.seen: dict[str, Seen] = {}
         self._finished: set[str] = set()
         self.open_by_workflow: dict[str, int] = {}
-        self.early_counts: dict[str, dict[str, int]] = {}  # events settled before their instance began
+        self.early_counts: dict[str, Counts] = {}  # events settled before their instance began
 
     # -- input -----------------------------------------------------------------------------
 
@@ -88,15 +115,16 @@ class Shard:
             self._dead_letter(decoded, out)
             return
         event = decoded
-        key = event.instance_key
-        seen = self.seen.setdefault(key, {})
-        if event.event_id in seen:
-            if seen[event.event_id] == event.body_crc:
+        key = _key(event)
+        seen = self.seen.get(key, ())
+        crc = _seen_crc(seen, event.event_id)
+        if crc is not None:
+            if crc == event.body_crc:
                 self._settle(event, "duplicate", out)
             else:
                 self._conflicting_duplicate(event, out)
             return
-        seen[event.event_id] = event.body_crc
+        self.seen[key] = _seen_with(seen, event.event_id, event.body_crc)
         if event.time_ms < self.watermark:
             self._late(event, out)
             return
@@ -142,18 +170,18 @@ class Shard:
             if kind == EVENT:
                 self._apply(entry[4], entry[5], out)
             elif kind == DEADLINE:
-                instance = self.instances.get(entry[4])
+                instance = self.instances.get(entry[3])
                 if instance is not None:
-                    instance.fire(entry[5], entry[0], out)
-                    self._after(entry[4], instance, out)
+                    instance.fire(entry[4], entry[0], out)
+                    self._after(entry[3], instance, out)
             elif kind == EVICT:
-                self._evict(entry[4], entry[0])
+                self._evict(entry[3], entry[0])
             else:
-                self._forget(entry[4], entry[0])
+                self._forget(entry[3], entry[0])
         self.fact_clock = out.fact_clock
 
     def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
-        key = event.instance_key
+        key = _key(event)
         instance = self.instances.get(key)
         if instance is None:
             if key in self.tombstones:
@@ -162,7 +190,7 @@ class Shard:
                                                  "instance already ended and was evicted", None))
                 self._settle(event, ANOMALOUS, out)
                 return
-            instance = self._start(event, out)
+            instance = self._start(event, key, out)
             if instance is None:
                 if event.type in getattr(self.catalog.latest(event.workflow_type), "ignore", ()):
                     self._settle(event, "ignored", out)
@@ -177,24 +205,25 @@ class Shard:
         else:
             disposition = instance.apply(event, out)
         if out_of_order:
-            instance.counts["out_of_order"] += 1
-        self.history[key].append(event)
+            instance.counts = counted(instance.counts, _OUT_OF_ORDER)
+        self.history[key] += (event.type, event.time_ms, event.sequence)
         self._settle(event, disposition, out, instance)
         self._after(key, instance, out)
 
-    def _start(self, event: Event, out: Out) -> Instance | None:
+    def _start(self, event: Event, key: str, out: Out) -> Instance | None:
         definition = self.catalog.latest(event.workflow_type)
         instance: Instance
         if isinstance(definition, StateMachine):
             if event.type not in definition.start:
                 return None
-            instance = MachineInstance(definition, event.instance_id, event.time_ms)
+            instance = MachineInstance(definition, key, event.time_ms)
         else:
-            instance = CaseInstance(definition, event.instance_id, event.time_ms)
-        key = event.instance_key
-        instance.counts = self.early_counts.pop(key, None) or dict.fromkeys(COUNT_KEYS, 0)
+            instance = CaseInstance(definition, key, event.time_ms)
+        early = self.early_counts.pop(key, None)
+        if early is not None:
+            instance.counts = early
         self.instances[key] = instance
-        self.history[key] = []
+        self.history[key] = ()
         self.open_by_workflow[event.workflow_type] = self.open_by_workflow.get(event.workflow_type, 0) + 1
         instance.start(event, out)
         return instance
@@ -203,7 +232,7 @@ class Shard:
         """Queue the deadlines the instance armed; emit its outcome once when it ends."""
         for due, ref in instance.armed:
             self._push(due, DEADLINE, key, ref)
-        instance.armed.clear()
+        instance.armed = ()
         if instance.ended and key not in self._finished:
             self._finished.add(key)
             self.open_by_workflow[instance.workflow_type] -= 1
@@ -233,7 +262,7 @@ class Shard:
 
     def _push(self, due: int, kind: int, key: str, ref: DeadlineRef | None) -> None:
         self.arrivals += 1
-        heapq.heappush(self.queue, (due, kind, 0, self.arrivals, key, ref))
+        heapq.heappush(self.queue, (due, kind, self.arrivals, key, ref))
 
     # -- dispositions ----------------------------------------------------------------------
 
@@ -241,11 +270,11 @@ class Shard:
         """Write the ledger row of an event and count it on its instance."""
         instance = instance or self.instances.get(event.instance_key)
         if instance is not None:
-            counts = instance.counts
+            instance.counts = counted(instance.counts, _EVENTS, _COUNTER[disposition])
         else:
-            counts = self.early_counts.setdefault(event.instance_key, dict.fromkeys(COUNT_KEYS, 0))
-        counts["events"] += 1
-        counts[_COUNTER[disposition]] += 1
+            key = _key(event)
+            self.early_counts[key] = counted(self.early_counts.get(key, NO_COUNTS), _EVENTS,
+                                             _COUNTER[disposition])
         out.row("ledger", {
             "row_id": f"{event.source}/{event.partition}/{event.offset}",
             "source": event.source, "partition": event.partition, "offset": event.offset,
@@ -310,7 +339,7 @@ class Shard:
         scratch = Shard(self.name, self.catalog, self.rules, self.config)
         version = self.instances[key].definition.version
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
-        for event in [*self.history[key], late]:
+        for event in [*_history_events(self.history[key], late), late]:
             scratch.arrivals += 1
             sequence = event.sequence if event.sequence is not None else 0
             heapq.heappush(scratch.queue, (event.time_ms, EVENT, sequence, scratch.arrivals, event, False))
@@ -321,20 +350,23 @@ class Shard:
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Versioned plain data (no pickled classes): survives code moves and upgrades."""
+        """Versioned plain data (no pickled classes): survives code moves and upgrades.
+
+        The shard's own tuples are shared, not copied (they are immutable), and instances are rows
+        (`to_snapshot`), not dicts: a million open instances unpickle and restore in seconds."""
         return {
             "version": SNAPSHOT_VERSION,
             "name": self.name,
             "watermark": self.watermark, "frontier": self.frontier,
             "arrivals": self.arrivals, "fact_clock": self.fact_clock,
             "queue": [_entry_to_data(e) for e in self.queue],
-            "instances": {k: {**i.to_snapshot(), "counts": dict(i.counts)}
-                          for k, i in self.instances.items()},
-            "history": {k: [_history_to_data(e) for e in events] for k, events in self.history.items()},
+            "instances": {k: i.to_snapshot() for k, i in self.instances.items()},
+            "history": dict(self.history),
             "finished": sorted(self._finished),
-            "tombstones": {k: [t.outcome, t.ended_ms, t.forget_ms] for k, t in self.tombstones.items()},
-            "seen": {k: dict(v) for k, v in self.seen.items()},
-            "early_counts": {k: dict(v) for k, v in self.early_counts.items()},
+            "tombstones": {k: (t.outcome, t.ended_ms, t.forget_ms)
+                           for k, t in self.tombstones.items()},
+            "seen": {k: v if isinstance(v, tuple) else dict(v) for k, v in self.seen.items()},
+            "early_counts": dict(self.early_counts),
         }
 
     @classmethod
@@ -347,31 +379,33 @@ class Shard:
         shard.arrivals, shard.fact_clock = data["arrivals"], data["fact_clock"]
         shard.queue = [_entry_from_data(e) for e in data["queue"]]
         heapq.heapify(shard.queue)
-        for key, snap in data["instances"].items():
-            definition = catalog.get(snap["workflow_type"], snap["version"])
+        # Every live key has seen an event; interning it here makes the unpickled key (one object
+        # in every structure, as pickle keeps shared strings shared) the one new events look up.
+        shard.seen = {sys.intern(k): v if isinstance(v, tuple) else dict(v)
+                      for k, v in data["seen"].items()}
+        for name, row in data["instances"].items():
+            key = sys.intern(name)
+            definition = catalog.get(row[1], row[2])
             instance: Instance
-            if snap["kind"] == "machine":
+            if row[0] == "machine":
                 assert isinstance(definition, StateMachine)
-                instance = MachineInstance.from_snapshot(snap, definition)
+                instance = MachineInstance.from_snapshot(key, row, definition)
             else:
                 assert isinstance(definition, CaseTracking)
-                instance = CaseInstance.from_snapshot(snap, definition)
-            instance.counts = dict(snap["counts"])
+                instance = CaseInstance.from_snapshot(key, row, definition)
             shard.instances[key] = instance
-        shard.history = {k: [_history_from_data(k, e) for e in v] for k, v in data["history"].items()}
+            if not instance.ended:
+                wf = instance.workflow_type
+                shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
+        shard.history = dict(data["history"])
         shard._finished.update(data["finished"])
-        scheduled = {entry[4] for entry in shard.queue if entry[1] == EVICT}
+        scheduled = {entry[3] for entry in shard.queue if entry[1] == EVICT}
         for key in sorted(shard._finished - scheduled):
             instance = shard.instances[key]
             assert instance.ended_ms is not None
             shard._push(instance.ended_ms + parse_duration_ms(instance.definition.retention), EVICT, key, None)
-        for instance in shard.instances.values():
-            if not instance.ended:
-                wf = instance.workflow_type
-                shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
         shard.tombstones = {k: Tombstone(*t) for k, t in data["tombstones"].items()}
-        shard.seen = {k: dict(v) for k, v in data["seen"].items()}
-        shard.early_counts = {k: dict(v) for k, v in data["early_counts"].items()}
+        shard.early_counts = dict(data["early_counts"])
         return shard
 
 
@@ -379,6 +413,8 @@ def migrate_snapshot(data: dict[str, Any]) -> dict[str, Any]:
     """The migration hook: upgrade older snapshot versions to `SNAPSHOT_VERSION` step by step."""
     if data.get("version") == 1:
         data = _v1_to_v2(data)
+    if data.get("version") == 2:
+        data = _v2_to_v3(data)
     version = data.get("version")
     if version != SNAPSHOT_VERSION:
         msg = (f"shard snapshot version {version!r} is not supported by this code (expects "
@@ -402,6 +438,48 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 2, "history": history, "tombstones": tombstones, "queue": queue}
 
 
+# The fields of a v3 instance row after (kind, workflow type, version), by their v2 names.
+_V3_ROW_FIELDS = {
+    "machine": ("started_ms", "state", "entered_ms", "visit", "trace_id", "first_seen", "completed",
+                "branches_done", "pending_acks", "outcome", "ended_ms", "timed_out_step",
+                "step_durations", "path", "counts"),
+    "case": ("started_ms", "last_ms", "visit", "trace_id", "activities", "end_seen", "rule_from",
+             "rule_last_to", "rule_done", "outcome", "ended_ms", "counts"),
+}
+
+
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 holds the shard's in-memory forms, so restoring builds little: instances are rows, not
+    dicts; arrays are tuples; history (without event ids, which a what-if never reads) and a key's
+    first few event ids are flat tuples; counts are tuples in `COUNT_KEYS` order; timer queue
+    entries lost their constant sequence slot."""
+    queue = [(*e[:4], tuple(e[4]), e[5]) if e[1] == EVENT
+             else (e[0], e[1], e[3], e[4], None if e[5] is None else deadline_ref(*e[5]))
+             for e in data["queue"]]
+    instances = {k: (s["kind"], s["workflow_type"], s["version"],
+                     *(_v2_value(f, s[f]) for f in _V3_ROW_FIELDS[s["kind"]]))
+                 for k, s in data["instances"].items()}
+    history = {k: tuple(chain.from_iterable(e[1:] for e in v)) for k, v in data["history"].items()}
+    seen = {k: _seen_from_dict(v) for k, v in data["seen"].items()}
+    early_counts = {k: _v2_value("counts", v) for k, v in data["early_counts"].items()}
+    return {**data, "version": 3, "queue": queue, "instances": instances, "history": history,
+            "seen": seen, "early_counts": early_counts}
+
+
+def _v2_value(field: str, value: Any) -> Any:
+    if field == "counts":
+        return tuple(value[k] for k in COUNT_KEYS)
+    if field == "first_seen":
+        return tuple(value.items())
+    if field == "pending_acks":
+        return dict(value) or None
+    if field in ("rule_from", "rule_last_to"):
+        return {int(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
 def _pinned(catalog: Catalog, workflow_type: str, version: int) -> Catalog:
     """A catalog whose newest version of one workflow is `version` (for what-if recomputation)."""
     pinned = Catalog(definitions=dict(catalog.definitions), files=catalog.files)
@@ -413,33 +491,63 @@ _EVENT_FIELDS = ("event_id", "type", "time_ms", "workflow_type", "instance_id", 
                  "partition", "offset", "arrived_ms", "body_crc", "sequence", "trace_id")
 
 
-def _event_to_data(event: Event) -> list[Any]:
-    return [getattr(event, f) for f in _EVENT_FIELDS]
+def _key(event: Event) -> str:
+    """The event's instance key, interned: one string however many structures hold it."""
+    return sys.intern(event.instance_key)
 
 
-def _event_from_data(data: list[Any]) -> Event:
+def _event_to_data(event: Event) -> tuple[Any, ...]:
+    return tuple(getattr(event, f) for f in _EVENT_FIELDS)
+
+
+def _event_from_data(data: Sequence[Any]) -> Event:
     return Event(**dict(zip(_EVENT_FIELDS, data, strict=True)))
 
 
-def _history_to_data(event: Event) -> list[Any]:
-    return [event.event_id, event.type, event.time_ms, event.sequence]
+def _seen_crc(seen: Seen, event_id: str) -> int | None:
+    """The body CRC of `event_id` if the key has seen it."""
+    if isinstance(seen, dict):
+        return seen.get(event_id)
+    for i in range(0, len(seen), 2):
+        if seen[i] == event_id:
+            crc: int = seen[i + 1]
+            return crc
+    return None
 
 
-def _history_from_data(key: str, data: list[Any]) -> Event:
-    workflow_type, instance_id = key.split("/", 1)
-    event_id, event_type, time_ms, sequence = data
-    return Event(event_id=event_id, type=event_type, time_ms=time_ms, workflow_type=workflow_type,
-                 instance_id=instance_id, source="", partition=-1, offset=-1, arrived_ms=0,
-                 body_crc=0, sequence=sequence)
+def _seen_with(seen: Seen, event_id: str, crc: int) -> Seen:
+    if isinstance(seen, dict):
+        seen[event_id] = crc
+        return seen
+    if len(seen) < 2 * SEEN_FLAT_MAX:
+        return (*seen, event_id, crc)
+    return {**dict(zip(seen[::2], seen[1::2], strict=True)), event_id: crc}
 
 
-def _entry_to_data(entry: tuple[Any, ...]) -> list[Any]:
+def _seen_from_dict(seen: dict[str, int]) -> Seen:
+    return tuple(chain.from_iterable(seen.items())) if len(seen) <= SEEN_FLAT_MAX else seen
+
+
+def _history_events(history: tuple[Any, ...], late: Event) -> list[Event]:
+    """The applied events of `late`'s instance as a what-if recomputation needs them: its verdict
+    reads their type, time and sequence only (ids and coordinates go into discarded rows)."""
+    events = []
+    for i in range(0, len(history), HISTORY_WIDTH):
+        event_type, time_ms, sequence = history[i:i + HISTORY_WIDTH]
+        events.append(Event(event_id="", type=event_type, time_ms=time_ms,
+                            workflow_type=late.workflow_type, instance_id=late.instance_id,
+                            source="", partition=-1, offset=-1, arrived_ms=0, body_crc=0,
+                            sequence=sequence))
+    return events
+
+
+def _entry_to_data(entry: tuple[Any, ...]) -> tuple[Any, ...]:
     if entry[1] == EVENT:
-        return [*entry[:4], _event_to_data(entry[4]), entry[5]]
-    return [*entry[:5], list(entry[5]) if entry[5] is not None else None]
+        return (*entry[:4], _event_to_data(entry[4]), entry[5])
+    return entry  # plain data already, and immutable
 
 
-def _entry_from_data(data: list[Any]) -> tuple[Any, ...]:
+def _entry_from_data(data: tuple[Any, ...]) -> tuple[Any, ...]:
     if data[1] == EVENT:
         return (*data[:4], _event_from_data(data[4]), data[5])
-    return (*data[:5], tuple(data[5]) if data[5] is not None else None)
+    return data

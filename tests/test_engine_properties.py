@@ -116,4 +116,4 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     resumed.out.fact_clock = prefix.out.fact_clock
     resumed.feed(*REST).drain()
     assert prefix.out.rows + resumed.out.rows == one_pass.out.rows
-    assert resumed.shard.snapshot()["version"] == 2
+    assert resumed.shard.snapshot()["version"] == 3

@@ -21,7 +21,8 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 
 from connectors.arrow_rows import Row, partition_date, rows_to_table
 from connectors.duckdb_sink import DuckDBSink, connect_readonly, load_rows
-from connectors.parquet_sink import ParquetSink, SinkWriteError
+from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
+from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -390,6 +391,15 @@ def test_duckdb_commits_when_buffer_is_full_old_or_snapshotted(tmp_path: Path) -
     part.snapshot()
     assert len(stored()) == 7  # an epoch end writes everything
     part.close()
+
+
+def test_writer_count_is_fixed_for_an_output_folder(tmp_path: Path) -> None:
+    """The first run records its writer count; a resumed run with another count is refused with
+    the flag to use, before anything is written."""
+    check_writer_count(tmp_path / "parquet", 2)
+    check_writer_count(tmp_path / "parquet", 2)
+    with pytest.raises(ConfigError, match="--parquet-writers 2"):
+        check_writer_count(tmp_path / "parquet", 8)
 
 
 def test_load_rows_is_idempotent(tmp_path: Path) -> None:
