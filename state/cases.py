@@ -108,15 +108,16 @@ class CaseInstance:
         visit, kind, index = ref
         if self.ended or (visit != NEVER_STALE and visit != self.visit):
             return
-        rule = self.definition.rules[index]
         if kind == "close":
             ended_well = self.end_seen or not self.definition.end_on
             self.outcome = "completed" if ended_well else "timed_out"
             self.ended_ms = self.last_ms
             out.fact(self.workflow_type, due_ms, f"outcome:{self.outcome}")
-        elif self.end_seen:
+            return
+        if self.end_seen:
             return  # a case that reached its end activity is neither stuck nor overdue
-        elif kind == "stuck":
+        rule = self.definition.rules[index]
+        if kind == "stuck":
             self._rule_anomaly("stuck", rule.label, due_ms, out, key=f"{rule.label}/{self.last_ms}")
         elif kind == "complete":
             self._rule_anomaly("case_overdue", rule.label, due_ms, out)

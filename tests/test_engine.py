@@ -264,6 +264,14 @@ def test_case_without_end_activity_times_out_when_idle(catalog: Catalog) -> None
     assert kinds == ["case_overdue", "stuck"]
 
 
+def test_case_definition_without_rules_closes_when_idle(tmp_path: Path) -> None:
+    """Rules are optional: a case of a definition without any still closes on its idle timer."""
+    bare = CASES[:CASES.index("rules:")]
+    h = Harness(write_catalog(tmp_path, bare)).feed(ce("t1", "Opened", 0, subject="c3")).drain()
+    assert h.outcome("c3", "tickets")["outcome"] == "timed_out"
+    assert h.tables()["anomalies"] == []
+
+
 def test_every_record_has_exactly_one_ledger_row_and_counts_add_up(catalog: Catalog) -> None:
     """Each input record ends in one ledger row, and each outcome's counts sum to its events."""
     h = Harness(catalog, lateness_ms=MIN).feed(
