@@ -25,7 +25,6 @@ from ddsketch import DDSketch
 from operators.timeutil import EPOCH, from_ms, to_ms
 from state.output import FACT_WINDOW_MS, FactTally, Row
 
-COUNTED = ("event_in", "started", "duplicate", "late", "anomalous", "dead_letter")
 OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
 WINDOW = timedelta(milliseconds=FACT_WINDOW_MS)  # the engine tallies facts per window
 

@@ -56,12 +56,13 @@ class Out:
             tally.counts[kind] = tally.counts.get(kind, 0) + 1
 
     def with_facts(self, origin: str) -> list[Row]:
-        """The rows, then one `_fact` row per tally. `origin` names this call (a record's
-        coordinates, `eof`, an idle tick): a late tally's metrics row is told apart by it."""
-        facts = [(FACT_TABLE, {"workflow_type": workflow_type, "shard": self.shard,
-                               "stamp": tally.stamp, "origin": origin, "tally": tally})
-                 for (workflow_type, _), tally in self.tallies.items()]
-        return self.rows + facts
+        """The rows, then one `_fact` row per tally (appended: the call's last use of `rows`).
+        `origin` names this call (a record's coordinates, `eof`, an idle tick): a late tally's
+        metrics row is told apart by it."""
+        self.rows.extend((FACT_TABLE, {"workflow_type": workflow_type, "shard": self.shard,
+                                       "stamp": tally.stamp, "origin": origin, "tally": tally})
+                         for (workflow_type, _), tally in self.tallies.items())
+        return self.rows
 
 
 class Discard(Out):
