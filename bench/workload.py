@@ -32,8 +32,11 @@ def workload_config(instances: int, seed: int = 7) -> SimulatorConfig:
                            workflows=("order_fulfilment",), faults=FAULTS)
 
 
+CACHE_FORMAT = 2  # raise when the pickled `RawRecord` changes shape (2: no longer frozen)
+
+
 def cache_path(config: SimulatorConfig) -> Path:
-    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{CACHE_FORMAT}{config.model_dump_json()}".encode()).hexdigest()[:16]
     return CACHE / f"workload-{config.instances}-{digest}.pickle"
 
 

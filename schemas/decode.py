@@ -15,7 +15,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -247,6 +247,50 @@ def _wrong_version(version: Any) -> str:
 def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event_id: str,
              event_type: str) -> int:
     """Event time in UTC ms; a stamp far ahead of its arrival would drag the watermark forward."""
+    ms = _utc_millis_ms(text)
+    if ms is None:
+        ms = _parsed_ms(text, route, rules, event_id, event_type)
+    if not rules.min_time_ms <= ms < rules.max_time_ms:
+        msg = (f"attribute 'time' {text!r} is outside the accepted range (2000 to 2200); "
+               "check the producer's clock")
+        raise _Reject("time_out_of_range", msg, event_id, event_type)
+    skew = rules.max_future_skew_ms
+    if skew is not None and arrived_ms > 0 and ms > arrived_ms + skew:
+        msg = (f"attribute 'time' {text!r} is {(ms - arrived_ms) // 1000} s ahead of the record's "
+               f"arrival; the bound is {skew // 1000} s (--max-future-skew)")
+        raise _Reject("time_out_of_range", msg, event_id, event_type)
+    return ms
+
+
+_UTC_MILLIS = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{3})[Zz]")
+
+
+def _utc_millis_ms(text: str) -> int | None:
+    """The usual stamp, `2024-05-01T12:00:00.123Z`, in ms without building a datetime (a third of
+    the cost); None for any other shape or an impossible value, which `_parsed_ms` then judges."""
+    match = _UTC_MILLIS.fullmatch(text)
+    if match is None:
+        return None
+    day, hour, minute, second, millis = match.groups()
+    h, m, s = int(hour), int(minute), int(second)
+    midnight = _midnight_ms(day)
+    if midnight is None or h > 23 or m > 59 or s > 59:
+        return None
+    return midnight + ((h * 60 + m) * 60 + s) * 1000 + int(millis)
+
+
+@lru_cache(maxsize=4096)
+def _midnight_ms(day: str) -> int | None:
+    """UTC midnight of an ISO date in ms (None for no such date); events cluster on few days."""
+    try:
+        return (datetime.fromisoformat(day).replace(tzinfo=UTC) - _EPOCH) // _MS
+    except ValueError:
+        return None
+
+
+def _parsed_ms(text: str, route: Route, rules: DecodeRules, event_id: str, event_type: str) -> int:
+    """Any RFC 3339 stamp in ms, with a zone from the route for stamps without offset."""
     try:
         if not _RFC3339.fullmatch(text):
             raise ValueError(text)
@@ -265,19 +309,9 @@ def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event
     try:
         # Integer arithmetic: `int(stamp.timestamp() * 1000)` is a millisecond short for ~1% of
         # stamps (float rounding, e.g. 2039-06-16T10:10:21.035Z).
-        ms = (stamp - _EPOCH) // _MS
+        return (stamp - _EPOCH) // _MS
     except OverflowError:
-        ms = rules.min_time_ms - 1
-    if not rules.min_time_ms <= ms < rules.max_time_ms:
-        msg = (f"attribute 'time' {text!r} is outside the accepted range (2000 to 2200); "
-               "check the producer's clock")
-        raise _Reject("time_out_of_range", msg, event_id, event_type)
-    skew = rules.max_future_skew_ms
-    if skew is not None and arrived_ms > 0 and ms > arrived_ms + skew:
-        msg = (f"attribute 'time' {text!r} is {(ms - arrived_ms) // 1000} s ahead of the record's "
-               f"arrival; the bound is {skew // 1000} s (--max-future-skew)")
-        raise _Reject("time_out_of_range", msg, event_id, event_type)
-    return ms
+        return rules.min_time_ms - 1
 
 
 def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: str,

