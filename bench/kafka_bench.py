@@ -1,8 +1,9 @@
-"""Everything measured through Kafka, on one Tansu broker started for the purpose.
+"""Everything measured through Kafka, on Tansu brokers started for the purpose (the latency run
+gets an empty one of its own).
 
 - throughput: the workload produced once into a 4-partition topic, then read to its end by the
   dataflow without sinks (`kafka`) and with every sink (`kafka_sinks`), `repeats` times each;
-- latency: the dataflow tails a second topic while records are sent at a fixed rate; each record's
+- latency: the dataflow tails a topic while records are sent at a fixed rate; each record's
   producer timestamp (Kafka CreateTime, the record's `arrived_ms`) is compared with the wall time
   its `ledger` row reaches the sink. An outcome or command row is emitted in the same engine step
   as the ledger row of the event that caused it, so this is also their latency;
@@ -67,9 +68,7 @@ def kafka_measurements(instances: int, repeats: int, scratch: Path) -> dict[str,
     partitions = load_workload(workload_config(instances))
     records = sum(len(p) for p in partitions)
     with tansu(scratch / "tansu.log") as address:
-        connection = KafkaConnection((address,), timeout_s=10.0)
-        for topic in (INPUT, LIVE):
-            create_topic(connection, topic, 4, 1, {"retention.ms": "-1"})
+        create_topic(KafkaConnection((address,), timeout_s=10.0), INPUT, 4, 1, {"retention.ms": "-1"})
         started = time.perf_counter()
         send(address, INPUT, replayed(r for p in partitions for r in p))
         result: dict[str, Any] = {"records": records,
@@ -84,8 +83,10 @@ def kafka_measurements(instances: int, repeats: int, scratch: Path) -> dict[str,
                 rates.append(run["records"] / run["seconds"])
             result[f"{variant}_per_s_median"] = statistics.median(rates)
             result[f"{variant}_per_s_min_max"] = f"{min(rates):,.0f} .. {max(rates):,.0f}"
-        result.update(latency(address, instances, partitions, scratch))
         result.update(quix_peer(address, records, result["kafka_per_s_median"]))
+    with tansu(scratch / "tansu-latency.log") as address:  # an empty broker: see LATENCY_LINGER_MS
+        create_topic(KafkaConnection((address,), timeout_s=10.0), LIVE, 4, 1, {"retention.ms": "-1"})
+        result.update(latency(address, instances, partitions, scratch))
     return result
 
 
