@@ -58,7 +58,7 @@ class ParquetSink(FixedPartitionedSink[Item, int]):
         batch_rows: int = 50_000,
         flush_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        partitions: int = 8,
+        partitions: int = 2,  # the `--parquet-writers` default
         recovery: bool = False,
         on_write_error: Callable[[SinkWriteError], None] | None = None,
     ) -> None:
