@@ -21,6 +21,7 @@ from bytewax.testing import cluster_main, run_main
 
 from bench.workload import Partitions
 from connectors.archive_format import archive_row
+from connectors.arrow_rows import row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
 from connectors.simulator import SimulatorSource
@@ -145,14 +146,16 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
                         flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 
+    def writer_of(row: Row) -> str:
+        return parquet.writer_of(parquet_key(row))
+
     def write(rows: list[Row], records: list[RawRecord]) -> None:
-        by_writer: dict[int, list[Row]] = {}
-        for row in [*rows, *(("archive", archive_row(r)) for r in records)]:
-            by_writer.setdefault(parquet.part_fn(parquet_key(row)), []).append(row)
-        for part, items in by_writer.items():
-            writers[part].write_batch(items)
-        if rows:
-            duckdb.write_batch(rows)
+        """As the dataflow does: each batch converted once, the same tables to both sinks."""
+        batches = row_batches(rows, writer_of)
+        for writer, batch in [*batches, *row_batches((("archive", archive_row(r)) for r in records), writer_of)]:
+            writers[parquet.part_fn(writer)].write_batch([batch])
+        if batches:
+            duckdb.write_batch([batch for _, batch in batches])
 
     rows = _engine(partitions, settings, write)
     for writer in writers:

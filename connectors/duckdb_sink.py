@@ -24,22 +24,22 @@ import duckdb
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from connectors.arrow_rows import Row, rows_to_table
+from connectors.arrow_rows import Row, RowBatch, rows_to_table
 from connectors.duckdb_views import create_views
 from operators.crash_points import crash_point
 from schemas.errors import FlowkeeperError
 from schemas.tables import DUCKDB_TABLES, duckdb_ddl
 from state.catalog import Catalog
 
-Item = tuple[str, Row]
-"""The value the sink takes under each key: `(table_name, row)`."""
+Item = RowBatch
+"""The value the sink takes under each key: `(table_name, Arrow table of its rows)`."""
 
 _PARTITION = "duckdb"
 _VIEW = "arrow_view"
 
 
 class DuckDBSink(FixedPartitionedSink[Item, None]):
-    """One partition, one connection: all `(key, (table, row))` items go to the same worker."""
+    """One partition, one connection: all `(key, (table, rows))` items go to the same worker."""
 
     def __init__(self, db_path: Path, catalog: Catalog | None = None,
                  on_write_error: Callable[[FlowkeeperError], None] | None = None,
@@ -77,7 +77,7 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
         self._db_path = db_path
         self._on_write_error = on_write_error
         self._batch_rows, self._flush_seconds, self._clock = batch_rows, flush_seconds, clock
-        self._buffer: defaultdict[str, list[Row]] = defaultdict(list)
+        self._buffer: defaultdict[str, list[pa.Table]] = defaultdict(list)
         self._buffered = 0
         self._since = 0.0
 
@@ -85,9 +85,9 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
         """Buffer the rows; insert them when enough are waiting or the oldest waited long enough."""
         if not self._buffered:
             self._since = self._clock()
-        for table, row in values:
-            self._buffer[table].append(row)
-        self._buffered += len(values)
+        for table, rows in values:
+            self._buffer[table].append(rows)
+            self._buffered += rows.num_rows
         if self._buffered >= self._batch_rows or self._clock() - self._since >= self._flush_seconds:
             self._flush()
 
@@ -104,7 +104,8 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
         if not self._buffered:
             return
         try:
-            insert_rows(self._conn, self._buffer)
+            insert_tables(self._conn, {table: pa.concat_tables(parts)
+                                       for table, parts in self._buffer.items()})
         except (duckdb.IOException, OSError) as error:
             failure = FlowkeeperError(f"cannot write {self._db_path}: {error}; free space or point "
                                       "--out elsewhere, then run again (recovery resumes cleanly)")
@@ -133,10 +134,15 @@ def connect_readonly(db_path: Path) -> duckdb.DuckDBPyConnection:
 
 def insert_rows(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[Row]]) -> None:
     """Insert rows of several tables in one transaction, skipping row_ids already present."""
+    insert_tables(conn, {table: rows_to_table(table, rows) for table, rows in rows_by_table.items()})
+
+
+def insert_tables(conn: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+    """Insert Arrow tables in one transaction, skipping row_ids already present."""
     conn.begin()
     try:
-        for table, rows in rows_by_table.items():
-            _insert_table(conn, table, rows_to_table(table, rows))
+        for table, data in tables.items():
+            _insert_table(conn, table, data)
     except BaseException:
         conn.rollback()
         raise

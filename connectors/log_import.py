@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from connectors.archive_format import archive_row
+from connectors.arrow_rows import rows_to_table
 from connectors.event_logs import LogEvent
 from connectors.parquet_sink import ParquetWriter
 from schemas.event import RawRecord
@@ -104,8 +105,8 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
                                arrived_ms=time_ms)
             offsets[partition] += 1
             cases.add(case_id)
-            rows.append(("archive", archive_row(record)))
-        sink.write_batch(rows)
+            rows.append(archive_row(record))
+        sink.write_batch([("archive", rows_to_table("archive", rows))])
     sink.close()
     return ImportSummary(
         events=len(encoded), cases=len(cases), partitions=partitions,

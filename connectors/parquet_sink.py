@@ -10,7 +10,7 @@ A file appears under its final name only once complete (temp file, fsync, `os.re
 the directory): a reader never sees half a file, even after a crash.
 
 Delivery guarantee: exactly once with Bytewax recovery. The sink has a fixed set of partitions
-(rows are routed by their key, the shard); each numbers its files with its own sequence and
+(rows are routed by their key, the shard, through `writer_of`); each numbers its files with its own sequence and
 snapshots the next number together with the dataflow's state. On resume, a partition deletes its
 files numbered at or after the snapshot's: their rows come out of the resumed epoch again and are
 rewritten, so no row is lost or doubled (with `recovery=True`, a start without a snapshot resumes
@@ -35,12 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from connectors.arrow_rows import Row, hive_dirs, rows_to_table
+from connectors.arrow_rows import RowBatch, hive_groups
 from operators.crash_points import crash_point
 from schemas.errors import ConfigError, FlowkeeperError
 
-Item = tuple[str, Row]
-"""What the sink takes under each key: `(table_name, row)`."""
+Item = RowBatch
+"""What the sink takes under each key: `(table_name, Arrow table of its rows)`."""
 
 _PART_NAME = re.compile(r"\.?part-p(\d+)-(\d+)\.parquet(\.tmp)?")
 
@@ -50,7 +50,8 @@ class SinkWriteError(FlowkeeperError):
 
 
 class ParquetSink(FixedPartitionedSink[Item, int]):
-    """`partitions` writers; a key (the shard) always goes to the same one."""
+    """`partitions` writers, keyed by writer name: `writer_of(key)` gives the one a key (the
+    shard) always goes to, so rows are grouped into batches per writer before they cross workers."""
 
     def __init__(
         self,
@@ -73,13 +74,21 @@ class ParquetSink(FixedPartitionedSink[Item, int]):
         self._partitions = partitions
         self._recovery = recovery
         self._on_write_error = on_write_error
+        self._writers: dict[str, str] = {}
 
     def list_parts(self) -> list[str]:
         return [f"{i:03d}" for i in range(self._partitions)]
 
+    def writer_of(self, key: str) -> str:
+        """The writer of a key: stable across processes (crc32, not Python's salted hash)."""
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = f"{zlib.crc32(key.encode()) % self._partitions:03d}"
+        return writer
+
     def part_fn(self, item_key: str) -> int:
-        """Stable across processes (crc32, not Python's salted hash)."""
-        return zlib.crc32(item_key.encode()) % self._partitions
+        """Items are keyed by writer name (`writer_of`)."""
+        return int(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> ParquetWriter:
         """Open one partition's writer; on resume, first remove what the resumed epoch rewrites.
@@ -138,7 +147,8 @@ class _Buffer:
     """Rows waiting for one file, and when the oldest of them arrived (by the sink's clock)."""
 
     since: float
-    rows: list[Row] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
 
 
 class ParquetWriter(StatefulSinkPartition[Item, int]):
@@ -168,14 +178,16 @@ class ParquetWriter(StatefulSinkPartition[Item, int]):
     def write_batch(self, values: list[Item]) -> None:
         """Buffer the rows; write full buffers, then those whose oldest row waited long enough."""
         now = self._clock()
-        for table, row in values:
-            key = (table, hive_dirs(table, row))
-            buffer = self._buffers.get(key)
-            if buffer is None:
-                buffer = self._buffers[key] = _Buffer(now)
-            buffer.rows.append(row)
-            if len(buffer.rows) >= self._batch_rows:
-                self._flush(key)
+        for table, data in values:
+            for dirs, rows in hive_groups(table, data):
+                key = (table, dirs)
+                buffer = self._buffers.get(key)
+                if buffer is None:
+                    buffer = self._buffers[key] = _Buffer(now)
+                buffer.tables.append(rows)
+                buffer.rows += rows.num_rows
+                if buffer.rows >= self._batch_rows:
+                    self._flush(key)
         for key in [k for k, b in self._buffers.items() if now - b.since >= self._flush_seconds]:
             self._flush(key)
 
@@ -190,16 +202,17 @@ class ParquetWriter(StatefulSinkPartition[Item, int]):
             self._flush(key)
 
     def _flush(self, key: tuple[str, tuple[str, ...]]) -> None:
-        """Write one buffer as one file."""
+        """Write one buffer as files of at most `batch_rows` rows."""
         table, dirs = key
-        rows = self._buffers.pop(key).rows
-        try:
-            write_atomically(rows_to_table(table, rows), self._files.next_path(table, dirs))
-        except SinkWriteError as error:
-            if self._on_write_error is not None:
-                self._on_write_error(error)
-            raise
-        crash_point("parquet_after_rename")
+        rows = pa.concat_tables(self._buffers.pop(key).tables)
+        for start in range(0, rows.num_rows, self._batch_rows):  # at most batch_rows per file
+            try:
+                write_atomically(rows.slice(start, self._batch_rows), self._files.next_path(table, dirs))
+            except SinkWriteError as error:
+                if self._on_write_error is not None:
+                    self._on_write_error(error)
+                raise
+            crash_point("parquet_after_rename")
 
 
 def write_atomically(table: pa.Table, path: Path) -> None:

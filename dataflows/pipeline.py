@@ -4,9 +4,9 @@
                                    │ rows: outcomes, transitions, commands, anomalies,
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
-    all rows ──▶ Parquet (every worker) and DuckDB (one writer)
+    all rows ──▶ Arrow batches (per writer and table) ──▶ Parquet (every worker), DuckDB (one writer)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
-    records ──▶ archive rows (as received) ──▶ Parquet only, for `flowkeeper replay`
+    records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only, for `flowkeeper replay`
 
 Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`
 (settings then come from `FLOWKEEPER_*` environment variables).
@@ -23,6 +23,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.archive_format import archive_row
+from connectors.arrow_rows import row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.kafka_wiring import kafka_outputs
@@ -91,20 +92,25 @@ def build_flow(
         op.output("output", table_rows, sink)
         return flow
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
-    parquet_rows = table_rows
-    if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
-        archived = op.map("archive_rows", records, lambda record: ("archive", archive_row(record)))
-        parquet_rows = op.merge("rows_and_archive", table_rows, archived)
-    keyed_rows = op.key_on("parquet_key", parquet_rows, parquet_key)
     if settings.recovery_dir is not None:
         check_writer_count(settings.parquet_dir, settings.parquet_writers)
-    op.output("parquet", keyed_rows, ParquetSink(settings.parquet_dir, settings.parquet_batch_rows,
-                                                 settings.flush_seconds,
-                                                 partitions=settings.parquet_writers,
-                                                 recovery=settings.recovery_dir is not None,
-                                                 on_write_error=exit_with_message))
-    if settings.duckdb:
-        keyed = op.key_on("duckdb_key", table_rows, lambda _row: "duckdb")
-        op.output("duckdb", keyed, DuckDBSink(settings.duckdb_path, catalog, exit_with_message,
-                                              settings.duckdb_batch_rows, settings.flush_seconds))
+    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
+                          partitions=settings.parquet_writers,
+                          recovery=settings.recovery_dir is not None, on_write_error=exit_with_message)
+
+    def writer_of(item: Row) -> str:
+        return parquet.writer_of(parquet_key(item))
+
+    # Each worker's rows become one Arrow table per writer and table, on the worker that made
+    # them: converted once for both sinks, and few items cross to the writers' workers.
+    batches = op.flat_map_batch("row_batches", table_rows, lambda rows: row_batches(rows, writer_of))
+    parquet_batches = batches
+    if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
+        archived = op.flat_map_batch("archive_batches", records, lambda batch: row_batches(
+            (("archive", archive_row(record)) for record in batch), writer_of))
+        parquet_batches = op.merge("tables_and_archive", batches, archived)
+    op.output("parquet", parquet_batches, parquet)
+    if settings.duckdb:  # DuckDB's one partition takes every key
+        op.output("duckdb", batches, DuckDBSink(settings.duckdb_path, catalog, exit_with_message,
+                                                settings.duckdb_batch_rows, settings.flush_seconds))
     return flow

@@ -19,7 +19,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 from bytewax.testing import TestingSource, cluster_main, run_main
 
-from connectors.arrow_rows import Row, partition_date, rows_to_table
+from connectors.arrow_rows import Row, RowBatch, row_batches, rows_to_table
 from connectors.duckdb_sink import DuckDBSink, connect_readonly, load_rows
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
@@ -229,23 +229,31 @@ def _plain(data: pa.Table, table: str) -> list[Row]:
     return sorted(data.to_pylist(), key=lambda row: row["row_id"])
 
 
-def _run(items: list[Any], sink: Sink[Any], keyed: bool = False) -> None:
-    """Run a one-step flow from a list into the sink (keyed by row_id for partitioned sinks)."""
+def _date(table: str, row: Row) -> str:
+    """The UTC day of a row's event time: its expected `date=` directory."""
+    return (_EPOCH + timedelta(milliseconds=row[TIME_COLUMN[table]])).date().isoformat()
+
+
+def _run(items: list[Any], sink: Sink[Any]) -> None:
+    """Run a one-step flow from a list into the sink, keyed for writer 0 (any key is DuckDB's)."""
     flow = Dataflow("sink_test")
     stream = op.input("rows", flow, TestingSource(items, batch_size=len(items)))
-    if keyed:
-        stream = op.key_on("key", stream, lambda item: item[1]["row_id"])
-    op.output("out", stream, sink)
+    op.output("out", op.key_on("key", stream, lambda _item: "000"), sink)
     run_main(flow)
 
 
-def _items(table: str) -> list[tuple[str, Row]]:
-    """The `(table, row)` items of one table."""
-    return [(table, row) for row in _rows(table)]
+def _batch(table: str, *rows: Row) -> RowBatch:
+    """A sink item: rows of one table as Arrow."""
+    return (table, rows_to_table(table, list(rows)))
 
 
-def _all_items(tables: tuple[str, ...] = tuple(TABLES)) -> list[tuple[str, Row]]:
-    """The `(table, row)` items of every table (or of `tables`)."""
+def _items(table: str) -> list[RowBatch]:
+    """The rows of one table, one item each."""
+    return [_batch(table, row) for row in _rows(table)]
+
+
+def _all_items(tables: tuple[str, ...] = tuple(TABLES)) -> list[RowBatch]:
+    """The items of every table (or of `tables`)."""
     return [item for table in tables for item in _items(table)]
 
 
@@ -281,19 +289,19 @@ class FakeClock:
 @pytest.mark.parametrize("table", list(TABLES))
 def test_parquet_round_trip_is_exact(tmp_path: Path, table: str) -> None:
     """Rows of every table come back from the Parquet files exactly, partitioned by UTC date."""
-    _run(_items(table), ParquetSink(tmp_path, partitions=1), keyed=True)
+    _run(_items(table), ParquetSink(tmp_path, partitions=1))
 
     data = _read_parquet(tmp_path, table)
     assert _plain(data, table) == sorted(_rows(table), key=lambda row: row["row_id"])
     dates = {row["row_id"]: str(row["date"]) for row in data.select(["row_id", "date"]).to_pylist()}
-    assert dates == {row["row_id"]: partition_date(table, row) for row in _rows(table)}
+    assert dates == {row["row_id"]: _date(table, row) for row in _rows(table)}
     assert set(dates.values()) == {"2024-03-30", "2024-03-31"}
 
 
 @pytest.mark.parametrize("table", list(TABLES))
 def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, table: str) -> None:
     """Each file sits under `{table}/date=...`, is zstd-compressed and stores exactly the schema."""
-    _run(_items(table), ParquetSink(tmp_path, partitions=1), keyed=True)
+    _run(_items(table), ParquetSink(tmp_path, partitions=1))
 
     files = sorted(_files(tmp_path))
     assert sorted({p.relative_to(tmp_path).parts[:2] for p in files}) == [
@@ -314,7 +322,7 @@ def test_parquet_files_are_zstd_hive_files_without_date_column(tmp_path: Path, t
 
 def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
     """DuckDB's `read_parquet(..., hive_partitioning=true)` sees every row with its `date`."""
-    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1))
 
     conn = duckdb.connect()
     try:
@@ -322,7 +330,7 @@ def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
             glob = f"{tmp_path / table}/**/*.parquet"
             query = "SELECT row_id, CAST(date AS VARCHAR) FROM read_parquet(?, hive_partitioning=1)"
             got = dict(conn.execute(query, [glob]).fetchall())
-            assert got == {row["row_id"]: partition_date(table, row) for row in _rows(table)}
+            assert got == {row["row_id"]: _date(table, row) for row in _rows(table)}
     finally:
         conn.close()
 
@@ -331,7 +339,7 @@ def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
 def test_duckdb_round_trip_is_exact(tmp_path: Path, table: str) -> None:
     """Rows of every table come back from DuckDB exactly."""
     db_path = tmp_path / "out.duckdb"
-    _run(_items(table), DuckDBSink(db_path), keyed=True)
+    _run(_items(table), DuckDBSink(db_path))
 
     assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
 
@@ -340,8 +348,8 @@ def test_duckdb_ignores_redelivered_rows(tmp_path: Path) -> None:
     """Rows sent twice in a batch and again in a second run are stored once, unchanged."""
     db_path = tmp_path / "out.duckdb"
     items = _all_items(DUCKDB_TABLES)
-    _run(items + items, DuckDBSink(db_path), keyed=True)
-    _run(items, DuckDBSink(db_path), keyed=True)
+    _run(items + items, DuckDBSink(db_path))
+    _run(items, DuckDBSink(db_path))
 
     for table in DUCKDB_TABLES:
         assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
@@ -353,7 +361,7 @@ def test_duckdb_single_partition_with_two_workers(tmp_path: Path) -> None:
     flow = Dataflow("two_workers")
     stream = op.input("rows", flow, TestingSource(_all_items(DUCKDB_TABLES)))
     stream = op.redistribute("spread", stream)
-    stream = op.key_on("key", stream, lambda item: item[1]["row_id"])
+    stream = op.key_on("key", stream, lambda item: item[1]["row_id"][0].as_py())
     op.output("out", stream, DuckDBSink(db_path))
     cluster_main(flow, [], 0, worker_count_per_proc=2)
 
@@ -372,22 +380,22 @@ def test_duckdb_commits_when_buffer_is_full_old_or_snapshotted(tmp_path: Path) -
     def stored() -> list[str]:
         return [row[0] for row in part._conn.execute("SELECT row_id FROM transitions ORDER BY row_id").fetchall()]
 
-    part.write_batch([("transitions", a)])
+    part.write_batch([_batch("transitions", a)])
     clock.now = 4.999
-    part.write_batch([("transitions", b)])
+    part.write_batch([_batch("transitions", b)])
     assert stored() == []
     clock.now = 5.0
-    part.write_batch([("transitions", c)])
+    part.write_batch([_batch("transitions", c)])
     assert stored() == sorted(r["row_id"] for r in (a, b, c))  # the oldest waited flush_seconds
 
     d, e, f = ({**a, "row_id": f"transitions:{n}"} for n in "def")
-    part.write_batch([("transitions", d), ("transitions", e)])
+    part.write_batch([_batch("transitions", d), _batch("transitions", e)])
     assert len(stored()) == 3
-    part.write_batch([("transitions", f)])
+    part.write_batch([_batch("transitions", f)])
     assert len(stored()) == 6  # batch_rows reached
 
     g = {**a, "row_id": "transitions:g"}
-    part.write_batch([("transitions", g)])
+    part.write_batch([_batch("transitions", g)])
     part.snapshot()
     assert len(stored()) == 7  # an epoch end writes everything
     part.close()
@@ -422,7 +430,7 @@ def test_failed_write_leaves_no_partial_or_temp_file(
     """A disk-full error mid-file leaves only complete files and raises SinkWriteError naming it."""
     part = ParquetSink(tmp_path, batch_rows=1).build_part("out", "000", None)
     first = _rows("ledger")[0]
-    part.write_batch([("ledger", first)])
+    part.write_batch([_batch("ledger", first)])
 
     failed = tmp_path / "ledger" / "date=2024-03-30" / "part-p000-000001.parquet"
     written_to: list[Path] = []
@@ -435,7 +443,7 @@ def test_failed_write_leaves_no_partial_or_temp_file(
 
     monkeypatch.setattr(pq, "write_table", write_half_then_fail)
     with pytest.raises(SinkWriteError) as caught:
-        part.write_batch([("ledger", {**first, "row_id": "ledger:second"})])
+        part.write_batch([_batch("ledger", {**first, "row_id": "ledger:second"})])
     monkeypatch.undo()
 
     [temp] = written_to
@@ -454,13 +462,13 @@ def test_rows_are_written_once_flush_interval_passes(tmp_path: Path) -> None:
     clock = FakeClock()
     part = ParquetSink(tmp_path, flush_seconds=5.0, clock=clock).build_part("out", "000", None)
     a, b, _ = _rows("transitions")
-    part.write_batch([("transitions", a)])
+    part.write_batch([_batch("transitions", a)])
     clock.now = 4.999
-    part.write_batch([("transitions", {**a, "row_id": "transitions:a2"})])
+    part.write_batch([_batch("transitions", {**a, "row_id": "transitions:a2"})])
     assert list(_files(tmp_path)) == []
 
     clock.now = 5.0
-    part.write_batch([("transitions", b)])
+    part.write_batch([_batch("transitions", b)])
     assert len(_read_parquet(tmp_path, "transitions")) == 2  # day 1 is due; b's buffer is new
 
     part.close()
@@ -471,18 +479,18 @@ def test_full_buffer_is_written_at_batch_rows(tmp_path: Path) -> None:
     """A (table, date) buffer is written as soon as it holds batch_rows rows."""
     part = ParquetSink(tmp_path, batch_rows=2).build_part("out", "000", None)
     a = _rows("commands")[0]
-    part.write_batch([("commands", a)])
+    part.write_batch([_batch("commands", a)])
     assert list(_files(tmp_path)) == []
 
-    part.write_batch([("commands", {**a, "row_id": "commands:a2"})])
+    part.write_batch([_batch("commands", {**a, "row_id": "commands:a2"})])
     assert len(_read_parquet(tmp_path, "commands")) == 2
 
 
 def test_second_run_adds_files_without_overwriting(tmp_path: Path) -> None:
     """A second flow into the same out_dir numbers its files on and leaves the first's untouched."""
-    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1))
     first = {p: p.read_bytes() for p in _files(tmp_path)}
-    _run(_all_items(), ParquetSink(tmp_path, partitions=1), keyed=True)
+    _run(_all_items(), ParquetSink(tmp_path, partitions=1))
 
     after = set(_files(tmp_path))
     assert len(after) == 2 * len(first)
@@ -527,3 +535,51 @@ def test_parquet_snapshot_flushes_buffers(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("**/*.parquet"))
     assert part.snapshot() == 2  # two dates: two files, numbered 0 and 1
     assert len(_read_parquet(tmp_path, "ledger")) == len(_rows("ledger"))
+
+
+def test_row_batches_convert_rows_once_per_key_and_table_in_row_order() -> None:
+    """The dataflow's batching step: one Arrow table per (key, table), rows in arrival order."""
+    ledger, transitions = _rows("ledger"), _rows("transitions")
+    items = [("ledger", ledger[0]), ("transitions", transitions[0]), ("ledger", ledger[1]),
+             ("ledger", ledger[2])]
+    batches = row_batches(items, lambda item: "001" if item[1]["row_id"] == "ledger:b-ü" else "000")
+
+    got = [(key, table, data.column("row_id").to_pylist()) for key, (table, data) in batches]
+    assert got == [("000", "ledger", ["ledger:a", "ledger:c"]),
+                   ("000", "transitions", ["transitions:a"]),
+                   ("001", "ledger", ["ledger:b-ü"])]
+    assert all(data.schema == TABLES[table] for _, (table, data) in batches)
+
+
+def test_one_batch_is_split_by_hive_directory(tmp_path: Path) -> None:
+    """A batch spanning two days and two input partitions (one of them null) is written as one
+    file per directory, each holding exactly its rows."""
+    part = ParquetSink(tmp_path).build_part("out", "000", None)
+    part.write_batch([_batch("archive", *_rows("archive"))])
+    part.close()
+
+    files = {p.relative_to(tmp_path / "archive").parent.as_posix(): pq.read_table(p).column("row_id").to_pylist()
+             for p in _files(tmp_path) if p.suffix == ".parquet"}
+    assert files == {"date=2024-03-30/partition=2": ["archive:a"],
+                     "date=2024-03-31/partition=2": ["archive:b-ü"],
+                     "date=2024-03-31/partition=__HIVE_DEFAULT_PARTITION__": ["archive:c"]}
+
+
+def test_files_hold_at_most_batch_rows(tmp_path: Path) -> None:
+    """A batch larger than batch_rows is cut into files of batch_rows rows; the rest waits."""
+    part = ParquetSink(tmp_path, batch_rows=2).build_part("out", "000", None)
+    first = _rows("commands")[0]
+    part.write_batch([_batch("commands", *({**first, "row_id": f"commands:{i}"} for i in range(5)))])
+    part.close()
+
+    sizes = sorted(pq.read_table(p).num_rows for p in _files(tmp_path) if p.suffix == ".parquet")
+    assert sizes == [1, 2, 2]
+    assert sorted(_read_parquet(tmp_path, "commands")["row_id"].to_pylist()) == [f"commands:{i}" for i in range(5)]
+
+
+def test_rows_without_event_time_are_refused_by_name(tmp_path: Path) -> None:
+    """A row that cannot be placed in a `date=` directory is an error naming it."""
+    row = {**_rows("ledger")[0], "row_id": "ledger:no-time", "arrived_at": None}
+    part = ParquetSink(tmp_path).build_part("out", "000", None)
+    with pytest.raises(ValueError, match="'ledger' row 'ledger:no-time' has no 'arrived_at'"):
+        part.write_batch([_batch("ledger", _rows("ledger")[0], row)])
