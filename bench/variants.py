@@ -20,13 +20,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
 from bench.workload import Partitions
-from connectors.archive_format import archive_row
-from connectors.arrow_rows import row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
 from connectors.simulator import SimulatorSource
 from dataflows.kafka_wiring import kafka_input
-from dataflows.pipeline import build_flow, parquet_key
+from dataflows.pipeline import archive_batches, build_flow, sink_batches
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
 from operators.gc_tuning import tune_gc
@@ -146,13 +144,10 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
                         flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 
-    def writer_of(row: Row) -> str:
-        return parquet.writer_of(parquet_key(row))
-
     def write(rows: list[Row], records: list[RawRecord]) -> None:
         """As the dataflow does: each batch converted once, the same tables to both sinks."""
-        batches = row_batches(rows, writer_of)
-        for writer, batch in [*batches, *row_batches((("archive", archive_row(r)) for r in records), writer_of)]:
+        batches = sink_batches(rows, parquet)
+        for writer, batch in [*batches, *archive_batches(records, parquet)]:
             writers[parquet.part_fn(writer)].write_batch([batch])
         if batches:
             duckdb.write_batch([batch for _, batch in batches])

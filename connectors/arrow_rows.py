@@ -84,7 +84,8 @@ def hive_groups(table: str, data: pa.Table) -> list[tuple[tuple[str, ...], pa.Ta
 
 
 def _dirs(combo: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
-    return (f"date={_day_text(combo['day'])}", *(f"{name}={_hive_value(combo[name])}" for name in names))
+    extra = (f"{name}={_hive_value(combo[name])}" for name in names)
+    return (f"date={_day_text(combo['day'])}", *extra)
 
 
 def _matching(keys: pa.Table, combo: dict[str, Any]) -> pa.ChunkedArray:

@@ -134,7 +134,8 @@ def connect_readonly(db_path: Path) -> duckdb.DuckDBPyConnection:
 
 def insert_rows(conn: duckdb.DuckDBPyConnection, rows_by_table: dict[str, list[Row]]) -> None:
     """Insert rows of several tables in one transaction, skipping row_ids already present."""
-    insert_tables(conn, {table: rows_to_table(table, rows) for table, rows in rows_by_table.items()})
+    insert_tables(conn, {table: rows_to_table(table, rows)
+                         for table, rows in rows_by_table.items()})
 
 
 def insert_tables(conn: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:

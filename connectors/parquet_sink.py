@@ -10,12 +10,13 @@ A file appears under its final name only once complete (temp file, fsync, `os.re
 the directory): a reader never sees half a file, even after a crash.
 
 Delivery guarantee: exactly once with Bytewax recovery. The sink has a fixed set of partitions
-(rows are routed by their key, the shard, through `writer_of`); each numbers its files with its own sequence and
-snapshots the next number together with the dataflow's state. On resume, a partition deletes its
-files numbered at or after the snapshot's: their rows come out of the resumed epoch again and are
-rewritten, so no row is lost or doubled (with `recovery=True`, a start without a snapshot resumes
-from 0). A writer flushes at every snapshot, so a snapshot never covers rows still in memory. Without recovery, a second run into the same folder
-continues the numbering and never replaces earlier files. Every row also carries a deterministic
+(rows are routed by their key, the shard, through `writer_of`); each numbers its files with its
+own sequence and snapshots the next number together with the dataflow's state. On resume, a
+partition deletes its files numbered at or after the snapshot's: their rows come out of the
+resumed epoch again and are rewritten, so no row is lost or doubled (with `recovery=True`, a start
+without a snapshot resumes from 0). A writer flushes at every snapshot, so a snapshot never covers
+rows still in memory. Without recovery, a second run into the same folder continues the numbering
+and never replaces earlier files. Every row also carries a deterministic
 `row_id`, so readers can always deduplicate.
 """
 
@@ -207,7 +208,8 @@ class ParquetWriter(StatefulSinkPartition[Item, int]):
         rows = pa.concat_tables(self._buffers.pop(key).tables)
         for start in range(0, rows.num_rows, self._batch_rows):  # at most batch_rows per file
             try:
-                write_atomically(rows.slice(start, self._batch_rows), self._files.next_path(table, dirs))
+                path = self._files.next_path(table, dirs)
+                write_atomically(rows.slice(start, self._batch_rows), path)
             except SinkWriteError as error:
                 if self._on_write_error is not None:
                     self._on_write_error(error)

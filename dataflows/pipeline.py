@@ -4,9 +4,9 @@
                                    │ rows: outcomes, transitions, commands, anomalies,
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
-    all rows ──▶ Arrow batches (per writer and table) ──▶ Parquet (every worker), DuckDB (one writer)
+    all rows ──▶ Arrow batches (per writer, table) ──▶ Parquet (every worker), DuckDB (one writer)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
-    records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only, for `flowkeeper replay`
+    records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
 
 Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`
 (settings then come from `FLOWKEEPER_*` environment variables).
@@ -14,7 +14,7 @@ Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "datafl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import bytewax.operators as op
@@ -23,7 +23,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.archive_format import archive_row
-from connectors.arrow_rows import row_batches
+from connectors.arrow_rows import RowBatch, row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.kafka_wiring import kafka_outputs
@@ -45,6 +45,18 @@ def parquet_key(item: Row) -> str:
     """Route a row to a Parquet writer: by its shard, or by input partition for archive rows."""
     row = item[1]
     return row.get("shard") or f"input/{row['partition']}"
+
+
+def sink_batches(rows: Iterable[Row], parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
+    """Rows as both sinks take them: one Arrow table per Parquet writer (by `parquet_key`) and
+    table, converted on the worker that made the rows, so few items cross to the writers."""
+    return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item)))
+
+
+def archive_batches(records: Iterable[RawRecord],
+                    parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
+    """Input records as received, as `archive` rows batched like `sink_batches`."""
+    return sink_batches((("archive", archive_row(record)) for record in records), parquet)
 
 
 def _utc_now() -> datetime:
@@ -96,18 +108,13 @@ def build_flow(
         check_writer_count(settings.parquet_dir, settings.parquet_writers)
     parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
                           partitions=settings.parquet_writers,
-                          recovery=settings.recovery_dir is not None, on_write_error=exit_with_message)
-
-    def writer_of(item: Row) -> str:
-        return parquet.writer_of(parquet_key(item))
-
-    # Each worker's rows become one Arrow table per writer and table, on the worker that made
-    # them: converted once for both sinks, and few items cross to the writers' workers.
-    batches = op.flat_map_batch("row_batches", table_rows, lambda rows: row_batches(rows, writer_of))
+                          recovery=settings.recovery_dir is not None,
+                          on_write_error=exit_with_message)
+    batches = op.flat_map_batch("row_batches", table_rows, lambda rows: sink_batches(rows, parquet))
     parquet_batches = batches
     if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
-        archived = op.flat_map_batch("archive_batches", records, lambda batch: row_batches(
-            (("archive", archive_row(record)) for record in batch), writer_of))
+        archived = op.flat_map_batch("archive_batches", records,
+                                     lambda batch: archive_batches(batch, parquet))
         parquet_batches = op.merge("tables_and_archive", batches, archived)
     op.output("parquet", parquet_batches, parquet)
     if settings.duckdb:  # DuckDB's one partition takes every key

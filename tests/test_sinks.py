@@ -558,7 +558,8 @@ def test_one_batch_is_split_by_hive_directory(tmp_path: Path) -> None:
     part.write_batch([_batch("archive", *_rows("archive"))])
     part.close()
 
-    files = {p.relative_to(tmp_path / "archive").parent.as_posix(): pq.read_table(p).column("row_id").to_pylist()
+    files = {p.relative_to(tmp_path / "archive").parent.as_posix():
+             pq.read_table(p).column("row_id").to_pylist()
              for p in _files(tmp_path) if p.suffix == ".parquet"}
     assert files == {"date=2024-03-30/partition=2": ["archive:a"],
                      "date=2024-03-31/partition=2": ["archive:b-ü"],
@@ -569,12 +570,14 @@ def test_files_hold_at_most_batch_rows(tmp_path: Path) -> None:
     """A batch larger than batch_rows is cut into files of batch_rows rows; the rest waits."""
     part = ParquetSink(tmp_path, batch_rows=2).build_part("out", "000", None)
     first = _rows("commands")[0]
-    part.write_batch([_batch("commands", *({**first, "row_id": f"commands:{i}"} for i in range(5)))])
+    rows = [{**first, "row_id": f"commands:{i}"} for i in range(5)]
+    part.write_batch([_batch("commands", *rows)])
     part.close()
 
     sizes = sorted(pq.read_table(p).num_rows for p in _files(tmp_path) if p.suffix == ".parquet")
     assert sizes == [1, 2, 2]
-    assert sorted(_read_parquet(tmp_path, "commands")["row_id"].to_pylist()) == [f"commands:{i}" for i in range(5)]
+    written = sorted(_read_parquet(tmp_path, "commands")["row_id"].to_pylist())
+    assert written == [row["row_id"] for row in rows]
 
 
 def test_rows_without_event_time_are_refused_by_name(tmp_path: Path) -> None:
