@@ -8,6 +8,7 @@ or an error message (`describe()` names servers, protocol, mechanism and user on
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,27 @@ def offset_range(connection: KafkaConnection, topic: str, partition: int) -> tup
     finally:
         consumer.close()
     return int(low), int(high)
+
+
+def serves_offset(connection: KafkaConnection, topic: str, partition: int, offset: int) -> bool:
+    """Whether the partition hands out a record at `offset` or after it, by fetching it.
+
+    The check behind a high watermark that some brokers under-report: Tansu answers the first
+    offset of the partition's last batch, plus one, so a consumer that read the whole batch holds
+    an offset beyond it.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**connection.librdkafka(), "group.id": "flowkeeper-offset-check",
+                         "enable.auto.commit": "false", "enable.partition.eof": "true",
+                         "auto.offset.reset": "error", "logger": _QUIET})
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + connection.timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            message = consumer.poll(left)
+            if message is not None:
+                return message.error() is None and message.offset() >= offset
+        return False
+    finally:
+        consumer.close()

@@ -30,7 +30,12 @@ from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_NOT_AVAILABLE
 
-from connectors.kafka_connection import KafkaConnection, offset_range, topic_partitions
+from connectors.kafka_connection import (
+    KafkaConnection,
+    offset_range,
+    serves_offset,
+    topic_partitions,
+)
 from operators.fatal import exit_with_message
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
@@ -115,9 +120,12 @@ def check_resume_offset(connection: KafkaConnection, topic: str, partition: int,
     truncated): resuming would hang or silently skip records.
 
     The offset may equal the end (nothing new yet); beyond it, or before the start, is an error.
+    An offset beyond the reported end counts when the broker serves the record before it: some
+    brokers (Tansu) report less than the end they serve.
     """
     low, high = offset_range(connection, topic, partition)
-    if not low <= offset <= high:
+    beyond_reported_end = offset > high and serves_offset(connection, topic, partition, offset - 1)
+    if not low <= offset <= high and not beyond_reported_end:
         exit_with_message(ConfigError(
             f"the recovery snapshot resumes {topic!r} partition {partition} at offset {offset}, but "
             f"the broker holds offsets {low}..{high}: the topic was re-created or truncated since. "

@@ -24,9 +24,10 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import SecretStr
 
+from connectors import kafka_source
 from connectors.cloudevents_binary import to_binary_mode
 from connectors.kafka_admin import consumer, producer
-from connectors.kafka_connection import KafkaConnection, topic_partitions
+from connectors.kafka_connection import KafkaConnection, serves_offset, topic_partitions
 from connectors.kafka_produce import Outgoing, produce, replayed
 from connectors.kafka_sink import row_event, to_message
 from connectors.kafka_source import _KafkaPartition
@@ -38,6 +39,7 @@ from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers
+from schemas.errors import ConfigError
 from schemas.event import RawRecord
 from state.catalog import load_catalog
 from tests.kafka_broker import Broker, free_port
@@ -254,6 +256,29 @@ def test_a_recovered_run_resumes_at_its_snapshotted_offsets(broker: Broker, simu
     assert window_events(rows) == window_events(uninterrupted)
     got.pop("metrics"), want.pop("metrics")
     assert got == want
+
+
+@pytest.mark.broker
+def test_an_offset_counts_as_served_up_to_the_true_end(broker: Broker,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serves_offset` fetches instead of trusting the reported end, which Tansu under-reports
+    after a batch of several records: the resume check accepts the true end, not one beyond."""
+    def refuse(error: Exception) -> None:
+        raise error
+
+    monkeypatch.setattr(kafka_source, "exit_with_message", refuse)
+    topic = broker.topic("served")
+    writer = producer(broker.connection)
+    try:
+        produce(writer, topic, [Outgoing(value=b"one", partition=0)])
+        produce(writer, topic, [Outgoing(value=b"batch", partition=0)] * 15)
+    finally:
+        writer.close()
+    assert serves_offset(broker.connection, topic, 0, 15)
+    assert not serves_offset(broker.connection, topic, 0, 16)
+    kafka_source.check_resume_offset(broker.connection, topic, 0, 16)
+    with pytest.raises(ConfigError, match="re-created or truncated"):
+        kafka_source.check_resume_offset(broker.connection, topic, 0, 17)
 
 
 def order_event(event_id: str, event_type: str, data: dict[str, Any],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,19 @@ def test_kill_9_while_consuming_kafka_then_resume(broker: Broker, topic: str, re
     proc.communicate()
     finish(broker, topic, out, recovery)
     assert_same(out, want)
+
+
+def test_a_rerun_of_a_finished_run_resumes_at_the_ends_and_adds_nothing(
+        broker: Broker, topic: str, reference: tuple[Path, float], tmp_path: Path) -> None:
+    """A run on the recovery folder of a finished one resumes every partition at its end, also
+    where the broker reports a lower end than it serves (Tansu: the first offset of the
+    partition's last batch, plus one), and leaves every table as it was."""
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    proc = run(broker, topic, out, out / "recovery")
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, output[-3000:]
+    assert_same(out, reference[0])
 
 
 def test_crash_right_after_a_parquet_rename_while_consuming_kafka(
