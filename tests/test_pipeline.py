@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -163,3 +165,13 @@ def test_cli_run_writes_parquet_and_duckdb_that_agree(tmp_path: Path, capsys: py
         conn.sql(f"SELECT * FROM {view}").fetchall()
     (open_now,) = conn.sql("SELECT count(*) FROM open_instances").fetchall()[0]
     assert open_now == 0
+
+
+def test_a_run_process_ends_with_its_summary_and_no_exit_noise(tmp_path: Path) -> None:
+    """`flowkeeper run` as its own process: the summary, then a clean exit. The collector tuning
+    freezes DuckDB's module objects; unfrozen at exit, nanobind reports no "leaked instance"."""
+    done = subprocess.run([sys.executable, "-m", "dataflows.cli", "run", "--out", str(tmp_path),
+                           "--sim-instances", "50"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "accuracy vs ground truth: outcomes 50/50, commands 50/50" in done.stdout
+    assert "leaked" not in done.stderr, done.stderr[-2000:]
