@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo lint test bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11 as '$(PYTHON)' (set PYTHON=...)"; exit 1; }
@@ -18,7 +18,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flowkeeper run --overwrite
 
-test: $(STAMP)
+# The checks in pyproject.toml: ruff, mypy strict on the packages, the import layers.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
+
+test: lint
 	$(BIN)/python -m pytest
 
 # Throughput, latency and memory side by side; the table goes to bench/results/ (README: Benchmarks).
@@ -26,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/flowkeeper bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .hypothesis .mypy_cache .ruff_cache .import_linter_cache

@@ -101,11 +101,14 @@ def send(address: str, topic: str, messages: Iterable[Outgoing], rate: float = 0
     for m in messages:
         if rate > 0 and sent % 50 == 0:
             time.sleep(max(0.0, started + sent / rate - time.monotonic()))
-        kwargs = {"timestamp": m.timestamp_ms} if m.timestamp_ms is not None else {}
+        placed: dict[str, Any] = {}  # librdkafka picks what is left out
+        if m.timestamp_ms is not None:
+            placed["timestamp"] = m.timestamp_ms
+        if m.partition is not None:
+            placed["partition"] = m.partition
         while True:
             try:
-                producer.produce(topic, m.value, m.key, partition=m.partition, headers=list(m.headers),
-                                 **kwargs)
+                producer.produce(topic, m.value, m.key, headers=list(m.headers), **placed)
                 break
             except BufferError:  # the local queue is full: let deliveries drain
                 producer.poll(0.05)
@@ -153,8 +156,8 @@ def quix_peer(address: str, records: int, ours_per_s: float) -> dict[str, Any]:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], capture_output=True)
         # pyyaml: the validated job loads flowkeeper's definitions for its decoder
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "quixstreams", "pyyaml"],
-                              capture_output=True, text=True)
+        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "quixstreams",
+                               "pyyaml"], capture_output=True, text=True)
         if done.returncode != 0:
             return {"quix": f"skipped: pip install quixstreams failed: {done.stderr[-300:]}"}
     result: dict[str, Any] = {}

@@ -67,7 +67,8 @@ def hold_open(instances: int) -> dict[str, Any]:
     gc.collect()
     held = rss_kib() - before
     opened = sum(s.open_instances for s in shards.values())
-    snapshots = [pickle.dumps(s.snapshot(), protocol=pickle.HIGHEST_PROTOCOL) for s in shards.values()]
+    snapshots = [pickle.dumps(s.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+                 for s in shards.values()]
     snapshot_bytes = sum(len(s) for s in snapshots)
     shards.clear()
     gc.collect()
@@ -77,7 +78,8 @@ def hold_open(instances: int) -> dict[str, Any]:
     assert sum(s.open_instances for s in restored) == opened
     return {"open_instances": opened, "rss_growth_mib": held / 1024,
             "rss_bytes_per_instance": held * 1024 / opened,
-            "snapshot_mib": snapshot_bytes / 2**20, "snapshot_bytes_per_instance": snapshot_bytes / opened,
+            "snapshot_mib": snapshot_bytes / 2**20,
+            "snapshot_bytes_per_instance": snapshot_bytes / opened,
             "restore_seconds": restore_s}
 
 

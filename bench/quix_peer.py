@@ -23,7 +23,7 @@ from typing import Any
 import quixstreams
 from quixstreams import Application, State
 
-TRANSITIONS = {
+TRANSITIONS: dict[tuple[str | None, str], str] = {
     (None, "OrderPlaced"): "awaiting_payment",
     ("awaiting_payment", "PaymentAuthorized"): "reserving_inventory",
     ("awaiting_payment", "PaymentDeclined"): "payment_declined",
@@ -36,9 +36,9 @@ TRANSITIONS = {
 }
 
 
-def json_reader() -> Callable[[bytes], tuple[str, str] | None]:
-    """(event id, type) of a JSON value, or None when it is not JSON."""
-    def read(value: bytes) -> tuple[str, str] | None:
+def json_reader() -> Callable[[bytes], tuple[Any, Any] | None]:
+    """(event id, type) of a JSON value, as found in it, or None when it is not JSON."""
+    def read(value: bytes) -> tuple[Any, Any] | None:
         try:
             event = json.loads(value)
         except ValueError:
@@ -47,7 +47,7 @@ def json_reader() -> Callable[[bytes], tuple[str, str] | None]:
     return read
 
 
-def validating_reader() -> Callable[[bytes], tuple[str, str] | None]:
+def validating_reader() -> Callable[[bytes], tuple[Any, Any] | None]:
     """(event id, type) of a value flowkeeper's decoder accepts, or None for a dead letter."""
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
@@ -58,7 +58,7 @@ def validating_reader() -> Callable[[bytes], tuple[str, str] | None]:
 
     rules = load_catalog(root / "definitions").decode_rules(bundled_registry())
 
-    def read(value: bytes) -> tuple[str, str] | None:
+    def read(value: bytes) -> tuple[Any, Any] | None:
         event = decode(RawRecord("bench", 0, 0, value), rules)
         return (event.event_id, event.type) if isinstance(event, Event) else None
     return read

@@ -24,8 +24,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for variant, found in by_variant.items():
         values = [r["records"] / r["seconds"] for r in found]
         rates[variant] = {"records": found[0]["records"], "rows": found[0]["rows"],
-                          "median": statistics.median(values), "min": min(values), "max": max(values),
-                          "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in found) / 1024}
+                          "median": statistics.median(values), "min": min(values),
+                          "max": max(values),
+                          "peak_rss_mib": statistics.median(r["peak_rss_kib"]
+                                                            for r in found) / 1024}
     ratios = {}
     for name, top, bottom, target, kind in RATIOS:
         per_repeat = _ratios(runs, top, bottom)
@@ -47,7 +49,8 @@ def render(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"flowkeeper bench: {result['instances']:,} instances, {result['repeats']} repeat(s), "
              f"{m['cpus']} CPUs, Python {m['python']}", "",
-             f"{'variant':<22}{'records':>10}{'median/s':>11}{'min/s':>10}{'max/s':>10}{'RSS MiB':>9}"]
+             f"{'variant':<22}{'records':>10}{'median/s':>11}{'min/s':>10}{'max/s':>10}"
+             f"{'RSS MiB':>9}"]
     for variant, r in result["summary"]["rates"].items():
         lines.append(f"{variant:<22}{r['records']:>10,}{r['median']:>11,.0f}{r['min']:>10,.0f}"
                      f"{r['max']:>10,.0f}{r['peak_rss_mib']:>9,.0f}")
@@ -56,7 +59,8 @@ def render(result: dict[str, Any]) -> str:
         if r["target"] is None:
             lines.append(f"{name:<34}{r['median']:>8.2f}{'-':>8}")
         else:
-            lines.append(f"{name:<34}{r['median']:>8.2f}{r['target']:>8.2f}  {'yes' if r['met'] else 'NO'}")
+            met = "yes" if r["met"] else "NO"
+            lines.append(f"{name:<34}{r['median']:>8.2f}{r['target']:>8.2f}  {met}")
     for name, extra in result["extras"].items():
         lines += ["", f"{name}:"]
         lines += [f"  {key:<40} {_value(value)}" for key, value in extra.items()]

@@ -78,10 +78,12 @@ def _child(variant: str, instances: int, scratch: Path, each: list[list[str]],
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine()}
 
 
-def run(instances: int, repeats: int, variants: list[str], extra_names: list[str]) -> dict[str, Any]:
+def run(instances: int, repeats: int, variants: list[str],
+        extra_names: list[str]) -> dict[str, Any]:
     """Every repeat runs each variant once, interleaved; then the extras once each."""
     load_workload(workload_config(instances))  # generate (or check) the cache before timing
     runs: list[dict[str, Any]] = []
@@ -92,8 +94,9 @@ def run(instances: int, repeats: int, variants: list[str], extra_names: list[str
                 scratch.mkdir()
                 result = measure(variant, instances, scratch)
                 runs.append({**result, "repeat": repeat})
-                print(f"  {variant:<20} repeat {repeat}: {result['records'] / result['seconds']:>9,.0f} "
-                      "records/s", file=sys.stderr, flush=True)
+                rate = result["records"] / result["seconds"]
+                print(f"  {variant:<20} repeat {repeat}: {rate:>9,.0f} records/s",
+                      file=sys.stderr, flush=True)
                 shutil.rmtree(scratch, ignore_errors=True)
         found = extras()
         measured = {}
@@ -107,7 +110,8 @@ def run(instances: int, repeats: int, variants: list[str], extra_names: list[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--instances", type=int, default=100_000, help="workflow instances (default 100,000)")
+    parser.add_argument("--instances", type=int, default=100_000,
+                        help="workflow instances (default 100,000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every variant (default 3)")
     parser.add_argument("--variants", default="", help="comma-separated subset of: "
                         + ", ".join([*THROUGHPUT, "memory", "kafka"]))

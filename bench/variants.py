@@ -52,7 +52,8 @@ class Measured:
 class NullSink(DynamicSink[Any]):
     """Counts and drops: the dataflow without any output cost."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+    def build(self, step_id: str, worker_index: int,
+              worker_count: int) -> StatelessSinkPartition[Any]:
         return _Counter()
 
 
@@ -78,7 +79,8 @@ def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
                 cursors[i] += BATCH
 
 
-def _engine(partitions: Partitions, settings: Settings, write: Callable[[list[Row], list[RawRecord]], None]) -> int:
+def _engine(partitions: Partitions, settings: Settings,
+            write: Callable[[list[Row], list[RawRecord]], None]) -> int:
     """The dataflow's stateful step as a loop: group each batch by shard, run that shard's logic,
     hand every output row (facts dropped: they only feed the metrics windows) to `write`."""
     tune_gc()  # as `build_flow` does for the dataflow
@@ -177,8 +179,9 @@ def pipeline_recovery(partitions: Partitions, scratch: Path) -> Measured:
     assert settings.recovery_dir is not None
     config, _ = prepare_recovery(settings.recovery_dir, 1, 0.0)
     flow = build_flow(settings, source=SimulatorSource(partitions))
-    return _timed(partitions, lambda: run_main(flow, epoch_interval=timedelta(seconds=SNAPSHOT_EVERY_S),
-                                               recovery_config=config))
+    every = timedelta(seconds=SNAPSHOT_EVERY_S)
+    return _timed(partitions,
+                  lambda: run_main(flow, epoch_interval=every, recovery_config=config))
 
 
 def pipeline_2proc(partitions: Partitions, scratch: Path, process: int,
@@ -211,7 +214,8 @@ class LatencySink(DynamicSink[Any]):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+    def build(self, step_id: str, worker_index: int,
+              worker_count: int) -> StatelessSinkPartition[Any]:
         return _LatencyFile(self.path)
 
 
@@ -242,7 +246,8 @@ def kafka_latency(partitions: Partitions, scratch: Path) -> Measured:
     """Tail FLOWKEEPER_KAFKA_TOPIC live (idle grace 1 s) into `LatencySink` until terminated."""
     settings = bench_settings(scratch, source="kafka", kafka_start="earliest", idle_grace="1s",
                               commands_topic="")
-    flow = build_flow(settings, source=kafka_input(settings), sink=LatencySink(scratch / LATENCY_FILE))
+    flow = build_flow(settings, source=kafka_input(settings),
+                      sink=LatencySink(scratch / LATENCY_FILE))
     return _timed(partitions, lambda: run_main(flow))
 
 

@@ -17,12 +17,14 @@ VIEWS: list[tuple[str, str, str]] = [
     (
         "outcomes_per_hour",
         "finished instances per workflow type, hour of event time and outcome",
-        """SELECT workflow_type, date_trunc('hour', ended_at) AS hour, outcome, count(*) AS instances
+        """SELECT workflow_type, date_trunc('hour', ended_at) AS hour, outcome,
+                  count(*) AS instances
            FROM outcomes GROUP BY ALL ORDER BY hour, workflow_type, outcome""",
     ),
     (
         "sla_breach_rate_per_step",
-        "per workflow step: instances that entered it, that hit one of its deadlines, and the rate",
+        "per workflow step: instances that entered it, that hit one of its deadlines, and the "
+        "rate",
         """WITH entered AS (
                SELECT workflow_type, to_state AS step, count(DISTINCT instance_id) AS entered
                FROM transitions GROUP BY ALL),
@@ -30,7 +32,8 @@ VIEWS: list[tuple[str, str, str]] = [
                SELECT workflow_type, step, count(DISTINCT instance_id) AS breached FROM (
                    SELECT workflow_type, step, instance_id FROM commands WHERE reason = 'deadline'
                    UNION ALL
-                   SELECT workflow_type, from_state, instance_id FROM transitions WHERE trigger = 'deadline'
+                   SELECT workflow_type, from_state, instance_id FROM transitions
+                   WHERE trigger = 'deadline'
                ) GROUP BY ALL)
            SELECT e.workflow_type, e.step, e.entered, coalesce(b.breached, 0) AS breached,
                   round(coalesce(b.breached, 0) / e.entered, 4) AS breach_rate
@@ -45,7 +48,8 @@ VIEWS: list[tuple[str, str, str]] = [
                   quantile_cont(state_duration_ms, 0.95) AS p95_ms,
                   quantile_cont(state_duration_ms, 0.99) AS p99_ms,
                   max(state_duration_ms) AS max_ms
-           FROM transitions WHERE from_state IS NOT NULL GROUP BY ALL ORDER BY workflow_type, step""",
+           FROM transitions WHERE from_state IS NOT NULL
+           GROUP BY ALL ORDER BY workflow_type, step""",
     ),
     (
         "open_instances",
@@ -63,8 +67,10 @@ VIEWS: list[tuple[str, str, str]] = [
     ),
     (
         "input_accounting",
-        "every input record by disposition: applied, ignored, anomalous, duplicate, late, dead_lettered",
-        """SELECT disposition, count(*) AS records FROM ledger GROUP BY ALL ORDER BY records DESC""",
+        "every input record by disposition: applied, ignored, anomalous, duplicate, late, "
+        "dead_lettered",
+        """SELECT disposition, count(*) AS records FROM ledger
+           GROUP BY ALL ORDER BY records DESC""",
     ),
     (
         "metrics_per_minute",
@@ -131,16 +137,19 @@ VIEWS: list[tuple[str, str, str]] = [
         "deadlines that fired, per workflow step and hour of event time: firings, the commands "
         "they sent, the timeouts they forced, and the instances hit",
         """WITH firings AS (
-               SELECT workflow_type, instance_id, step, due_at AS fired_at, true AS sent, false AS moved
+               SELECT workflow_type, instance_id, step, due_at AS fired_at, true AS sent,
+                      false AS moved
                FROM commands WHERE reason = 'deadline'
                UNION ALL
                SELECT workflow_type, instance_id, from_state, "at", false, true
                FROM transitions WHERE trigger = 'deadline'),
            fired AS (
-               SELECT workflow_type, instance_id, step, fired_at, bool_or(sent) AS sent, bool_or(moved) AS moved
+               SELECT workflow_type, instance_id, step, fired_at, bool_or(sent) AS sent,
+                      bool_or(moved) AS moved
                FROM firings GROUP BY ALL)
-           SELECT workflow_type, step, date_trunc('hour', fired_at) AS hour, count(*) AS deadlines_fired,
-                  count(*) FILTER (WHERE sent) AS commands, count(*) FILTER (WHERE moved) AS timeouts,
+           SELECT workflow_type, step, date_trunc('hour', fired_at) AS hour,
+                  count(*) AS deadlines_fired, count(*) FILTER (WHERE sent) AS commands,
+                  count(*) FILTER (WHERE moved) AS timeouts,
                   count(DISTINCT instance_id) AS instances
            FROM fired GROUP BY ALL ORDER BY hour, workflow_type, step""",
     ),
@@ -152,7 +161,9 @@ VIEWS: list[tuple[str, str, str]] = [
                SELECT workflow_type, date_trunc('minute', started_at) AS minute, outcome,
                       count(*) AS instances
                FROM outcomes GROUP BY ALL)
-           SELECT *, round(instances / sum(instances) OVER (PARTITION BY workflow_type, minute), 4) AS share
+           SELECT *,
+                  round(instances / sum(instances) OVER (PARTITION BY workflow_type, minute), 4)
+                      AS share
            FROM counted ORDER BY minute, workflow_type, outcome""",
     ),
     (
@@ -161,7 +172,8 @@ VIEWS: list[tuple[str, str, str]] = [
         "newest event time seen: a quiet shard without --idle-grace, or a lost deadline",
         """WITH now AS (SELECT max(event_time) AS now FROM ledger),
            current AS (
-               SELECT workflow_type, instance_id, arg_max(definition_version, seq) AS definition_version,
+               SELECT workflow_type, instance_id,
+                      arg_max(definition_version, seq) AS definition_version,
                       arg_max(to_state, seq) AS state, max("at") AS since, any_value(shard) AS shard
                FROM transitions ANTI JOIN outcomes USING (workflow_type, instance_id) GROUP BY ALL),
            first_seen AS (
@@ -176,14 +188,15 @@ VIEWS: list[tuple[str, str, str]] = [
                LEFT JOIN first_seen f ON f.workflow_type = c.workflow_type
                     AND f.instance_id = c.instance_id AND f.event_type = d.from_event
                GROUP BY ALL)
-           SELECT c.workflow_type, c.instance_id, c.state, c.since, d.last_due, n.now AS event_time_now,
-                  n.now - d.last_due AS overdue_by, c.shard
+           SELECT c.workflow_type, c.instance_id, c.state, c.since, d.last_due,
+                  n.now AS event_time_now, n.now - d.last_due AS overdue_by, c.shard
            FROM current c JOIN due d USING (workflow_type, instance_id) CROSS JOIN now n
            WHERE d.last_due < n.now ORDER BY overdue_by DESC, workflow_type, instance_id""",
     ),
     (
         "slowest_instances",
-        "finished instances by duration, longest first, with the step that timed out and the variant",
+        "finished instances by duration, longest first, with the step that timed out and the "
+        "variant",
         """SELECT workflow_type, instance_id, outcome, started_at, ended_at, duration_ms,
                   timed_out_step, variant
            FROM outcomes ORDER BY duration_ms DESC, workflow_type, instance_id""",
@@ -201,7 +214,8 @@ VIEWS: list[tuple[str, str, str]] = [
                WHERE reason = 'compensation' GROUP BY ALL)
            SELECT workflow_type, compensated + compensation_failed AS compensations, compensated,
                   compensation_failed, coalesce(commands, 0) AS commands,
-                  round(compensated / nullif(compensated + compensation_failed, 0), 4) AS success_rate
+                  round(compensated / nullif(compensated + compensation_failed, 0), 4)
+                      AS success_rate
            FROM ended LEFT JOIN sent USING (workflow_type) ORDER BY workflow_type""",
     ),
     (

@@ -157,7 +157,8 @@ def serves_offset(connection: KafkaConnection, topic: str, partition: int, offse
         while (left := deadline - time.monotonic()) > 0:
             message = consumer.poll(left)
             if message is not None:
-                return message.error() is None and message.offset() >= offset
+                found = message.offset()
+                return message.error() is None and found is not None and found >= offset
         return False
     finally:
         consumer.close()

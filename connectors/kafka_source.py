@@ -108,14 +108,16 @@ class KafkaInput(FixedPartitionedSource[RawRecord, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaPartition:
         partition = int(for_part.split("-", 1)[0])
-        if resume_state is not None and resume_state >= 0:  # negative: a logical start (earliest/latest)
+        # A negative resume state is a logical start (earliest/latest), not an offset.
+        if resume_state is not None and resume_state >= 0:
             check_resume_offset(self.connection, self.topic, partition, resume_state)
         inner = self.kafka.build_part(step_id, for_part, resume_state)
         start = resume_state if resume_state is not None else self.start
         return _KafkaPartition(inner, self.topic, partition, start, self.clock)
 
 
-def check_resume_offset(connection: KafkaConnection, topic: str, partition: int, offset: int) -> None:
+def check_resume_offset(connection: KafkaConnection, topic: str, partition: int,
+                        offset: int) -> None:
     """Fail loudly when a snapshot's offset lies outside the partition (topic re-created or
     truncated): resuming would hang or silently skip records.
 
@@ -127,8 +129,9 @@ def check_resume_offset(connection: KafkaConnection, topic: str, partition: int,
     beyond_reported_end = offset > high and serves_offset(connection, topic, partition, offset - 1)
     if not low <= offset <= high and not beyond_reported_end:
         exit_with_message(ConfigError(
-            f"the recovery snapshot resumes {topic!r} partition {partition} at offset {offset}, but "
-            f"the broker holds offsets {low}..{high}: the topic was re-created or truncated since. "
+            f"the recovery snapshot resumes {topic!r} partition {partition} at offset {offset}, "
+            f"but the broker holds offsets {low}..{high}: the topic was re-created or truncated "
+            "since. "
             "Start with a new --recovery-dir (and --kafka-start earliest) to read it from the "
             "beginning, or point --kafka-topic at the topic the snapshot was taken from"))
 

@@ -1,4 +1,5 @@
-"""The `bench` command: runs the benchmark suite in `bench/` (a checkout's folder, not installed)."""
+"""The `bench` command: runs the benchmark suite in `bench/` (a checkout's folder, not
+installed)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def add_bench(sub: Any) -> Handler:
     bench.add_argument("--instances", type=int, help="workflow instances (default 100,000)")
     bench.add_argument("--repeats", type=int, help="runs of every variant (default 3)")
     bench.add_argument("--variants", help="comma-separated subset (see `python -m bench.run -h`)")
-    bench.add_argument("--quick", action="store_true", help="small workload, 1 repeat (a smoke test)")
+    bench.add_argument("--quick", action="store_true",
+                       help="small workload, 1 repeat (a smoke test)")
     return cmd_bench
 
 

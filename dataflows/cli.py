@@ -36,8 +36,8 @@ def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = 
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} (env FLOWKEEPER_{name.upper()}; default {info.default})"
         if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=name.split("_")[-1].upper(),
                                 help=help_text)
@@ -129,7 +129,8 @@ def start_recovery(settings: Settings, overwrite: bool) -> tuple[dict[str, Any],
                                         settings.backup_interval)
     verb = "resuming from" if resuming else "created"
     print(f"{verb} recovery folder {settings.recovery_dir}", file=sys.stderr)
-    return {"recovery_config": config, "epoch_interval": timedelta(seconds=settings.snapshot_interval)}, resuming
+    interval = timedelta(seconds=settings.snapshot_interval)
+    return {"recovery_config": config, "epoch_interval": interval}, resuming
 
 
 def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | None,
@@ -155,9 +156,11 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
         printer.join()
     seconds = time.monotonic() - started
     if settings.duckdb:
-        print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds, PROGRESS.records))
+        print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds,
+                     PROGRESS.records))
     else:
-        print(f"processed {PROGRESS.records:,} records in {seconds:.1f} s; Parquet in {settings.parquet_dir}")
+        print(f"processed {PROGRESS.records:,} records in {seconds:.1f} s; "
+              f"Parquet in {settings.parquet_dir}")
     return 0
 
 
@@ -168,9 +171,11 @@ def cmd_check_definitions(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(Path(args.path))
     for definition in catalog.all():
-        kind = f"{len(definition.states)} states" if isinstance(definition, StateMachine) else "case tracking"
+        kind = (f"{len(definition.states)} states" if isinstance(definition, StateMachine)
+                else "case tracking")
+        source = catalog.files[(definition.workflow, definition.version)]
         print(f"ok  {definition.workflow} v{definition.version}: {kind}, "
-              f"{len(definition.event_types())} event types  ({catalog.files[(definition.workflow, definition.version)]})")
+              f"{len(definition.event_types())} event types  ({source})")
     return 0
 
 
@@ -178,7 +183,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_run(sub: Any) -> Handler:
-    run = sub.add_parser("run", help="run the pipeline (default: the embedded simulator) into --out",
+    run = sub.add_parser("run",
+                         help="run the pipeline (default: the embedded simulator) into --out",
                          description="Run the main dataflow and print a summary at the end.")
     settings_arguments(run)
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
@@ -194,13 +200,15 @@ def _add_check_definitions(sub: Any) -> Handler:
 
 
 # Each command module contributes one `add_*(subparsers) -> handler` function here.
-COMMANDS: list[Callable[[Any], Handler]] = [_add_run, _add_check_definitions, add_replay, add_verify,
-                                            add_import_log, add_report, add_inspect, add_topics,
-                                            add_produce, add_tail, add_bench]
+COMMANDS: list[Callable[[Any], Handler]] = [
+    _add_run, _add_check_definitions, add_replay, add_verify, add_import_log, add_report,
+    add_inspect, add_topics, add_produce, add_tail, add_bench,
+]
 
 
 def parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    main = argparse.ArgumentParser(prog="flowkeeper", description="Watch and drive business workflows "
+    main = argparse.ArgumentParser(prog="flowkeeper",
+                                   description="Watch and drive business workflows "
                                    "from event streams (Bytewax).")
     sub = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Handler] = {}

@@ -8,8 +8,9 @@
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
     records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
 
-Run it with `flowkeeper run`, or the Bytewax way: `python -m bytewax.run "dataflows.pipeline:build_flow()"`
-(settings then come from `FLOWKEEPER_*` environment variables).
+Run it with `flowkeeper run`, or the Bytewax way:
+`python -m bytewax.run "dataflows.pipeline:build_flow()"` (settings then come from `FLOWKEEPER_*`
+environment variables).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def build_flow(
         telemetry=telemetry,
     )
     flow = Dataflow("flowkeeper")
-    records = op.input("input", flow, source if source is not None else make_source(settings, catalog))
+    records = op.input("input", flow,
+                       source if source is not None else make_source(settings, catalog))
     rows = run_shards("workflow_state", records, config)
     split = op.branch("split_facts", rows, lambda row: row[0] == FACT_TABLE)
     facts = op.map("fact_values", split.trues, lambda row: row[1])

@@ -26,8 +26,10 @@ def existing_partitions(folder: Path) -> int:
     return len(list(folder.glob(PARTITION_GLOB))) if folder.is_dir() else 0
 
 
-def prepare_recovery(folder: Path, partitions: int, backup_interval_s: float) -> tuple[RecoveryConfig, bool]:
-    """Create the partitions if the folder has none; returns the config and whether this run resumes."""
+def prepare_recovery(folder: Path, partitions: int,
+                     backup_interval_s: float) -> tuple[RecoveryConfig, bool]:
+    """Create the partitions if the folder has none; returns the config and whether this run
+    resumes."""
     found = existing_partitions(folder)
     if found == 0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,8 @@ def prepare_recovery(folder: Path, partitions: int, backup_interval_s: float) ->
         resuming = False
     elif found != partitions:
         msg = (f"recovery folder {folder} has {found} partitions but --recovery-partitions is "
-               f"{partitions}; pass --recovery-partitions {found} to resume from it, or use a new folder")
+               f"{partitions}; pass --recovery-partitions {found} to resume from it, "
+               "or use a new folder")
         raise ConfigError(msg)
     else:
         resuming = True

@@ -1,4 +1,5 @@
-"""The end-of-run summary: outcomes, input accounting, dead letters, accuracy against ground truth."""
+"""The end-of-run summary: outcomes, input accounting, dead letters, accuracy against ground
+truth."""
 
 from __future__ import annotations
 
@@ -44,11 +45,13 @@ def accuracy(conn: duckdb.DuckDBPyConnection, truth_dir: Path) -> Accuracy:
     return Accuracy(*row)
 
 
-def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: float, records: int) -> str:
+def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: float,
+           records: int) -> str:
     """A plain-text summary of one finished run."""
     conn = duckdb.connect(str(db_path), read_only=True)
     try:
-        lines = [f"processed {records:,} records in {seconds:.1f} s ({records / max(seconds, 1e-9):,.0f}/s)", ""]
+        rate = records / max(seconds, 1e-9)
+        lines = [f"processed {records:,} records in {seconds:.1f} s ({rate:,.0f}/s)", ""]
         lines.append("instances by outcome:")
         for workflow, outcome, n in conn.sql(
             "SELECT workflow_type, outcome, count(*) FROM outcomes GROUP BY ALL ORDER BY 1, 3 DESC"
@@ -74,8 +77,8 @@ def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: fl
         "",
         f"Parquet: {parquet_dir}/<table>/date=YYYY-MM-DD/*.parquet",
         f"DuckDB:  {db_path}",
-        f"try:     {sys.executable} -c \"import duckdb; print(duckdb.connect('{db_path}', read_only=True)"
-        f".sql('SELECT * FROM sla_breach_rate_per_step'))\"",
+        f"try:     {sys.executable} -c \"import duckdb; print(duckdb.connect('{db_path}', "
+        "read_only=True).sql('SELECT * FROM sla_breach_rate_per_step'))\"",
         "more:    flowkeeper report, flowkeeper inspect INSTANCE_ID, the notebooks in notebooks/",
     ]
     return "\n".join(lines)

@@ -25,7 +25,8 @@ from ddsketch import DDSketch
 from operators.timeutil import EPOCH, from_ms, to_ms
 from state.output import FACT_WINDOW_MS, FactTally, Row
 
-OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
+OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated",
+                   "compensation_failed")
 WINDOW = timedelta(milliseconds=FACT_WINDOW_MS)  # the engine tallies facts per window
 
 
@@ -63,7 +64,8 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
     has_latency = acc.latency.count > 0
 
     def q(p: float) -> float | None:
-        return float(acc.latency.get_quantile_value(p)) if has_latency else None
+        value = acc.latency.get_quantile_value(p) if has_latency else None
+        return None if value is None else float(value)
 
     return {
         "row_id": f"{workflow_type}/{shard}/{window_start_ms}",
@@ -91,7 +93,7 @@ def window_metrics(step_id: str, facts: Stream[dict[str, Any]], *, live: bool,
                    now: Callable[[], datetime] | None = None) -> Stream[Row]:
     """Fold facts into one-minute tumbling windows; return `metrics` rows (late facts included)."""
     keyed = op.key_on(f"{step_id}_key", facts, lambda f: f"{f['workflow_type']}|{f['shard']}")
-    clock = EventClock(
+    clock: EventClock[dict[str, Any]] = EventClock(
         ts_getter=lambda f: from_ms(f["stamp"]),
         wait_for_system_duration=timedelta(seconds=10) if live else timedelta(0),
         now_getter=now or (_utc_now if live else frozen_now),

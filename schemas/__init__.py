@@ -1,1 +1,2 @@
-"""Wire formats: the CloudEvents envelope, payload models with upcasters, and output table schemas."""
+"""Wire formats: the CloudEvents envelope, payload models with upcasters, and output table
+schemas."""

@@ -107,7 +107,8 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
     if record.error is not None:
         raise _Reject("source_error", record.error)
     if len(record.value) > rules.max_bytes:
-        msg = f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} (--max-event-bytes)"
+        msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
+               "(--max-event-bytes)")
         raise _Reject("too_large", msg)
     typed = _typed_envelope(record, rules.registry)
     envelope = typed if typed is not None else _envelope(record)
@@ -120,7 +121,8 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
                "definition, or stop sending it to this input")
         raise _Reject("unknown_type", msg, event_id, event_type)
     time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
-    data = typed.data if typed is not None else _payload(envelope, rules.registry, event_id, event_type)
+    data = (typed.data if typed is not None and typed.data is not None
+            else _payload(envelope, rules.registry, event_id, event_type))
     instance_id = _instance_id(envelope, data, route, event_id, event_type)
     return Event(
         event_id=event_id,
@@ -160,7 +162,8 @@ def _typed_envelope(record: RawRecord, registry: PayloadRegistry) -> CloudEventE
         return None
     latest = registry.latest(event_type)
     try:
-        envelope = _typed_model(event_type, registry.models[(event_type, latest)]).model_validate_json(record.value)
+        model = _typed_model(event_type, registry.models[(event_type, latest)])
+        envelope = model.model_validate_json(record.value)
     except ValidationError:
         return None
     version = envelope.dataversion if envelope.dataversion is not None else "1"
@@ -174,7 +177,8 @@ def _typed_model(event_type: str, payload: type[BaseModel]) -> type[CloudEventEn
     """The envelope with `type` pinned to `event_type` and `data` required to be `payload`."""
     model: type[CloudEventEnvelope] = create_model(
         f"{payload.__name__}Event", __base__=CloudEventEnvelope,
-        type=(Literal[event_type], ...), data=(payload, ...),  # type: ignore[valid-type]
+        type=(Literal[event_type], ...),  # type: ignore[arg-type]  # a Literal made at run time
+        data=(payload, ...),
     )
     return model
 

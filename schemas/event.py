@@ -1,4 +1,5 @@
-"""The two records that cross the decode boundary: what a source read, and what decoding made of it."""
+"""The two records that cross the decode boundary: what a source read, and what decoding made
+of it."""
 
 from __future__ import annotations
 

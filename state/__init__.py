@@ -1,1 +1,2 @@
-"""The pure workflow engine: definitions, instance state, event-time shards, snapshots. No Bytewax."""
+"""The pure workflow engine: definitions, instance state, event-time shards, snapshots.
+No Bytewax."""

@@ -40,8 +40,9 @@ class CaseInstance:
     trace_id: str | None = None
     activities: list[str] = field(default_factory=list)
     end_seen: bool = False
-    rule_from: dict[int, int] = field(default_factory=dict)  # within-rule index -> first `from` time
-    rule_last_to: dict[int, int] = field(default_factory=dict)  # within-rule index -> last `to` before `from`
+    # within-rule index -> the first `from` time, and the last `to` before that `from`
+    rule_from: dict[int, int] = field(default_factory=dict)
+    rule_last_to: dict[int, int] = field(default_factory=dict)
     rule_done: tuple[int, ...] = ()
     outcome: str | None = None
     ended_ms: int | None = None
@@ -151,9 +152,11 @@ class CaseInstance:
                                                      event.time_ms, detail, self.trace_id,
                                                      key=rule.label))
 
-    def _rule_anomaly(self, kind: str, label: str, at_ms: int, out: Out, key: str | None = None) -> None:
-        out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id, kind, self._current(),
-                                         None, at_ms, label, self.trace_id, key=key or label))
+    def _rule_anomaly(self, kind: str, label: str, at_ms: int, out: Out,
+                      key: str | None = None) -> None:
+        out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id, kind,
+                                         self._current(), None, at_ms, label, self.trace_id,
+                                         key=key or label))
 
     def _current(self) -> str | None:
         return self.activities[-1] if self.activities else None
@@ -168,7 +171,8 @@ class CaseInstance:
         return {
             "row_id": f"{self.key}/outcome",
             "workflow_type": self.workflow_type, "definition_version": self.definition.version,
-            "instance_id": self.instance_id, "outcome": self.outcome, "final_state": self._current(),
+            "instance_id": self.instance_id, "outcome": self.outcome,
+            "final_state": self._current(),
             "started_at": self.started_ms, "ended_at": self.ended_ms,
             "duration_ms": self.ended_ms - self.started_ms, "step_durations": [],
             "timed_out_step": None, **dict(zip(COUNT_KEYS, self.counts, strict=True)),

@@ -135,21 +135,23 @@ class Catalog:
             route = Route(
                 workflow_type=workflow_type,
                 id_field=definition.instance_id.data_field,
-                assume_zone=ZoneInfo(definition.naive_time_zone) if definition.naive_time_zone else None,
+                assume_zone=(ZoneInfo(definition.naive_time_zone)
+                             if definition.naive_time_zone else None),
             )
             for event_type in definition.event_types():
                 routes[event_type] = route
             if isinstance(definition, CaseTracking) and definition.events == "any":
                 catch_all = route
-        return DecodeRules(routes=routes, registry=registry, catch_all=catch_all, max_bytes=max_bytes,
-                           max_future_skew_ms=max_future_skew_ms)
+        return DecodeRules(routes=routes, registry=registry, catch_all=catch_all,
+                           max_bytes=max_bytes, max_future_skew_ms=max_future_skew_ms)
 
 
 def load_catalog(path: Path) -> Catalog:
     """Load a definition file or folder; raises `DefinitionError` naming file, path and fix."""
     path = Path(path)
     if not path.exists():
-        msg = f"{path}: no such file or folder; pass --definitions with a YAML file or a folder of them"
+        msg = (f"{path}: no such file or folder; pass --definitions with a YAML file or a "
+               "folder of them")
         raise DefinitionError(msg)
     files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
     if not files:

@@ -71,7 +71,8 @@ class Branch(_Strict):
 
 
 class State(_Strict):
-    """A state: transitions (`on`), or parallel branches joined into `then`, or a terminal outcome."""
+    """A state: transitions (`on`), or parallel branches joined into `then`, or a terminal
+    outcome."""
 
     on: dict[Name, Name] = Field(default_factory=dict, max_length=100)
     parallel: dict[Name, Branch] | None = Field(default=None, max_length=50)
@@ -86,17 +87,21 @@ class State(_Strict):
     def _shape(self) -> State:
         if self.outcome is not None:
             if self.on or self.parallel or self.deadlines or self.compensation:
-                msg = "a terminal state (with 'outcome') has no 'on', 'parallel', 'deadlines' or 'compensation'"
+                msg = ("a terminal state (with 'outcome') has no 'on', 'parallel', 'deadlines' or "
+                       "'compensation'")
                 raise ValueError(msg)
             if self.compensate and self.outcome == "completed":
                 raise ValueError("'compensate: true' makes no sense on a 'completed' outcome")
         elif self.parallel is not None:
             if self.then is None:
-                raise ValueError("a parallel state needs 'then': the state entered when all branches are done")
+                raise ValueError("a parallel state needs 'then': the state entered when all "
+                                 "branches are done")
             if any(b.failed for b in self.parallel.values()) and self.on_failure is None:
-                raise ValueError("a parallel state with 'failed' events needs 'on_failure': where a failed branch goes")
+                raise ValueError("a parallel state with 'failed' events needs 'on_failure': "
+                                 "where a failed branch goes")
         elif self.then is not None or self.on_failure is not None:
-            raise ValueError("'then' and 'on_failure' belong to parallel states only; use 'on' here")
+            raise ValueError("'then' and 'on_failure' belong to parallel states only; "
+                             "use 'on' here")
         return self
 
     @property
@@ -155,8 +160,8 @@ class StateMachine(_Strict):
 class SlaRule(_Strict):
     """One case-tracking rule; exactly one of the three forms.
 
-    - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the limit
-      (without `from`: within the limit of the case's first event);
+    - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the
+      limit (without `from`: within the limit of the case's first event);
     - `complete_within`: the case must end within this long of its first event;
     - `stuck_after`: no event for this long makes the case stuck (an anomaly, once).
     """
@@ -172,9 +177,11 @@ class SlaRule(_Strict):
 
     @model_validator(mode="after")
     def _one_form(self) -> SlaRule:
-        forms = [self.within is not None, self.complete_within is not None, self.stuck_after is not None]
+        forms = [self.within is not None, self.complete_within is not None,
+                 self.stuck_after is not None]
         if sum(forms) != 1:
-            raise ValueError("write exactly one of 'within' (with 'from' and 'to'), 'complete_within', 'stuck_after'")
+            raise ValueError("write exactly one of 'within' (with 'from' and 'to'), "
+                             "'complete_within', 'stuck_after'")
         if self.within is not None and self.to is None:
             raise ValueError("a 'within' rule needs a 'to' event type (and 'from', or none to "
                              "measure from the case's first event)")

@@ -14,6 +14,7 @@ def parse_duration_ms(text: str) -> int:
     """Parse one duration; raises ValueError with the accepted forms."""
     match = _PATTERN.match(text)
     if not match:
-        msg = f"{text!r} is not a duration; write a whole number and a unit: 500ms, 30s, 15m, 2h, 3d"
+        msg = (f"{text!r} is not a duration; write a whole number and a unit: "
+               "500ms, 30s, 15m, 2h, 3d")
         raise ValueError(msg)
     return int(match.group(1)) * _UNITS[match.group(2)]

@@ -98,7 +98,8 @@ class MachineInstance:
         self._note_first(event)
         self.trace_id = self.trace_id or event.trace_id
         if self.ended:
-            return self._anomaly("after_terminal", event, out, f"instance already ended as {self.outcome}")
+            return self._anomaly("after_terminal", event, out,
+                                 f"instance already ended as {self.outcome}")
         if self.compensating:
             return self._on_ack(event, out)
         state = self.definition.states[self.state]
@@ -159,7 +160,8 @@ class MachineInstance:
         if len(self.branches_done) == len(state.parallel):
             self._leave_to(state.then, event.time_ms, "event", event, out)
 
-    def _leave_to(self, target: str, at_ms: int, trigger: str, event: Event | None, out: Out) -> None:
+    def _leave_to(self, target: str, at_ms: int, trigger: str, event: Event | None,
+                  out: Out) -> None:
         current = self.definition.states[self.state]
         goal = self.definition.states[target]
         duration = at_ms - self.entered_ms

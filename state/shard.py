@@ -91,7 +91,8 @@ class Tombstone:
 class Shard:
     """Instances, buffered events and deadlines of one shard; see the module docstring."""
 
-    def __init__(self, name: str, catalog: Catalog, rules: DecodeRules, config: ShardConfig) -> None:
+    def __init__(self, name: str, catalog: Catalog, rules: DecodeRules,
+                 config: ShardConfig) -> None:
         self.name, self.catalog, self.rules, self.config = name, catalog, rules, config
         self.watermark = NEVER
         self.frontier = NEVER
@@ -133,7 +134,8 @@ class Shard:
         self.watermark = max(self.watermark, self.frontier - self.config.allowed_lateness_ms)
         self.arrivals += 1
         sequence = event.sequence if event.sequence is not None else 0
-        heapq.heappush(self.queue, (event.time_ms, EVENT, sequence, self.arrivals, event, out_of_order))
+        heapq.heappush(self.queue,
+                       (event.time_ms, EVENT, sequence, self.arrivals, event, out_of_order))
 
     def advance_to(self, watermark_ms: int, out: Out) -> None:
         """Move the watermark (never back) and release everything now due.
@@ -185,8 +187,8 @@ class Shard:
         instance = self.instances.get(key)
         if instance is None:
             if key in self.tombstones:
-                out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "after_terminal",
-                                                 None, event, event.time_ms,
+                out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
+                                                 "after_terminal", None, event, event.time_ms,
                                                  "instance already ended and was evicted", None))
                 self._settle(event, ANOMALOUS, out)
                 return
@@ -195,13 +197,15 @@ class Shard:
                 if event.type in getattr(self.catalog.latest(event.workflow_type), "ignore", ()):
                     self._settle(event, "ignored", out)
                 else:
-                    out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "orphan_event",
-                                                     None, event, event.time_ms,
-                                                     f"{event.type} for an instance that never started", None))
+                    detail = f"{event.type} for an instance that never started"
+                    out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
+                                                     "orphan_event", None, event, event.time_ms,
+                                                     detail, None))
                     self._settle(event, ANOMALOUS, out)
                 self._push(event.time_ms + self.config.tombstone_retention_ms, FORGET, key, None)
                 return
-            disposition = instance.apply(event, out) if isinstance(instance, CaseInstance) else APPLIED
+            disposition = (instance.apply(event, out) if isinstance(instance, CaseInstance)
+                           else APPLIED)
         else:
             disposition = instance.apply(event, out)
         if out_of_order:
@@ -224,7 +228,8 @@ class Shard:
             instance.counts = early
         self.instances[key] = instance
         self.history[key] = ()
-        self.open_by_workflow[event.workflow_type] = self.open_by_workflow.get(event.workflow_type, 0) + 1
+        workflow = event.workflow_type
+        self.open_by_workflow[workflow] = self.open_by_workflow.get(workflow, 0) + 1
         instance.start(event, out)
         return instance
 
@@ -266,7 +271,8 @@ class Shard:
 
     # -- dispositions ----------------------------------------------------------------------
 
-    def _settle(self, event: Event, disposition: str, out: Out, instance: Instance | None = None) -> None:
+    def _settle(self, event: Event, disposition: str, out: Out,
+                instance: Instance | None = None) -> None:
         """Write the ledger row of an event and count it on its instance."""
         instance = instance or self.instances.get(event.instance_key)
         if instance is not None:
@@ -303,9 +309,10 @@ class Shard:
         detail = "same event id as an earlier event but a different body"
         instance = self.instances.get(event.instance_key)
         state = instance.state if instance is not None else None
-        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "conflicting_duplicate",
-                                         state, event, max(self.watermark, event.time_ms), detail,
-                                         None, key=f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"))
+        key = f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"
+        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
+                                         "conflicting_duplicate", state, event,
+                                         max(self.watermark, event.time_ms), detail, None, key=key))
         self._settle(event, ANOMALOUS, out)
 
     def _late(self, event: Event, out: Out) -> None:
@@ -315,8 +322,9 @@ class Shard:
         instance = self.instances.get(key)
         state = instance.state if instance is not None else None
         lag = self.watermark - event.time_ms
-        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "late_event", state,
-                                         event, self.watermark, f"{lag} ms behind the watermark", None))
+        out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "late_event",
+                                         state, event, self.watermark,
+                                         f"{lag} ms behind the watermark", None))
         self._settle(event, "late", out)
         if instance is None:
             return
@@ -342,7 +350,8 @@ class Shard:
         for event in [*_history_events(self.history[key], late), late]:
             scratch.arrivals += 1
             sequence = event.sequence if event.sequence is not None else 0
-            heapq.heappush(scratch.queue, (event.time_ms, EVENT, sequence, scratch.arrivals, event, False))
+            heapq.heappush(scratch.queue,
+                           (event.time_ms, EVENT, sequence, scratch.arrivals, event, False))
         scratch.watermark = self.watermark
         scratch._release(Discard(self.name))
         return scratch.instances.get(key)
@@ -403,7 +412,8 @@ class Shard:
         for key in sorted(shard._finished - scheduled):
             instance = shard.instances[key]
             assert instance.ended_ms is not None
-            shard._push(instance.ended_ms + parse_duration_ms(instance.definition.retention), EVICT, key, None)
+            evict_at = instance.ended_ms + parse_duration_ms(instance.definition.retention)
+            shard._push(evict_at, EVICT, key, None)
         shard.tombstones = {k: Tombstone(*t) for k, t in data["tombstones"].items()}
         shard.early_counts = dict(data["early_counts"])
         return shard
@@ -432,8 +442,10 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     Tombstones carry their own expiry, so an older timer cannot forget a newer tombstone, and
     evictions are due `retention` after the end in event time (v1 counted from when the end was
     processed), so v1's eviction timers are dropped and scheduled anew on restore."""
-    history = {k: [[e[0], e[1], e[2], e[10]] for e in events] for k, events in data["history"].items()}
-    tombstones = {k: [o, e, e + _V1_TOMBSTONE_RETENTION_MS] for k, (o, e) in data["tombstones"].items()}
+    history = {k: [[e[0], e[1], e[2], e[10]] for e in events]
+               for k, events in data["history"].items()}
+    tombstones = {k: [o, e, e + _V1_TOMBSTONE_RETENTION_MS]
+                  for k, (o, e) in data["tombstones"].items()}
     queue = [entry for entry in data["queue"] if entry[1] != EVICT]  # rescheduled by `restore`
     return {**data, "version": 2, "history": history, "tombstones": tombstones, "queue": queue}
 

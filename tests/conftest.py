@@ -9,7 +9,7 @@ import pytest
 
 from analysis.outputs import open_outputs
 from tests.demo_kit import demo_run
-from tests.kafka_broker import broker
+from tests.kafka_broker import broker  # noqa: F401  # a fixture: pytest finds it by name here
 
 
 @pytest.fixture(scope="session")

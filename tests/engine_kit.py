@@ -78,8 +78,10 @@ def write_catalog(tmp_path: Path, *documents: str) -> Catalog:
 
 
 def ce(event_id: str, event_type: str, minutes: float, order: str = "o1", *,
-       subject: str | None = None, sequence: int | None = None, extra: dict[str, Any] | None = None) -> bytes:
-    """CloudEvent bytes at T0 + minutes, for the order workflow (id in data) or tickets (subject)."""
+       subject: str | None = None, sequence: int | None = None,
+       extra: dict[str, Any] | None = None) -> bytes:
+    """CloudEvent bytes at T0 + minutes, for the order workflow (id in data) or tickets
+    (subject)."""
     body: dict[str, Any] = {
         "specversion": "1.0", "id": event_id, "source": "test", "type": event_type,
         "time": (T0 + timedelta(minutes=minutes)).isoformat(),

@@ -6,7 +6,8 @@ from tests.engine_kit import ce
 
 PREFIX = [
     ce("a1", "OrderPlaced", 0, "a"), ce("a2", "PaymentAuthorized", 3, "a"),
-    ce("b1", "OrderPlaced", 5, "b"), ce("c1", "OrderPlaced", 6, "c"), ce("c2", "PaymentDeclined", 7, "c"),
+    ce("b1", "OrderPlaced", 5, "b"), ce("c1", "OrderPlaced", 6, "c"),
+    ce("c2", "PaymentDeclined", 7, "c"),
     ce("a2", "PaymentAuthorized", 3, "a"), ce("t1", "Opened", 8, subject="case-1"),
     ce("d1", "OrderPlaced", 90, "d"), ce("b2", "OrderViewed", 8.5, "b"),
 ]

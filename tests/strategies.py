@@ -7,14 +7,15 @@ from hypothesis import strategies as st
 from tests.engine_kit import ce
 
 SCRIPTS: dict[str, list[str]] = {
-    "happy": ["OrderPlaced", "PaymentAuthorized", "InventoryReserved", "ItemsPicked", "LabelPrinted",
-              "InvoiceSent", "OrderShipped"],
+    "happy": ["OrderPlaced", "PaymentAuthorized", "InventoryReserved", "ItemsPicked",
+              "LabelPrinted", "InvoiceSent", "OrderShipped"],
     "declined": ["OrderPlaced", "OrderViewed", "PaymentDeclined"],
     "silent": ["OrderPlaced"],
     "compensated": ["OrderPlaced", "PaymentAuthorized", "InventoryReserved", "InvoiceFailed",
                     "InventoryReleased", "PaymentRefunded"],
     "compensation_failed": ["OrderPlaced", "PaymentAuthorized", "InventoryUnavailable"],
-    "noisy": ["OrderPlaced", "OrderShipped", "PaymentAuthorized", "PaymentAuthorized", "InventoryReserved"],
+    "noisy": ["OrderPlaced", "OrderShipped", "PaymentAuthorized", "PaymentAuthorized",
+              "InventoryReserved"],
 }
 
 

@@ -579,7 +579,8 @@ JSON_LEAVES = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=F
 JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 OFFSETS = st.builds(lambda m: timezone(timedelta(minutes=m)), st.integers(-1439, 1439))
-NAIVE_BOUNDS = {"min_value": datetime(1, 1, 2), "max_value": datetime(9999, 12, 30)}
+# Hypothesis takes naive bounds; `timezones=` below adds the offsets.
+NAIVE_BOUNDS = {"min_value": datetime(1, 1, 2), "max_value": datetime(9999, 12, 30)}  # noqa: DTZ001
 STAMPS = (st.datetimes(**NAIVE_BOUNDS, timezones=st.none() | OFFSETS).map(lambda d: d.isoformat())
           | st.text(alphabet="0123456789-:TZtz+. ", max_size=30))
 TYPES = st.sampled_from(["TicketOpened", "TicketClosed", "Escalated", "TillSale", "Other"])

@@ -49,7 +49,8 @@ def test_escalation_chain_then_timeout_by_other_traffic(catalog: Catalog) -> Non
     assert h.commands() == []
     h.feed(ce("o2-2", "OrderCancelled", 17, "o2"))  # watermark 16 min: reminder due at 15
     assert h.commands() == ["SendPaymentReminder"]
-    assert "outcomes" not in h.tables() or all(r["instance_id"] != "o1" for r in h.tables()["outcomes"])
+    assert ("outcomes" not in h.tables()
+            or all(r["instance_id"] != "o1" for r in h.tables()["outcomes"]))
     h.feed(ce("o3-1", "OrderPlaced", 32, "o3"))  # watermark 31 min: cancel due at 30
     assert h.commands() == ["SendPaymentReminder", "CancelOrder"]
     outcome = h.outcome()
@@ -61,7 +62,8 @@ def test_escalation_chain_then_timeout_by_other_traffic(catalog: Catalog) -> Non
 
 
 def test_event_exactly_at_deadline_is_in_time(catalog: Catalog) -> None:
-    """A payment stamped exactly at the cancellation deadline is applied before the deadline fires."""
+    """A payment stamped exactly at the cancellation deadline is applied before the deadline
+    fires."""
     h = Harness(catalog).feed(ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 30),
                               ce("e3", "InventoryUnavailable", 31)).drain()
     assert h.commands() == ["SendPaymentReminder", "RefundPayment"]
@@ -82,7 +84,8 @@ def test_invalid_transition_is_an_anomaly_and_keeps_state(catalog: Catalog) -> N
 def test_ignored_events_are_counted_not_applied(catalog: Catalog) -> None:
     """Types listed under `ignore` are counted as ignored, on live and unknown instances alike."""
     h = Harness(catalog).feed(ce("e1", "OrderPlaced", 0), ce("e2", "OrderViewed", 1),
-                              ce("z", "OrderViewed", 1, "nobody"), ce("e3", "PaymentDeclined", 2)).drain()
+                              ce("z", "OrderViewed", 1, "nobody"),
+                              ce("e3", "PaymentDeclined", 2)).drain()
     assert h.dispositions() == {0: "applied", 1: "ignored", 2: "ignored", 3: "applied"}
     assert h.outcome()["ignored"] == 1
 
@@ -102,7 +105,8 @@ def test_duplicates_and_conflicting_duplicates(catalog: Catalog) -> None:
 def test_out_of_order_within_lateness_is_applied_in_event_time_order(catalog: Catalog) -> None:
     """Events arriving out of order but within the allowed lateness are reordered and applied."""
     h = Harness(catalog, lateness_ms=10 * MIN).feed(
-        ce("e2", "PaymentAuthorized", 5), ce("e1", "OrderPlaced", 0), ce("e3", "InventoryUnavailable", 6)).drain()
+        ce("e2", "PaymentAuthorized", 5), ce("e1", "OrderPlaced", 0),
+        ce("e3", "InventoryUnavailable", 6)).drain()
     assert h.dispositions() == {0: "applied", 1: "applied", 2: "applied"}
     assert h.outcome()["out_of_order"] == 1
     assert h.commands() == ["RefundPayment"]
@@ -147,7 +151,8 @@ def test_compensation_in_reverse_order_and_acknowledged(catalog: Catalog) -> Non
     once both acknowledgements arrive."""
     h = Harness(catalog).feed(ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 1),
                               ce("e3", "InventoryReserved", 2), ce("e4", "InvoiceFailed", 3),
-                              ce("e5", "InventoryReleased", 4), ce("e6", "PaymentRefunded", 5)).drain()
+                              ce("e5", "InventoryReleased", 4),
+                              ce("e6", "PaymentRefunded", 5)).drain()
     assert h.commands() == ["ReleaseInventory", "RefundPayment"]
     commands = h.tables()["commands"]
     assert {c["reason"] for c in commands} == {"compensation"}
@@ -158,14 +163,16 @@ def test_compensation_in_reverse_order_and_acknowledged(catalog: Catalog) -> Non
 def test_compensation_without_acks_fails_at_its_deadline(catalog: Catalog) -> None:
     """Missing acknowledgements end the instance `compensation_failed` after the timeout."""
     h = Harness(catalog).feed(ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 1),
-                              ce("e3", "InventoryUnavailable", 2), ce("o2", "OrderPlaced", 120, "o2"))
+                              ce("e3", "InventoryUnavailable", 2),
+                              ce("o2", "OrderPlaced", 120, "o2"))
     outcome = h.outcome()
     assert outcome["outcome"] == "compensation_failed"
     assert outcome["ended_at"] - outcome["started_at"] == 62 * MIN
 
 
 def test_nothing_to_compensate_keeps_the_terminal_outcome(catalog: Catalog) -> None:
-    """A timeout before any compensable step completed ends plainly `timed_out`, no undo commands."""
+    """A timeout before any compensable step completed ends plainly `timed_out`, no undo
+    commands."""
     h = Harness(catalog).feed(ce("e1", "OrderPlaced", 0)).drain()
     assert h.commands() == ["SendPaymentReminder", "CancelOrder"]
     assert h.outcome()["outcome"] == "timed_out"
@@ -174,8 +181,9 @@ def test_nothing_to_compensate_keeps_the_terminal_outcome(catalog: Catalog) -> N
 def test_parallel_branches_must_all_finish(catalog: Catalog) -> None:
     """The packing fan-out waits for every branch; one branch twice is an anomaly, not progress."""
     h = Harness(catalog, lateness_ms=0).feed(
-        ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 1), ce("e3", "InventoryReserved", 2),
-        ce("e4", "ItemsPicked", 3), ce("e5", "ItemsPicked", 4), ce("e6", "LabelPrinted", 5),
+        ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 1),
+        ce("e3", "InventoryReserved", 2), ce("e4", "ItemsPicked", 3), ce("e5", "ItemsPicked", 4),
+        ce("e6", "LabelPrinted", 5),
         ce("tick", "OrderPlaced", 6, "o2"))
     assert h.shard.instances["shop_order/o1"].state == "packing"
     assert h.dispositions()[4] == "anomalous"
@@ -203,12 +211,14 @@ def test_orphan_event_is_an_anomaly(catalog: Catalog) -> None:
 def test_finished_instances_are_evicted_leaving_a_tombstone(catalog: Catalog) -> None:
     """After the retention period the instance leaves memory, yet its late duplicate is still
     recognised and a new event for it is an anomaly, not a new instance."""
-    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0), ce("e2", "PaymentDeclined", 1),
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("e2", "PaymentDeclined", 1),
                                                ce("o2", "OrderPlaced", 10, "o2"),
                                                ce("o3", "OrderPlaced", 200, "o3"))
     assert "shop_order/o1" not in h.shard.instances
     assert "shop_order/o1" in h.shard.tombstones
-    h.feed(ce("e1", "OrderPlaced", 0), ce("e9", "OrderShipped", 201), ce("o4", "OrderPlaced", 203, "o4"))
+    h.feed(ce("e1", "OrderPlaced", 0), ce("e9", "OrderShipped", 201),
+           ce("o4", "OrderPlaced", 203, "o4"))
     assert h.dispositions()[4] == "duplicate"
     assert h.dispositions()[5] == "anomalous"
     assert h.tables()["anomalies"][-1]["kind"] == "after_terminal"
@@ -216,7 +226,8 @@ def test_finished_instances_are_evicted_leaving_a_tombstone(catalog: Catalog) ->
 
 def test_tombstones_expire_too(catalog: Catalog) -> None:
     """Tombstones are forgotten after their own retention, so memory stays bounded."""
-    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0), ce("e2", "PaymentDeclined", 1),
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("e2", "PaymentDeclined", 1),
                                                ce("o2", "OrderPlaced", 10, "o2"),
                                                ce("o3", "OrderPlaced", 200, "o3"))
     assert "shop_order/o1" in h.shard.tombstones
@@ -228,7 +239,8 @@ def test_tombstones_expire_too(catalog: Catalog) -> None:
 def test_running_instances_keep_their_definition_version(tmp_path: Path) -> None:
     """An instance started on v1 finishes on v1 after v2 (with a shorter deadline) is loaded."""
     v1 = write_catalog(tmp_path / "a", ORDER_V1)
-    h = Harness(v1, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0), ce("x", "OrderViewed", 2, "o9"))
+    h = Harness(v1, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                          ce("x", "OrderViewed", 2, "o9"))
     assert "shop_order/o1" in h.shard.instances
     snapshot = h.shard.snapshot()
     v2_text = ORDER_V1.replace("version: 1", "version: 2").replace("after: 30m", "after: 20m")
@@ -246,7 +258,8 @@ def test_running_instances_keep_their_definition_version(tmp_path: Path) -> None
 def test_case_tracking_records_variant_sla_and_duration(catalog: Catalog) -> None:
     """A tracked case gets its activity sequence, an SLA breach when Assigned comes late, a stuck
     anomaly after two idle days, and closes with duration last minus first event."""
-    h = Harness(catalog).feed(ce("t1", "Opened", 0, subject="c1"), ce("t2", "Assigned", 90, subject="c1"),
+    h = Harness(catalog).feed(ce("t1", "Opened", 0, subject="c1"),
+                              ce("t2", "Assigned", 90, subject="c1"),
                               ce("t3", "Closed", 4 * 24 * 60, subject="c1")).drain()
     outcome = h.outcome("c1", "tickets")
     assert outcome["variant"] == "Opened > Assigned > Closed"
@@ -258,7 +271,8 @@ def test_case_tracking_records_variant_sla_and_duration(catalog: Catalog) -> Non
 
 def test_case_without_end_activity_times_out_when_idle(catalog: Catalog) -> None:
     """A case that never reaches an `end_on` activity closes as `timed_out` and is overdue."""
-    h = Harness(catalog).feed(ce("t1", "Opened", 0, subject="c2"), ce("t2", "Assigned", 30, subject="c2")).drain()
+    h = Harness(catalog).feed(ce("t1", "Opened", 0, subject="c2"),
+                              ce("t2", "Assigned", 30, subject="c2")).drain()
     assert h.outcome("c2", "tickets")["outcome"] == "timed_out"
     kinds = sorted(a["kind"] for a in h.tables()["anomalies"])
     assert kinds == ["case_overdue", "stuck"]

@@ -14,7 +14,8 @@ from tests.engine_kit import ORDER_V1, Harness, write_catalog
 from tests.strategies import cases
 
 LATENESS = 10 * 24 * 3_600_000  # longer than any generated case: every permutation is in time
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +25,16 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
 
 def verdicts(h: Harness) -> tuple[list[tuple[str, str, str]], list[str]]:
     tables = h.tables()
-    outcomes = sorted((o["instance_id"], o["outcome"], o["final_state"]) for o in tables["outcomes"])
+    outcomes = sorted((o["instance_id"], o["outcome"], o["final_state"])
+                      for o in tables["outcomes"])
     commands = sorted(c["idempotency_key"] for c in tables["commands"])
     return outcomes, commands
 
 
 @PROPERTY
 @given(events=cases(), data=st.data())
-def test_any_permutation_within_lateness_gives_the_same_verdicts(catalog: Catalog, events: list[bytes],
-                                                                 data: st.DataObject) -> None:
+def test_any_permutation_within_lateness_gives_the_same_verdicts(
+        catalog: Catalog, events: list[bytes], data: st.DataObject) -> None:
     """Any arrival order within the allowed lateness yields the same outcomes and commands."""
     shuffled = data.draw(st.permutations(events))
     in_order = Harness(catalog, LATENESS).feed(*events).drain()
@@ -68,7 +70,8 @@ def test_snapshot_restore_midway_equals_one_pass(catalog: Catalog, events: list[
     one_pass = Harness(catalog, lateness).feed(*events).drain()
     first = Harness(catalog, lateness).feed(*events[:cut])
     second = Harness(catalog, lateness)
-    second.shard = Shard.restore(first.shard.snapshot(), catalog, first.shard.rules, first.shard.config)
+    second.shard = Shard.restore(first.shard.snapshot(), catalog, first.shard.rules,
+                                 first.shard.config)
     second.offset = first.offset
     second.out.fact_clock = first.out.fact_clock
     second.feed(*events[cut:]).drain()
@@ -81,7 +84,8 @@ def test_input_accounting_always_adds_up(catalog: Catalog, events: list[bytes], 
                                          lateness: int) -> None:
     """Whatever the order, duplicates and lateness, every record gets exactly one ledger row and
     every outcome's counts sum to its events."""
-    noisy = data.draw(st.permutations(events + data.draw(st.lists(st.sampled_from(events), max_size=4))))
+    repeats = data.draw(st.lists(st.sampled_from(events), max_size=4))
+    noisy = data.draw(st.permutations(events + repeats))
     h = Harness(catalog, lateness).feed(*noisy, b"{broken").drain()
     ledger = h.tables()["ledger"]
     assert sorted(r["offset"] for r in ledger) == list(range(len(noisy) + 1))
@@ -97,7 +101,8 @@ def test_strategy_covers_every_script(tmp_path: Path) -> None:
     assert {"happy", "silent", "compensated", "compensation_failed", "noisy"} <= set(SCRIPTS)
 
 
-def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog, tmp_path: Path) -> None:
+def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog,
+                                                                tmp_path: Path) -> None:
     """A v1 shard snapshot (checked-in fixture) is migrated on restore, and feeding the rest of
     the events gives exactly the rows of an uninterrupted run."""
     import json
@@ -106,7 +111,8 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     from tests.snapshot_kit import LATENESS_MS, PREFIX, REST
 
     both = write_catalog(tmp_path, ORDER_V1, CASES)
-    fixture = json.loads((Path(__file__).parent / "fixtures" / "shard_snapshot_v1.json").read_text())
+    fixture_path = Path(__file__).parent / "fixtures" / "shard_snapshot_v1.json"
+    fixture = json.loads(fixture_path.read_text())
     assert fixture["version"] == 1
     one_pass = Harness(both, LATENESS_MS).feed(*PREFIX, *REST).drain()
     prefix = Harness(both, LATENESS_MS).feed(*PREFIX)

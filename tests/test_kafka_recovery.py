@@ -60,7 +60,8 @@ def topic(broker: Broker, simulation: Simulation) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(broker: Broker, topic: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+def reference(broker: Broker, topic: str,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """An uninterrupted run over the topic, and how long it took."""
     out = tmp_path_factory.mktemp("kafka-reference")
     started = time.monotonic()
@@ -77,8 +78,9 @@ def assert_same(got: Path, want: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [7])
-def test_kill_9_while_consuming_kafka_then_resume(broker: Broker, topic: str, reference: tuple[Path, float],
-                                                  tmp_path: Path, seed: int) -> None:
+def test_kill_9_while_consuming_kafka_then_resume(broker: Broker, topic: str,
+                                                  reference: tuple[Path, float], tmp_path: Path,
+                                                  seed: int) -> None:
     """SIGKILL at a random moment (seeded) while consuming the 4-partition topic, then a restart
     with the same recovery folder: every table equals the uninterrupted run's, no duplicates."""
     want, duration = reference
@@ -154,7 +156,8 @@ def test_a_recreated_topic_under_a_snapshot_fails_loudly(broker: Broker, simulat
 
     for _ in range(50):
         try:
-            create_topic(broker.connection, topic, simulation.config.partitions, 1, {"retention.ms": "-1"})
+            create_topic(broker.connection, topic, simulation.config.partitions, 1,
+                         {"retention.ms": "-1"})
             break
         except Exception:
             time.sleep(0.2)

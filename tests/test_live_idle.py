@@ -1,4 +1,5 @@
-"""The live wall-clock path: an idle stream still fires deadlines on time (real sleeps, on purpose)."""
+"""The live wall-clock path: an idle stream still fires deadlines on time (real sleeps, on
+purpose)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_idle_live_stream_fires_the_deadline_within_seconds_of_wall_time(tmp_pat
     fired_at = None
     try:
         while datetime.now(UTC) < due + timedelta(seconds=10):
-            if any(t == "commands" and r["command"] == "SendPaymentReminder" for t, r in list(rows)):
+            if any(t == "commands" and r["command"] == "SendPaymentReminder"
+                   for t, r in list(rows)):
                 fired_at = datetime.now(UTC)
                 break
             time.sleep(0.05)

@@ -22,7 +22,8 @@ RUN = ["--sim-instances", "2000", "--sim-seed", "23", "--snapshot-interval", "0.
        "--flush-seconds", "0.05", "--parquet-batch-rows", "500", "--workers", "2"]
 
 
-def flowkeeper(out: Path, recovery: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def flowkeeper(out: Path, recovery: Path | None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `flowkeeper run` as its own process (so SIGKILL hits nothing else)."""
     args = [sys.executable, "-m", "dataflows.cli", "run", "--out", str(out), *RUN]
     if recovery is not None:
@@ -124,7 +125,8 @@ def test_full_disk_fails_clearly_then_resumes_cleanly(reference: Path, tmp_path:
         proc = flowkeeper(out, recovery, {"FLOWKEEPER_DUCKDB": "false"})
         output = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode != 0
-        assert "No space left on device" in output and "free space or point --out elsewhere" in output
+        assert "No space left on device" in output
+        assert "free space or point --out elsewhere" in output
         assert str(out) in output
         import pyarrow.parquet as pq
 

@@ -374,11 +374,13 @@ def test_duckdb_commits_when_buffer_is_full_old_or_snapshotted(tmp_path: Path) -
     comes first; readers never see a part of what was flushed together."""
     db_path = tmp_path / "out.duckdb"
     clock = FakeClock()
-    part = DuckDBSink(db_path, batch_rows=3, flush_seconds=5.0, clock=clock).build_part("out", "duckdb", None)
+    sink = DuckDBSink(db_path, batch_rows=3, flush_seconds=5.0, clock=clock)
+    part = sink.build_part("out", "duckdb", None)
     a, b, c = _rows("transitions")[:3]
 
     def stored() -> list[str]:
-        return [row[0] for row in part._conn.execute("SELECT row_id FROM transitions ORDER BY row_id").fetchall()]
+        found = part._conn.execute("SELECT row_id FROM transitions ORDER BY row_id").fetchall()
+        return [row[0] for row in found]
 
     part.write_batch([_batch("transitions", a)])
     clock.now = 4.999

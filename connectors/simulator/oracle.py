@@ -139,7 +139,8 @@ def _step(arrival: Arrival) -> Step:
     return Step(meta.time_ms, meta.type, (meta.sequence or 0, arrival.index))
 
 
-def _corrects(found: list[Arrival], accepted: list[int], late: int, definition: StateMachine) -> bool:
+def _corrects(found: list[Arrival], accepted: list[int], late: int,
+              definition: StateMachine) -> bool:
     """Would the late event, applied in its place, change the instance's (outcome, state)?"""
     arrival = found[late]
     watermark = arrival.watermark_before
