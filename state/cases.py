@@ -16,10 +16,10 @@ from state.definition import CaseTracking
 from state.durations import parse_duration_ms
 from state.machine import (
     APPLIED,
-    COUNT_KEYS,
     NO_COUNTS,
     Counts,
     DeadlineRef,
+    InstanceBase,
     anomaly_row,
     deadline_ref,
 )
@@ -29,7 +29,7 @@ NEVER_STALE = -1
 
 
 @dataclass(slots=True)
-class CaseInstance:
+class CaseInstance(InstanceBase):
     """What one case remembers; plain data."""
 
     definition: CaseTracking
@@ -48,18 +48,6 @@ class CaseInstance:
     ended_ms: int | None = None
     counts: Counts = NO_COUNTS
     armed: tuple[tuple[int, DeadlineRef], ...] = ()  # taken (and emptied) by the shard
-
-    @property
-    def workflow_type(self) -> str:
-        return self.definition.workflow
-
-    @property
-    def instance_id(self) -> str:
-        return self.key[len(self.definition.workflow) + 1:]
-
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
 
     def start(self, event: Event, out: Out) -> None:
         """A case starts with its first event, which is then applied like any other."""
@@ -166,18 +154,9 @@ class CaseInstance:
         return self._current() or ""
 
     def outcome_row(self) -> dict[str, Any]:
-        """The `outcomes` row of a closed case."""
-        assert self.outcome is not None and self.ended_ms is not None
-        return {
-            "row_id": f"{self.key}/outcome",
-            "workflow_type": self.workflow_type, "definition_version": self.definition.version,
-            "instance_id": self.instance_id, "outcome": self.outcome,
-            "final_state": self._current(),
-            "started_at": self.started_ms, "ended_at": self.ended_ms,
-            "duration_ms": self.ended_ms - self.started_ms, "step_durations": [],
-            "timed_out_step": None, **dict(zip(COUNT_KEYS, self.counts, strict=True)),
-            "variant": " > ".join(self.activities), "trace_id": self.trace_id,
-        }
+        """The `outcomes` row of a closed case: its last activity, and its activities as the
+        variant (cases have no steps to time)."""
+        return self.finished_row(self._current(), [], None, self.activities)
 
     def to_snapshot(self) -> tuple[Any, ...]:
         """A row, like `MachineInstance.to_snapshot` (mutable fields copied)."""

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from schemas.event import Event
-from state.definition import StateMachine
+from state.definition import CaseTracking, StateMachine
 from state.durations import parse_duration_ms
 from state.output import Out
 
@@ -47,8 +47,56 @@ def deadline_ref(visit: int, kind: str, index: int) -> DeadlineRef:
     return (visit, kind, index)
 
 
+class InstanceBase:
+    """What both kinds of instance (`MachineInstance`, `state.cases.CaseInstance`) derive alike
+    from their fields: the id and type from `key`, and the common part of the `outcomes` row."""
+
+    __slots__ = ()  # the dataclasses below keep their fields in slots
+    definition: StateMachine | CaseTracking
+    key: str
+    started_ms: int
+    trace_id: str | None
+    outcome: str | None
+    ended_ms: int | None
+    counts: Counts
+
+    @property
+    def workflow_type(self) -> str:
+        return self.definition.workflow
+
+    @property
+    def instance_id(self) -> str:
+        return self.key[len(self.definition.workflow) + 1:]
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    def finished_row(self, final_state: str | None, step_durations: list[dict[str, Any]],
+                     timed_out_step: str | None, variant: tuple[str, ...] | list[str],
+                     ) -> dict[str, Any]:
+        """The one `outcomes` row of a finished instance, with its input counts so far."""
+        assert self.outcome is not None and self.ended_ms is not None
+        return {
+            "row_id": f"{self.key}/outcome",
+            "workflow_type": self.workflow_type,
+            "definition_version": self.definition.version,
+            "instance_id": self.instance_id,
+            "outcome": self.outcome,
+            "final_state": final_state,
+            "started_at": self.started_ms,
+            "ended_at": self.ended_ms,
+            "duration_ms": self.ended_ms - self.started_ms,
+            "step_durations": step_durations,
+            "timed_out_step": timed_out_step,
+            **dict(zip(COUNT_KEYS, self.counts, strict=True)),
+            "variant": " > ".join(variant),
+            "trace_id": self.trace_id,
+        }
+
+
 @dataclass(slots=True)
-class MachineInstance:
+class MachineInstance(InstanceBase):
     """Everything one running (or just finished) instance remembers; plain data."""
 
     definition: StateMachine
@@ -69,18 +117,6 @@ class MachineInstance:
     path: tuple[str, ...] = ()
     counts: Counts = NO_COUNTS
     armed: tuple[tuple[int, DeadlineRef], ...] = ()  # taken (and emptied) by the shard
-
-    @property
-    def workflow_type(self) -> str:
-        return self.definition.workflow
-
-    @property
-    def instance_id(self) -> str:
-        return self.key[len(self.definition.workflow) + 1:]
-
-    @property
-    def ended(self) -> bool:
-        return self.outcome is not None
 
     @property
     def compensating(self) -> bool:
@@ -253,24 +289,9 @@ class MachineInstance:
         out.fact(self.workflow_type, at_ms, f"outcome:{outcome}")
 
     def outcome_row(self) -> dict[str, Any]:
-        """The one `outcomes` row of a finished instance, with its input counts so far."""
-        assert self.outcome is not None and self.ended_ms is not None
-        return {
-            "row_id": f"{self.key}/outcome",
-            "workflow_type": self.workflow_type,
-            "definition_version": self.definition.version,
-            "instance_id": self.instance_id,
-            "outcome": self.outcome,
-            "final_state": self.state,
-            "started_at": self.started_ms,
-            "ended_at": self.ended_ms,
-            "duration_ms": self.ended_ms - self.started_ms,
-            "step_durations": [{"step": s, "duration_ms": d} for s, d in self.step_durations],
-            "timed_out_step": self.timed_out_step,
-            **dict(zip(COUNT_KEYS, self.counts, strict=True)),
-            "variant": " > ".join(self.path),
-            "trace_id": self.trace_id,
-        }
+        """The `outcomes` row: final state, time per step, the step that timed out, the path."""
+        durations = [{"step": s, "duration_ms": d} for s, d in self.step_durations]
+        return self.finished_row(self.state, durations, self.timed_out_step, self.path)
 
     def to_snapshot(self) -> tuple[Any, ...]:
         """A row of plain data: kind, the definition's (type, version), then the fields from
