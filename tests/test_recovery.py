@@ -8,11 +8,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.crash_kit import parquet_files, parquet_rows, wait_for_progress
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +41,6 @@ def finish(out: Path, recovery: Path, attempts: int = 6) -> str:
         if proc.returncode == 0:
             return output.decode()
     raise AssertionError(f"no run completed in {attempts} attempts: {output.decode()[-2000:]}")
-
-
-def parquet_rows(out: Path, table: str) -> list[tuple[object, ...]]:
-    """Every row of one Parquet dataset, sorted, as plain tuples."""
-    files = list((out / "parquet" / table).glob("**/*.parquet"))
-    if not files:
-        return []
-    conn = duckdb.connect()
-    return conn.execute(
-        f"SELECT * EXCLUDE (date) FROM read_parquet('{out}/parquet/{table}/**/*.parquet', "
-        "hive_partitioning=true, union_by_name=true) ORDER BY row_id").fetchall()
 
 
 def duckdb_rows(out: Path, table: str) -> list[tuple[object, ...]]:
@@ -81,20 +71,21 @@ def assert_same_outputs(got: Path, want: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_kill_9_at_a_random_moment_then_resume_gives_identical_outputs(
+def test_kill_9_mid_run_then_resume_gives_identical_outputs(
         reference: Path, tmp_path: Path, seed: int) -> None:
-    """SIGKILL at a random moment mid-run (seed logged in the test id), then a restart with the
-    same recovery folder: every table equals the uninterrupted run's, with no duplicate rows."""
+    """SIGKILL mid-run, after the first snapshot and a random share (20-60 %, seeded by the test
+    id) of the reference run's files, then a restart with the same recovery folder: every table
+    equals the uninterrupted run's, with no duplicate rows."""
     rng = random.Random(seed)
     out, recovery = tmp_path / "out", tmp_path / "recovery"
+    target = round(len(parquet_files(reference)) * rng.uniform(0.2, 0.6))
     proc = flowkeeper(out, recovery)
-    time.sleep(rng.uniform(2.0, 4.0))  # start-up (imports, simulation) takes about 2 s
-    killed = proc.poll() is None
+    wait_for_progress(proc, out, recovery, target)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
     finish(out, recovery)
     assert_same_outputs(out, reference)
-    assert killed, "the run ended before the kill: lengthen the run"
 
 
 @pytest.mark.parametrize("crash_at", ["parquet_after_rename:25", "duckdb_after_commit:3",
