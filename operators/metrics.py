@@ -61,10 +61,8 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
     """The `metrics` table row of one closed window."""
     workflow_type, shard = key.split("|", 1)
     c = acc.counts
-    has_latency = acc.latency.count > 0
-
     def q(p: float) -> float | None:
-        value = acc.latency.get_quantile_value(p) if has_latency else None
+        value = acc.latency.get_quantile_value(p)  # None while the window holds no latency
         return None if value is None else float(value)
 
     return {

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache, lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import from_json
@@ -121,7 +121,8 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
                "definition, or stop sending it to this input")
         raise _Reject("unknown_type", msg, event_id, event_type)
     time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
-    data = (typed.data if typed is not None and typed.data is not None
+    # A typed envelope's model requires `data` (`_typed_model`), so it is never None there.
+    data = (cast(BaseModel, typed.data) if typed is not None
             else _payload(envelope, rules.registry, event_id, event_type))
     instance_id = _instance_id(envelope, data, route, event_id, event_type)
     return Event(
