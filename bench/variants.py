@@ -19,6 +19,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
+from bench.twin import TwinConsumer
 from bench.workload import Partitions
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
@@ -33,6 +34,7 @@ from schemas.decode import decode
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
+from state.definition import StateMachine
 from state.output import FACT_TABLE, Row
 from state.shard import ShardConfig
 
@@ -125,6 +127,20 @@ def decode_only(partitions: Partitions, scratch: Path) -> Measured:
     for records in partitions:
         for record in records:
             decode(record, rules)
+    return Measured(_count(partitions), time.perf_counter() - started, 0)
+
+
+def twin(partitions: Partitions, scratch: Path) -> Measured:
+    """The hand-written consumer a user would write instead (`bench.twin`): the peer of every
+    ratio, run on the same records in the same order."""
+    definition = load_catalog(bench_settings(scratch).definitions).latest("order_fulfilment")
+    assert isinstance(definition, StateMachine)
+    consumer = TwinConsumer(definition)
+    tune_gc()
+    started = time.perf_counter()
+    for batch in _batches(partitions):
+        for record in batch:
+            consumer.consume(record)
     return Measured(_count(partitions), time.perf_counter() - started, 0)
 
 
@@ -263,6 +279,7 @@ def _count(partitions: Partitions) -> int:
 
 
 VARIANTS: dict[str, Callable[[Partitions, Path], Measured]] = {
+    "twin": twin,
     "decode_only": decode_only,
     "baseline": baseline,
     "baseline_sinks": baseline_sinks,

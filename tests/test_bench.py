@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 from bench.run import ROOT, THROUGHPUT
+from bench.twin import TwinConsumer
+from dataflows.settings import BUNDLED_DEFINITIONS
+from schemas.event import RawRecord
+from state.catalog import load_catalog
+from state.definition import StateMachine
 
 
 @pytest.mark.slow
@@ -21,3 +26,23 @@ def test_quick_bench_writes_every_variant_with_positive_rates(tmp_path: Path) ->
     rates = json.loads(path.read_text())["summary"]["rates"]
     assert sorted(rates) == sorted(THROUGHPUT)
     assert all(r["median"] > 0 and r["records"] > 0 for r in rates.values())
+
+
+def test_the_twin_consumer_dedupes_rejects_and_follows_the_transition_table() -> None:
+    """The hand-written peer (`bench.twin`) does the work it claims: it drops a redelivered id and
+    bad bytes and moves an order through order_fulfilment's transitions."""
+    definition = load_catalog(BUNDLED_DEFINITIONS).latest("order_fulfilment")
+    assert isinstance(definition, StateMachine)
+    twin = TwinConsumer(definition)
+
+    def record(event_id: str, event_type: str) -> RawRecord:
+        event = {"specversion": "1.0", "id": event_id, "source": "shop", "type": event_type,
+                 "time": "2026-01-01T00:00:00.000Z", "data": {"order_id": "o-1"}}
+        return RawRecord("test", 0, 0, json.dumps(event).encode())
+
+    for r in [record("1", "OrderPlaced"), record("2", "PaymentAuthorized"),
+              record("2", "PaymentAuthorized"), RawRecord("test", 0, 0, b"{not json"),
+              record("3", "OrderShipped"), record("4", "InventoryReserved")]:
+        twin.consume(r)
+    assert twin.instances["o-1"]["state"] == "awaiting_shipment"
+    assert (twin.duplicates, twin.rejected, twin.invalid) == (1, 1, 1)
