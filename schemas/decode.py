@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache, lru_cache
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import from_json
@@ -79,10 +80,24 @@ class DecodeRules:
     min_time_ms: int = MIN_TIME_MS
     max_time_ms: int = MAX_TIME_MS
     max_future_skew_ms: int | None = 3_600_000  # event time may run this far ahead of arrival
+    # The typed fast path of each type seen, by the type's raw bytes (`_typed_plan`).
+    plans: dict[bytes, _TypedPlan | None] = field(default_factory=dict, init=False, repr=False,
+                                                  compare=False)
 
     def route(self, event_type: str) -> Route | None:
         """The route of a type, or the catch-all, or None (unknown type)."""
         return self.routes.get(event_type, self.catch_all)
+
+
+@dataclass(frozen=True, slots=True)
+class _TypedPlan:
+    """What the fast path needs for one registered type, looked up once instead of per event."""
+
+    event_type: str
+    validate_json: Callable[[bytes], Any]  # the envelope with `type`, `data` pinned
+    versions: frozenset[str | int | None]  # `dataversion` values meaning the newest version
+    route: Route | None
+    id_attribute: str | None  # a declared payload field holding the instance id, if it is one
 
 
 class _Reject(Exception):
@@ -110,8 +125,11 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
                "(--max-event-bytes)")
         raise _Reject("too_large", msg)
-    typed = _typed_envelope(record, rules.registry)
-    envelope = typed if typed is not None else _envelope(record)
+    if not (record.headers and is_binary_mode(record.headers)):
+        event = _typed_event(record, rules)
+        if event is not None:
+            return event
+    envelope = _envelope(record)
     event_id, event_type = envelope.id, envelope.type
     if envelope.specversion != "1.0":
         raise _Reject("not_cloudevent", _wrong_version(envelope.specversion), event_id, event_type)
@@ -121,56 +139,86 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
                "definition, or stop sending it to this input")
         raise _Reject("unknown_type", msg, event_id, event_type)
     time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
-    # A typed envelope's model requires `data` (`_typed_model`), so it is never None there.
-    data = (cast(BaseModel, typed.data) if typed is not None
-            else _payload(envelope, rules.registry, event_id, event_type))
-    instance_id = _instance_id(envelope, data, route, event_id, event_type)
-    return Event(
-        event_id=event_id,
-        type=event_type,
-        time_ms=time_ms,
-        workflow_type=route.workflow_type,
-        instance_id=instance_id,
-        source=record.source,
-        partition=record.partition,
-        offset=record.offset,
-        arrived_ms=record.arrived_ms,
-        body_crc=zlib.crc32(record.value),
-        sequence=_sequence(envelope.sequence, event_id, event_type),
-        trace_id=_trace_id(envelope.traceparent),
-    )
+    data = _payload(envelope, rules.registry, event_id, event_type)
+    value = envelope.subject if route.id_field is None else _field(data, route.id_field)
+    return Event(event_id, event_type, time_ms, route.workflow_type,
+                 _instance_id(value, route, event_id, event_type), record.source,
+                 record.partition, record.offset, record.arrived_ms, zlib.crc32(record.value),
+                 _sequence(envelope.sequence, event_id, event_type),
+                 _trace_id(envelope.traceparent))
 
 
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,256})"')
 
 
-def _typed_envelope(record: RawRecord, registry: PayloadRegistry) -> CloudEventEnvelope | None:
+def _typed_event(record: RawRecord, rules: DecodeRules) -> Event | None:
     """The fast path for well-formed structured events of a registered type at its newest version:
-    envelope and payload validated in one `model_validate_json` call, no intermediate dict.
+    envelope and payload validated in one `validate_json` call, no intermediate dict.
 
     The type is guessed from the bytes only to pick the model; the model pins `type` to that
-    literal and the version is checked after, so a wrong guess just fails. Anything that fails
+    literal and the version is checked after, so a wrong guess just fails. A failed validation
     returns None and goes the general way, which gives every dead letter its reason, so both
-    ways always reach the same verdict.
+    ways always reach the same verdict. Once validated, the checks are the general path's own.
     """
-    if record.headers and is_binary_mode(record.headers):
-        return None
     guess = _TYPE.search(record.value)
     if guess is None:
         return None
-    event_type = guess.group(1).decode("utf-8", "replace")
+    raw_type = guess.group(1)
+    try:
+        plan = rules.plans[raw_type]
+    except KeyError:
+        plan = rules.plans[raw_type] = _typed_plan(raw_type, rules)
+    if plan is None:
+        return None
+    try:
+        envelope = plan.validate_json(record.value)
+    except ValidationError:
+        return None
+    if envelope.dataversion not in plan.versions:
+        return None
+    event_id, event_type = envelope.id, plan.event_type
+    if envelope.specversion != "1.0":
+        raise _Reject("not_cloudevent", _wrong_version(envelope.specversion), event_id, event_type)
+    route = plan.route
+    if route is None:
+        msg = (f"type {event_type!r} belongs to no loaded workflow definition; add it to a "
+               "definition, or stop sending it to this input")
+        raise _Reject("unknown_type", msg, event_id, event_type)
+    time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
+    if plan.id_attribute is not None:
+        value = envelope.data.__dict__[plan.id_attribute]
+    elif route.id_field is None:
+        value = envelope.subject
+    else:
+        value = _field(envelope.data, route.id_field)
+    if type(value) is not str or not 0 < len(value) <= 512:
+        value = _instance_id(value, route, event_id, event_type)
+    sequence = envelope.sequence
+    traceparent = envelope.traceparent
+    return Event(event_id, event_type, time_ms, route.workflow_type, value, record.source,
+                 record.partition, record.offset, record.arrived_ms, zlib.crc32(record.value),
+                 None if sequence is None else _sequence(sequence, event_id, event_type),
+                 None if traceparent is None else _trace_id(traceparent))
+
+
+def _typed_plan(raw_type: bytes, rules: DecodeRules) -> _TypedPlan | None:
+    """The fast path of a type, or None when the type has no registered payload model."""
+    event_type = raw_type.decode("utf-8", "replace")
+    registry = rules.registry
     if not registry.knows(event_type):
         return None
     latest = registry.latest(event_type)
-    try:
-        model = _typed_model(event_type, registry.models[(event_type, latest)])
-        envelope = model.model_validate_json(record.value)
-    except ValidationError:
-        return None
-    version = envelope.dataversion if envelope.dataversion is not None else "1"
-    if version != latest and version != str(latest):
-        return None
-    return envelope
+    payload = registry.models[(event_type, latest)]
+    route = rules.route(event_type)
+    id_field = route.id_field if route is not None else None
+    declared = id_field is not None and not id_field.startswith("_") and (
+        id_field in payload.model_fields)
+    versions: set[str | int | None] = {latest, str(latest)}
+    if latest == 1:
+        versions.add(None)
+    validator = _typed_model(event_type, payload).__pydantic_validator__
+    return _TypedPlan(event_type, validator.validate_json,
+                      frozenset(versions), route, id_field if declared else None)
 
 
 @cache
@@ -343,9 +391,8 @@ def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: 
         raise _Reject("payload_invalid", msg, event_id, event_type) from e
 
 
-def _instance_id(envelope: CloudEventEnvelope, data: BaseModel | dict[str, Any], route: Route,
-                 event_id: str, event_type: str) -> str:
-    value = envelope.subject if route.id_field is None else _field(data, route.id_field)
+def _instance_id(value: Any, route: Route, event_id: str, event_type: str) -> str:
+    """The instance id from the subject or the data field the route names, or a rejection."""
     where = "attribute 'subject'" if route.id_field is None else f"data.{route.id_field}"
     if value is None or value == "":
         msg = (f"{where} is missing; add it: the {route.workflow_type!r} definition takes the "
