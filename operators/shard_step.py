@@ -72,10 +72,9 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
         for record in records:
             # Release after every record, not every batch: outcome counts and metric stamps then
             # depend on the records alone, not on how the source batched them (Kafka: arbitrarily).
-            before = dict(shard.open_by_workflow)
             shard.receive(record, out)
             shard.release(out)
-            self._gauges(shard, out, before)
+            shard.gauge_facts(out)
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
         PROGRESS.add(shard.name, len(records), dead, shard.open_instances)
@@ -98,9 +97,8 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
         now = self.config.clock()
         out = Out(self.shard.name)
         if now - self.last_input >= self.config.idle_grace:
-            before = dict(self.shard.open_by_workflow)
             self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
-            self._gauges(self.shard, out, before)
+            self.shard.gauge_facts(out)
         rows = out.with_facts(f"idle/{to_ms(now)}")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
         return rows, False
@@ -109,9 +107,8 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
         if self.shard is None or not self.config.drain_at_eof:
             return [], False
         out = Out(self.shard.name)
-        before = dict(self.shard.open_by_workflow)
         self.shard.advance_to(END_OF_TIME, out)
-        self._gauges(self.shard, out, before)
+        self.shard.gauge_facts(out)
         rows = out.with_facts("eof")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
         return rows, False
@@ -128,14 +125,6 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
             name = shard_key(record, self.config.buckets)
             self.shard = Shard(name, self.config.catalog, self.config.rules, self.config.shard)
         return self.shard
-
-    @staticmethod
-    def _gauges(shard: Shard, out: Out, before: dict[str, int]) -> None:
-        """Open instances per workflow that changed since `before`, as metric facts: only changes,
-        so the facts depend on the records alone (not on batching or on a restore)."""
-        for workflow_type, count in shard.open_by_workflow.items():
-            if before.get(workflow_type, 0) != count:
-                out.fact(workflow_type, out.fact_clock, "open", float(count))
 
 
 def group_by_shard(records: list[RawRecord], buckets: int) -> list[tuple[str, list[RawRecord]]]:

@@ -105,6 +105,7 @@ class Shard:
         self.seen: dict[str, Seen] = {}
         self._finished: set[str] = set()
         self.open_by_workflow: dict[str, int] = {}
+        self._open_before: dict[str, int] = {}  # changed since `gauge_facts`: the count before
         self.early_counts: dict[str, Counts] = {}  # events settled before their instance began
 
     # -- input -----------------------------------------------------------------------------
@@ -156,6 +157,23 @@ class Shard:
     @property
     def open_instances(self) -> int:
         return sum(self.open_by_workflow.values())
+
+    def gauge_facts(self, out: Out) -> None:
+        """Open instances per workflow that changed since the last call, as metric facts. The
+        dataflow calls it after every record (and idle tick, and end of input): only changes, so
+        the facts depend on the records alone (not on batching or on a restore)."""
+        if not self._open_before:
+            return
+        before = self._open_before
+        for workflow_type, count in self.open_by_workflow.items():
+            if before.get(workflow_type, count) != count:
+                out.fact(workflow_type, out.fact_clock, "open", float(count))
+        before.clear()
+
+    def _count_open(self, workflow_type: str, change: int) -> None:
+        count = self.open_by_workflow.get(workflow_type, 0)
+        self._open_before.setdefault(workflow_type, count)
+        self.open_by_workflow[workflow_type] = count + change
 
     def next_due(self) -> int | None:
         """Event time of the earliest queued item, for the dataflow's wall-clock idle timer."""
@@ -228,8 +246,7 @@ class Shard:
             instance.counts = early
         self.instances[key] = instance
         self.history[key] = ()
-        workflow = event.workflow_type
-        self.open_by_workflow[workflow] = self.open_by_workflow.get(workflow, 0) + 1
+        self._count_open(event.workflow_type, 1)
         instance.start(event, out)
         return instance
 
@@ -240,7 +257,7 @@ class Shard:
         instance.armed = ()
         if instance.ended and key not in self._finished:
             self._finished.add(key)
-            self.open_by_workflow[instance.workflow_type] -= 1
+            self._count_open(instance.workflow_type, -1)
             out.row("outcomes", instance.outcome_row())
             assert instance.ended_ms is not None
             retention = parse_duration_ms(instance.definition.retention)
