@@ -4,9 +4,10 @@ The unit of order, state and time (like a Kafka Streams task). A shard sees the 
 slice in partition order, decodes them, and keeps:
 - the **frontier** (largest event time seen) and the **watermark** (frontier minus the allowed
   lateness, or wall-clock time when a live stream is idle, see `advance_to`);
-- one priority queue holding buffered events and armed deadlines, released in event-time order
-  once the watermark passes them: events before deadlines at equal times (a payment at exactly the
-  deadline is in time), then evictions;
+- two priority queues, buffered events and timers (armed deadlines, evictions), released as one
+  in event-time order once the watermark passes them: events before deadlines at equal times (a
+  payment at exactly the deadline is in time), then evictions. Apart, because the events wait
+  only the allowed lateness while timers wait hours or days: a pop from a small heap is cheap;
 - the instances, and small tombstones of evicted ones so late duplicates are still recognised.
 
 Every record ends in exactly one `ledger` row: applied, ignored, anomalous, duplicate, late or
@@ -98,7 +99,8 @@ class Shard:
         self.frontier = NEVER
         self.arrivals = 0
         self.fact_clock = 0
-        self.queue: list[tuple[Any, ...]] = []
+        self.queue: list[tuple[Any, ...]] = []  # buffered events
+        self.timers: list[tuple[Any, ...]] = []  # deadlines, evictions, forgets
         self.instances: dict[str, Instance] = {}
         self.history: dict[str, tuple[Any, ...]] = {}  # flat, `HISTORY_WIDTH` items per event
         self.tombstones: dict[str, Tombstone] = {}
@@ -177,19 +179,26 @@ class Shard:
 
     def next_due(self) -> int | None:
         """Event time of the earliest queued item, for the dataflow's wall-clock idle timer."""
-        return self.queue[0][0] if self.queue else None
+        heads = [queue[0][0] for queue in (self.queue, self.timers) if queue]
+        return min(heads) if heads else None
 
     # -- release loop ----------------------------------------------------------------------
 
     def _release(self, out: Out) -> None:
         out.fact_clock = max(out.fact_clock, self.fact_clock)
-        queue = self.queue
-        while queue and queue[0][0] < self.watermark:
-            entry = heapq.heappop(queue)
-            kind = entry[1]
-            if kind == EVENT:
+        events, timers = self.queue, self.timers
+        while True:
+            # One order over both queues: by time, and an event (kind 0) before a timer at a tie.
+            if events and events[0][0] < self.watermark and (
+                    not timers or events[0][0] <= timers[0][0]):
+                entry = heapq.heappop(events)
                 self._apply(entry[4], entry[5], out)
-            elif kind == DEADLINE:
+                continue
+            if not timers or timers[0][0] >= self.watermark:
+                break
+            entry = heapq.heappop(timers)
+            kind = entry[1]
+            if kind == DEADLINE:
                 instance = self.instances.get(entry[3])
                 if instance is not None:
                     instance.fire(entry[4], entry[0], out)
@@ -284,7 +293,7 @@ class Shard:
 
     def _push(self, due: int, kind: int, key: str, ref: DeadlineRef | None) -> None:
         self.arrivals += 1
-        heapq.heappush(self.queue, (due, kind, self.arrivals, key, ref))
+        heapq.heappush(self.timers, (due, kind, self.arrivals, key, ref))
 
     # -- dispositions ----------------------------------------------------------------------
 
@@ -385,7 +394,7 @@ class Shard:
             "name": self.name,
             "watermark": self.watermark, "frontier": self.frontier,
             "arrivals": self.arrivals, "fact_clock": self.fact_clock,
-            "queue": [_entry_to_data(e) for e in self.queue],
+            "queue": [*(_entry_to_data(e) for e in self.queue), *self.timers],
             "instances": {k: i.to_snapshot() for k, i in self.instances.items()},
             "history": dict(self.history),
             "finished": sorted(self._finished),
@@ -403,8 +412,10 @@ class Shard:
         shard = cls(data["name"], catalog, rules, config)
         shard.watermark, shard.frontier = data["watermark"], data["frontier"]
         shard.arrivals, shard.fact_clock = data["arrivals"], data["fact_clock"]
-        shard.queue = [_entry_from_data(e) for e in data["queue"]]
+        shard.queue = [_entry_from_data(e) for e in data["queue"] if e[1] == EVENT]
+        shard.timers = [e for e in data["queue"] if e[1] != EVENT]
         heapq.heapify(shard.queue)
+        heapq.heapify(shard.timers)
         # Every live key has seen an event; interning it here makes the unpickled key (one object
         # in every structure, as pickle keeps shared strings shared) the one new events look up.
         shard.seen = {sys.intern(k): v if isinstance(v, tuple) else dict(v)
@@ -425,7 +436,7 @@ class Shard:
                 shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
         shard.history = dict(data["history"])
         shard._finished.update(data["finished"])
-        scheduled = {entry[3] for entry in shard.queue if entry[1] == EVICT}
+        scheduled = {entry[3] for entry in shard.timers if entry[1] == EVICT}
         for key in sorted(shard._finished - scheduled):
             instance = shard.instances[key]
             assert instance.ended_ms is not None
@@ -571,12 +582,9 @@ def _history_events(history: tuple[Any, ...], late: Event) -> list[Event]:
 
 
 def _entry_to_data(entry: tuple[Any, ...]) -> tuple[Any, ...]:
-    if entry[1] == EVENT:
-        return (*entry[:4], _event_to_data(entry[4]), entry[5])
-    return entry  # plain data already, and immutable
+    """A buffered event's queue entry as plain data (timer entries are plain data already)."""
+    return (*entry[:4], _event_to_data(entry[4]), entry[5])
 
 
 def _entry_from_data(data: tuple[Any, ...]) -> tuple[Any, ...]:
-    if data[1] == EVENT:
-        return (*data[:4], _event_from_data(data[4]), data[5])
-    return data
+    return (*data[:4], _event_from_data(data[4]), data[5])
