@@ -42,7 +42,9 @@ class Out:
 
     def fact(self, workflow_type: str, at_ms: int, kind: str, value: float = 1.0) -> None:
         """A metric fact; stamped no earlier than the previous one of this shard."""
-        clock = self.fact_clock = max(self.fact_clock, at_ms)
+        clock = self.fact_clock
+        if at_ms > clock:
+            clock = self.fact_clock = at_ms
         key = (workflow_type, clock // FACT_WINDOW_MS)
         tally = self.tallies.get(key)
         if tally is None:
