@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink
 from connectors.simulator import SimulatorSource
 from dataflows.kafka_wiring import kafka_input
-from dataflows.pipeline import archive_batches, build_flow, sink_batches
+from dataflows.pipeline import archive_batches, build_flow, sink_batches, without_facts
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
 from operators.gc_tuning import tune_gc
@@ -35,7 +35,7 @@ from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.definition import StateMachine
-from state.output import FACT_TABLE, Row
+from state.output import Row
 from state.shard import ShardConfig
 
 BATCH = 1000  # records per source batch, as `SimulatorSource` emits them
@@ -100,16 +100,14 @@ def _engine(partitions: Partitions, settings: Settings,
         out: list[Row] = []
         for key, records in group_by_shard(batch, config.buckets):
             logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
-            out += _tables(logic.on_batch([records])[0])
+            for chunk in logic.on_batch([records])[0]:
+                out += without_facts(chunk)
         rows += len(out)
         write(out, batch)
-    out = [row for logic in logics.values() for row in _tables(logic.on_eof()[0])]
+    out = [row for logic in logics.values() for chunk in logic.on_eof()[0]
+           for row in without_facts(chunk)]
     write(out, [])
     return rows + len(out)
-
-
-def _tables(rows: Iterable[Row]) -> list[Row]:
-    return [row for row in rows if row[0] != FACT_TABLE]
 
 
 def _discard(rows: list[Row], records: list[RawRecord]) -> None:

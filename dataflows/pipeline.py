@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from itertools import chain
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -27,7 +28,7 @@ from connectors.archive_format import archive_row
 from connectors.arrow_rows import RowBatch, row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
-from dataflows.kafka_wiring import kafka_outputs
+from dataflows.kafka_wiring import kafka_outputs, output_topics
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.fatal import exit_with_message
@@ -58,6 +59,11 @@ def archive_batches(records: Iterable[RawRecord],
                     parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
     """Input records as received, as `archive` rows batched like `sink_batches`."""
     return sink_batches((("archive", archive_row(record)) for record in records), parquet)
+
+
+def without_facts(rows: Iterable[Row]) -> list[Row]:
+    """The table rows of one engine call (its fact tallies feed the metrics windows)."""
+    return [row for row in rows if row[0] != FACT_TABLE]
 
 
 def _utc_now() -> datetime:
@@ -96,15 +102,21 @@ def build_flow(
     flow = Dataflow("flowkeeper")
     records = op.input("input", flow,
                        source if source is not None else make_source(settings, catalog))
-    rows = run_shards("workflow_state", records, config)
-    split = op.branch("split_facts", rows, lambda row: row[0] == FACT_TABLE)
-    facts = op.map("fact_values", split.trues, lambda row: row[1])
+    # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
+    # in every step it crosses.
+    chunks = run_shards("workflow_state", records, config)
+    facts = op.flat_map("fact_values", chunks,
+                        lambda rows: [row for table, row in rows if table == FACT_TABLE])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
-    table_rows = op.merge("all_rows", split.falses, metrics)
-    kafka_outputs(table_rows, settings)
-    if sink is not None:
-        op.output("output", table_rows, sink)
-        return flow
+    table_chunks = op.merge(
+        "all_rows", op.map("table_lists", chunks, without_facts),
+        op.map("metric_lists", metrics, lambda row: [row]))
+    if output_topics(settings) or sink is not None:
+        table_rows = op.flat_map("rows", table_chunks, lambda rows: rows)
+        kafka_outputs(table_rows, settings)
+        if sink is not None:
+            op.output("output", table_rows, sink)
+            return flow
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
     if settings.recovery_dir is not None:
         check_writer_count(settings.parquet_dir, settings.parquet_writers)
@@ -112,7 +124,8 @@ def build_flow(
                           partitions=settings.parquet_writers,
                           recovery=settings.recovery_dir is not None,
                           on_write_error=exit_with_message)
-    batches = op.flat_map_batch("row_batches", table_rows, lambda rows: sink_batches(rows, parquet))
+    batches = op.flat_map_batch("row_batches", table_chunks,
+                                lambda lists: sink_batches(chain.from_iterable(lists), parquet))
     parquet_batches = batches
     if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
         archived = op.flat_map_batch("archive_batches", records,

@@ -53,8 +53,10 @@ class ShardStepConfig:
     telemetry: Telemetry | None = None
 
 
-class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
-    """Bytewax glue around one `Shard`: lists of records in, rows out, snapshots as plain data."""
+class ShardLogic(StatefulBatchLogic[list[RawRecord], list[Row], dict[str, Any]]):
+    """Bytewax glue around one `Shard`: lists of records in, and out one list of rows per call
+    (every item crossing a Bytewax step costs a Python call there, so rows travel in lists),
+    snapshots as plain data."""
 
     def __init__(self, config: ShardStepConfig, resume: dict[str, Any] | None) -> None:
         self.config = config
@@ -65,7 +67,7 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
             PROGRESS.restored(len(self.shard.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
-    def on_batch(self, values: list[list[RawRecord]]) -> tuple[Iterable[Row], bool]:
+    def on_batch(self, values: list[list[RawRecord]]) -> tuple[Iterable[list[Row]], bool]:
         records = [record for group in values for record in group]
         shard = self._shard(records[0])
         out = Out(shard.name, fact_clock=shard.fact_clock)
@@ -81,7 +83,7 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
         first = records[0]
         rows = out.with_facts(f"{first.source}/{first.partition}/{first.offset}")
         observe_batch(self.config.telemetry, shard, len(records), rows)
-        return rows, False
+        return [rows], False
 
     def notify_at(self) -> datetime | None:
         grace = self.config.idle_grace
@@ -92,7 +94,7 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
             return None
         return max(self.last_input, from_ms(due)) + grace
 
-    def on_notify(self) -> tuple[Iterable[Row], bool]:
+    def on_notify(self) -> tuple[Iterable[list[Row]], bool]:
         assert self.shard is not None and self.config.idle_grace is not None
         now = self.config.clock()
         out = Out(self.shard.name)
@@ -101,9 +103,9 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
             self.shard.gauge_facts(out)
         rows = out.with_facts(f"idle/{to_ms(now)}")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
-        return rows, False
+        return ([rows] if rows else []), False
 
-    def on_eof(self) -> tuple[Iterable[Row], bool]:
+    def on_eof(self) -> tuple[Iterable[list[Row]], bool]:
         if self.shard is None or not self.config.drain_at_eof:
             return [], False
         out = Out(self.shard.name)
@@ -111,7 +113,7 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], Row, dict[str, Any]]):
         self.shard.gauge_facts(out)
         rows = out.with_facts("eof")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
-        return rows, False
+        return ([rows] if rows else []), False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
@@ -142,9 +144,11 @@ def group_by_shard(records: list[RawRecord], buckets: int) -> list[tuple[str, li
     return list(groups.items())
 
 
-def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig) -> Stream[Row]:
-    """Group records by shard and run the workflow engine on each shard's slice."""
+def run_shards(step_id: str, records: Stream[RawRecord],
+               config: ShardStepConfig) -> Stream[list[Row]]:
+    """Group records by shard and run the workflow engine on each shard's slice: one list of rows
+    (tables, then fact tallies) per engine call."""
     grouped = op.flat_map_batch(f"{step_id}_group", records,
                                 lambda batch: group_by_shard(batch, config.buckets))
     rows = op.stateful_batch(step_id, grouped, lambda resume: ShardLogic(config, resume))
-    return op.map(f"{step_id}_unkey", rows, lambda key_row: key_row[1])
+    return op.map(f"{step_id}_unkey", rows, lambda key_rows: key_rows[1])
