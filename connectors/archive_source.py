@@ -22,7 +22,7 @@ import bisect
 import heapq
 import json
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -37,13 +37,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.archive_format import ArchiveFile, find_archive, partition_files, records_of
 from schemas.decode import DecodeRules
 from schemas.event import RawRecord
+from state.clock import Clock, utc_now
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _END = 2**63  # beyond every offset
 
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class ArchiveSource(FixedPartitionedSource[RawRecord, int]):
     """Replays an archive folder (see `connectors.archive_format.find_archive`)."""
 
     def __init__(self, archive: Path, *, replay_filter: ReplayFilter | None = None,
-                 speed: float | None = None, clock: Callable[[], datetime] = _utc_now,
+                 speed: float | None = None, clock: Clock = utc_now,
                  batch_size: int = 2_000) -> None:
         self.archive = find_archive(Path(archive))
         self.filter = replay_filter or ReplayFilter()
@@ -161,7 +159,7 @@ class _ArchivePartition(StatefulSourcePartition[RawRecord, int]):
     """Yields one archived partition's records in offset order, paced if asked."""
 
     def __init__(self, merge: _Merge, replay_filter: ReplayFilter, speed: float | None,
-                 pacer: Pacer | None, clock: Callable[[], datetime], batch_size: int) -> None:
+                 pacer: Pacer | None, clock: Clock, batch_size: int) -> None:
         self.merge, self.filter, self.speed, self.pacer = merge, replay_filter, speed, pacer
         self.clock, self.batch_size = clock, batch_size
         self.held: deque[RawRecord] = deque()  # read, not yet due (paced replays)

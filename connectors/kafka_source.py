@@ -22,7 +22,7 @@ Delivery guarantee: each offset once per run; after a crash, from the last snaps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -39,15 +39,13 @@ from connectors.kafka_connection import (
 from operators.fatal import exit_with_message
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
+from state.clock import Clock, utc_now
 
 Message = KafkaSourceMessage[bytes | None, bytes | None]
 Item = Message | KafkaError[bytes | None, bytes | None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FETCH_MAX_BYTES = 16 * 1024 * 1024  # deliver oversized records: dead-lettered, never stuck
 
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def source_name(topic: str) -> str:
@@ -93,7 +91,7 @@ class KafkaInput(FixedPartitionedSource[RawRecord, int]):
     def __init__(self, connection: KafkaConnection, topic: str, *,
                  start: Literal["earliest", "latest"] = "earliest", tail: bool = True,
                  batch_size: int = 1000, fetch_wait_ms: int = 50,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Clock = utc_now) -> None:
         self.connection, self.topic, self.clock = connection, topic, clock
         self.start = OFFSET_BEGINNING if start == "earliest" else OFFSET_END
         consumer = {**connection.librdkafka(), "fetch.message.max.bytes": str(FETCH_MAX_BYTES),
@@ -141,7 +139,7 @@ class _KafkaPartition(StatefulSourcePartition[RawRecord, int]):
     own would become an error's `-1001 + 1` when a snapshot falls right after an error."""
 
     def __init__(self, inner: StatefulSourcePartition[Item, int | None], topic: str,
-                 partition: int, next_offset: int, clock: Callable[[], datetime]) -> None:
+                 partition: int, next_offset: int, clock: Clock) -> None:
         self.inner, self.topic, self.partition = inner, topic, partition
         self.next_offset, self.clock = next_offset, clock
         self.last_error: str | None = None

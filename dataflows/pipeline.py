@@ -15,8 +15,7 @@ environment variables).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from itertools import chain
 
 import bytewax.operators as op
@@ -39,6 +38,7 @@ from operators.telemetry import Telemetry, start_telemetry
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
+from state.clock import Clock, utc_now
 from state.output import FACT_TABLE, Row
 from state.shard import ShardConfig
 
@@ -66,16 +66,13 @@ def without_facts(rows: Iterable[Row]) -> list[Row]:
     return [row for row in rows if row[0] != FACT_TABLE]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def build_flow(
     settings: Settings | None = None,
     *,
     source: Source[RawRecord] | None = None,
     sink: Sink[Row] | None = None,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = utc_now,
     telemetry: Telemetry | None = None,
 ) -> Dataflow:
     """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.

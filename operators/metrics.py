@@ -12,9 +12,8 @@ Each window adds up tallies, so the rows do not depend on how the input was batc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -23,6 +22,7 @@ from bytewax.operators.windowing import EventClock, TumblingWindower, fold_windo
 from ddsketch import DDSketch
 
 from operators.timeutil import EPOCH, from_ms, to_ms
+from state.clock import Clock, utc_now
 from state.output import FACT_WINDOW_MS, FactTally, Row
 
 OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated",
@@ -78,9 +78,6 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
     }
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def frozen_now() -> datetime:
     """A system clock that never moves: window closing then depends on event time alone."""
@@ -88,13 +85,13 @@ def frozen_now() -> datetime:
 
 
 def window_metrics(step_id: str, facts: Stream[dict[str, Any]], *, live: bool,
-                   now: Callable[[], datetime] | None = None) -> Stream[Row]:
+                   now: Clock | None = None) -> Stream[Row]:
     """Fold facts into one-minute tumbling windows; return `metrics` rows (late facts included)."""
     keyed = op.key_on(f"{step_id}_key", facts, lambda f: f"{f['workflow_type']}|{f['shard']}")
     clock: EventClock[dict[str, Any]] = EventClock(
         ts_getter=lambda f: from_ms(f["stamp"]),
         wait_for_system_duration=timedelta(seconds=10) if live else timedelta(0),
-        now_getter=now or (_utc_now if live else frozen_now),
+        now_getter=now or (utc_now if live else frozen_now),
         to_system_utc=(lambda t: t) if live else (lambda t: None),
     )
     windower = TumblingWindower(length=WINDOW, align_to=EPOCH)

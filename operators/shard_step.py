@@ -13,7 +13,7 @@ so a deadline in a silent stream still fires about `idle_grace` after it is due.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from operators.timeutil import from_ms, to_ms
 from schemas.decode import DecodeRules
 from schemas.event import RawRecord
 from state.catalog import Catalog
+from state.clock import Clock, utc_now
 from state.output import Out, Row
 from state.shard import END_OF_TIME, Shard, ShardConfig
 from state.sharding import shard_of
@@ -49,7 +50,7 @@ class ShardStepConfig:
     buckets: int = 16
     drain_at_eof: bool = True
     idle_grace: timedelta | None = None
-    clock: Callable[[], datetime] = lambda: datetime.now().astimezone()
+    clock: Clock = utc_now
     telemetry: Telemetry | None = None
 
 

@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+from state.clock import Clock, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +72,7 @@ class SimulatorSource(FixedPartitionedSource[RawRecord, int]):
     """
 
     def __init__(self, partitions: Sequence[Sequence[RawRecord]], batch_size: int = 1000,
-                 speed: float | None = None, clock: Clock = _utc_now) -> None:
+                 speed: float | None = None, clock: Clock = utc_now) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1; got {batch_size}")
         if speed is not None and not speed > 0:
