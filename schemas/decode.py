@@ -131,13 +131,7 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
             return event
     envelope = _envelope(record)
     event_id, event_type = envelope.id, envelope.type
-    if envelope.specversion != "1.0":
-        raise _Reject("not_cloudevent", _wrong_version(envelope.specversion), event_id, event_type)
-    route = rules.route(event_type)
-    if route is None:
-        msg = (f"type {event_type!r} belongs to no loaded workflow definition; add it to a "
-               "definition, or stop sending it to this input")
-        raise _Reject("unknown_type", msg, event_id, event_type)
+    route = _accepted_route(envelope.specversion, rules.route(event_type), event_id, event_type)
     time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
     data = _payload(envelope, rules.registry, event_id, event_type)
     value = envelope.subject if route.id_field is None else _field(data, route.id_field)
@@ -177,13 +171,7 @@ def _typed_event(record: RawRecord, rules: DecodeRules) -> Event | None:
     if envelope.dataversion not in plan.versions:
         return None
     event_id, event_type = envelope.id, plan.event_type
-    if envelope.specversion != "1.0":
-        raise _Reject("not_cloudevent", _wrong_version(envelope.specversion), event_id, event_type)
-    route = plan.route
-    if route is None:
-        msg = (f"type {event_type!r} belongs to no loaded workflow definition; add it to a "
-               "definition, or stop sending it to this input")
-        raise _Reject("unknown_type", msg, event_id, event_type)
+    route = _accepted_route(envelope.specversion, plan.route, event_id, event_type)
     time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
     if plan.id_attribute is not None:
         value = envelope.data.__dict__[plan.id_attribute]
@@ -199,6 +187,18 @@ def _typed_event(record: RawRecord, rules: DecodeRules) -> Event | None:
                  record.partition, record.offset, record.arrived_ms, zlib.crc32(record.value),
                  None if sequence is None else _sequence(sequence, event_id, event_type),
                  None if traceparent is None else _trace_id(traceparent))
+
+
+def _accepted_route(specversion: str, route: Route | None, event_id: str,
+                    event_type: str) -> Route:
+    """The route of a CloudEvents 1.0 event of a known type; both ways of decoding judge here."""
+    if specversion != "1.0":
+        raise _Reject("not_cloudevent", _wrong_version(specversion), event_id, event_type)
+    if route is None:
+        msg = (f"type {event_type!r} belongs to no loaded workflow definition; add it to a "
+               "definition, or stop sending it to this input")
+        raise _Reject("unknown_type", msg, event_id, event_type)
+    return route
 
 
 def _typed_plan(raw_type: bytes, rules: DecodeRules) -> _TypedPlan | None:
