@@ -140,7 +140,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
 
     from dataflows.jsonlog import configure_logging
     from dataflows.pipeline import build_flow
-    from dataflows.summary import render
+    from dataflows.summary import processed_line, render
     from operators.progress import PROGRESS
 
     configure_logging(settings.log_level)
@@ -157,9 +157,9 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     seconds = time.monotonic() - started
     if settings.duckdb:
         print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds,
-                     PROGRESS.records))
+                     PROGRESS.records, PROGRESS.moved))
     else:
-        print(f"processed {PROGRESS.records:,} records in {seconds:.1f} s; "
+        print(f"{processed_line(PROGRESS.records, seconds, PROGRESS.moved)}; "
               f"Parquet in {settings.parquet_dir}")
     return 0
 

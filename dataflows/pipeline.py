@@ -28,6 +28,7 @@ from connectors.arrow_rows import RowBatch, row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.kafka_wiring import kafka_outputs, output_topics
+from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.fatal import exit_with_message
@@ -101,7 +102,9 @@ def build_flow(
                        source if source is not None else make_source(settings, catalog))
     # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
     # in every step it crosses.
-    chunks = run_shards("workflow_state", records, config)
+    saved = (saved_keys(settings.recovery_dir, f"{flow.flow_id}.workflow_state")
+             if settings.recovery_dir is not None else {})
+    chunks = run_shards("workflow_state", records, config, saved)
     facts = op.flat_map("fact_values", chunks,
                         lambda rows: [row for table, row in rows if table == FACT_TABLE])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)

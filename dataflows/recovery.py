@@ -5,18 +5,25 @@ and every input position together at each snapshot interval, into SQLite partiti
 recovery folder. After a crash, the next run with the same folder resumes from the last complete
 snapshot; outputs since then are produced again and the sinks make that harmless (see README).
 
+A shard's state is saved under its Bytewax key, which is salted to put the shard on the worker
+reading its partition (`state.sharding.routing_key`). A run resumed with another worker count, or
+with partitions dealt to workers differently, would pick other keys and never find that state, so
+it keeps the saved keys (`saved_keys`); those shards then run wherever their key lands.
+
 The folder is trusted storage: Bytewax pickles snapshots, so whoever can write it can run code in
 the pipeline. Keep it private to the pipeline's user.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from schemas.errors import ConfigError
+from state.sharding import shard_name
 
 PARTITION_GLOB = "part-*.sqlite3"
 
@@ -43,3 +50,22 @@ def prepare_recovery(folder: Path, partitions: int,
     else:
         resuming = True
     return RecoveryConfig(str(folder), timedelta(seconds=backup_interval_s)), resuming
+
+
+def saved_keys(folder: Path, step_id: str) -> dict[str, str]:
+    """The key each shard of the stateful step `step_id` (its full id, `flow.step`) was last
+    snapshotted under, by shard name; empty for a folder without snapshots. Reads only the keys
+    (the snapshot table's primary-key index), never the snapshots."""
+    newest: dict[str, tuple[int, str]] = {}
+    for part in sorted(folder.glob(PARTITION_GLOB)) if folder.is_dir() else []:
+        conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT state_key, MAX(snap_epoch) FROM snaps WHERE step_id = ? "
+                                "GROUP BY state_key", (step_id,)).fetchall()
+        finally:
+            conn.close()
+        for key, epoch in rows:
+            name = shard_name(key)
+            if name not in newest or epoch > newest[name][0]:
+                newest[name] = (epoch, key)
+    return {name: key for name, (_, key) in newest.items()}

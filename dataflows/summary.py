@@ -45,13 +45,20 @@ def accuracy(conn: duckdb.DuckDBPyConnection, truth_dir: Path) -> Accuracy:
     return Accuracy(*row)
 
 
+def processed_line(records: int, seconds: float, moved: int) -> str:
+    """`processed N records in S s (R/s), M moved to another worker`."""
+    rate = records / max(seconds, 1e-9)
+    return (f"processed {records:,} records in {seconds:.1f} s ({rate:,.0f}/s), "
+            f"{moved:,} moved to another worker")
+
+
 def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: float,
-           records: int) -> str:
-    """A plain-text summary of one finished run."""
+           records: int, moved: int) -> str:
+    """A plain-text summary of one finished run; `moved`: records run on another worker than the
+    one that read them (0 unless a resumed run keeps shards where an earlier run put them)."""
     conn = duckdb.connect(str(db_path), read_only=True)
     try:
-        rate = records / max(seconds, 1e-9)
-        lines = [f"processed {records:,} records in {seconds:.1f} s ({rate:,.0f}/s)", ""]
+        lines = [processed_line(records, seconds, moved), ""]
         lines.append("instances by outcome:")
         for workflow, outcome, n in conn.sql(
             "SELECT workflow_type, outcome, count(*) FROM outcomes GROUP BY ALL ORDER BY 1, 3 DESC"

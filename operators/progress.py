@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Progress:
-    """Records read, dead letters, and open instances per shard of this process."""
+    """Records read, dead letters, and open instances per shard of this process; `moved`: records
+    the shard step ran on another worker than the one that read them (see `operators.locality`)."""
 
     records: int = 0
     dead_letters: int = 0
+    moved: int = 0
     open_by_shard: dict[str, int] = field(default_factory=dict)
     restored_shards: int = 0
     restored_instances: int = 0
@@ -30,6 +32,10 @@ class Progress:
             self.records += records
             self.dead_letters += dead_letters
             self.open_by_shard[shard] = open_instances
+
+    def add_moved(self, records: int) -> None:
+        with self.lock:
+            self.moved += records
 
     @property
     def open_instances(self) -> int:

@@ -1,9 +1,10 @@
 """The stateful step: one Bytewax key per shard, each holding a `state.shard.Shard`.
 
-Keys are `"{partition}/{bucket}"` where the bucket is a stable hash of the record key (the
-workflow instance id on keyed topics). A few hundred shard keys instead of one key per instance:
-Bytewax's resume time grows with the square of its key count, and per-key timers are rescanned
-on every activation, while one timer per shard stays flat.
+Shards are `"{partition}/{bucket}"` where the bucket is a stable hash of the record key (the
+workflow instance id on keyed topics); each shard's Bytewax key is its name, salted where needed so
+the shard lives on the worker that reads its partition (`run_shards`). A few hundred shard keys
+instead of one key per instance: Bytewax's resume time grows with the square of its key count,
+and per-key timers are rescanned on every activation, while one timer per shard stays flat.
 
 Event time comes from the records. Wall-clock time enters only through the optional idle grace:
 when a live shard has seen no input for `idle_grace`, its watermark moves to now minus the grace,
@@ -13,7 +14,7 @@ so a deadline in a silent stream still fires about `idle_grace` after it is due.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
 from operators.crash_points import crash_point
+from operators.locality import CountMoved, ReadGroup, probe_workers, this_worker
 from operators.progress import PROGRESS
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
 from operators.timeutil import from_ms, to_ms
@@ -32,7 +34,7 @@ from state.catalog import Catalog
 from state.clock import Clock, utc_now
 from state.output import Out, Row
 from state.shard import END_OF_TIME, Shard, ShardConfig
-from state.sharding import shard_of
+from state.sharding import routing_key, shard_of
 
 
 def shard_key(record: RawRecord, buckets: int) -> str:
@@ -145,11 +147,27 @@ def group_by_shard(records: list[RawRecord], buckets: int) -> list[tuple[str, li
     return list(groups.items())
 
 
-def run_shards(step_id: str, records: Stream[RawRecord],
-               config: ShardStepConfig) -> Stream[list[Row]]:
+def group_on_reader(records: list[RawRecord], buckets: int,
+                    saved: Mapping[str, str]) -> list[tuple[str, ReadGroup]]:
+    """`group_by_shard`, each group under the Bytewax key that keeps it on this worker (the one
+    that read it) and stamped with this worker's index. A shard with state in the recovery folder
+    keeps the key it was saved under (`saved`, by shard name), wherever that puts it: its state is
+    found only there (after a change of worker count, or of which worker reads a partition)."""
+    reader, workers = this_worker()
+    return [(saved.get(name) or routing_key(name, reader, workers), (reader, group))
+            for name, group in group_by_shard(records, buckets)]
+
+
+def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig,
+               saved: Mapping[str, str] | None = None) -> Stream[list[Row]]:
     """Group records by shard and run the workflow engine on each shard's slice: one list of rows
-    (tables, then fact tallies) per engine call."""
+    (tables, then fact tallies) per engine call. Grouping runs on the worker that read the records
+    and keys each group to that worker, so records never cross workers or processes on their way
+    to their shard; `saved` are the keys of the shards in the recovery snapshot."""
+    probe_workers(f"{step_id}_worker_probe", records.flow())
+    keys = saved or {}
     grouped = op.flat_map_batch(f"{step_id}_group", records,
-                                lambda batch: group_by_shard(batch, config.buckets))
-    rows = op.stateful_batch(step_id, grouped, lambda resume: ShardLogic(config, resume))
+                                lambda batch: group_on_reader(batch, config.buckets, keys))
+    rows = op.stateful_batch(step_id, grouped,
+                             lambda resume: CountMoved(ShardLogic(config, resume)))
     return op.map(f"{step_id}_unkey", rows, lambda key_rows: key_rows[1])
