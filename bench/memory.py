@@ -23,6 +23,7 @@ from connectors.simulator.wire import rfc3339
 from dataflows.settings import BUNDLED_DEFINITIONS
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
+from state.admission import Admission
 from state.catalog import load_catalog
 from state.output import Discard
 from state.shard import Shard, ShardConfig
@@ -51,6 +52,7 @@ def hold_open(instances: int) -> dict[str, Any]:
     rules = catalog.decode_rules(bundled_registry())
     config = ShardConfig()
     shards: dict[str, Shard] = {}
+    admissions = [Admission(rules, BUCKETS) for _ in range(PARTITIONS)]
     gc.collect()
     before = rss_kib()
     for n in range(instances):
@@ -60,7 +62,9 @@ def hold_open(instances: int) -> dict[str, Any]:
         shard = shards.get(name) or shards.setdefault(name, Shard(name, catalog, rules, config))
         value = TEMPLATE.format(n=n, time=rfc3339(T0 + n // 2)).encode()
         out = Discard(name)
-        shard.receive(RawRecord("bench", partition, n, value, key), out)
+        for admitted in admissions[partition].admit([RawRecord("bench", partition, n, value,
+                                                               key)])[name]:
+            shard.receive(admitted, out)
         shard.release(out)
     for shard in shards.values():  # apply the events still held back for lateness
         shard.advance_to(shard.frontier + 1, Discard(shard.name))

@@ -1,9 +1,9 @@
 """The measured variants: one function per way of running the same records, each timed alone.
 
-Every variant gets the workload already in memory and returns how many records it processed in
-how many seconds (loading is never timed). `baseline*` run exactly the per-shard code the
-dataflow runs (`ShardLogic.on_batch`, the same grouping by shard, the same end-of-input drain)
-in a plain loop, without Bytewax; `pipeline*` run the real dataflow.
+Every variant gets the workload already in memory and returns how many records it processed in how
+many seconds (loading is never timed). `baseline*` run exactly the per-shard code the dataflow runs
+(`AdmissionLogic` and `ShardLogic.on_batch`, the same grouping by partition and shard, the same
+end-of-input drain) in a plain loop, without Bytewax; `pipeline*` run the real dataflow.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from dataflows.kafka_wiring import kafka_input
 from dataflows.pipeline import archive_batches, build_flow, sink_batches, without_facts
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
+from operators.admission_step import AdmissionLogic, group_by_partition
 from operators.gc_tuning import tune_gc
-from operators.shard_step import ShardLogic, ShardStepConfig, group_by_shard
+from operators.shard_step import ShardLogic, ShardStepConfig
 from schemas.decode import decode
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
@@ -94,14 +95,18 @@ def _engine(partitions: Partitions, settings: Settings,
         shard=ShardConfig(allowed_lateness_ms=settings.allowed_lateness_ms),
         buckets=settings.buckets,
     )
+    admissions: dict[str, AdmissionLogic] = {}
     logics: dict[str, ShardLogic] = {}
     rows = 0
     for batch in _batches(partitions):
         out: list[Row] = []
-        for key, records in group_by_shard(batch, config.buckets):
-            logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
-            for chunk in logic.on_batch([records])[0]:
-                out += without_facts(chunk)
+        for partition, records in group_by_partition(batch):
+            admission = admissions.get(partition) or admissions.setdefault(
+                partition, AdmissionLogic(config.rules, config.buckets, None))
+            for key, items in next(iter(admission.on_batch([(partition, records)])[0])):
+                logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
+                for chunk in logic.on_batch([(key, items)])[0]:
+                    out += without_facts(chunk)
         rows += len(out)
         write(out, batch)
     out = [row for logic in logics.values() for chunk in logic.on_eof()[0]

@@ -31,6 +31,7 @@ from dataflows.kafka_wiring import kafka_outputs, output_topics
 from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
 from dataflows.sources import make_source
+from operators.admission_step import admit
 from operators.fatal import exit_with_message
 from operators.gc_tuning import tune_gc
 from operators.metrics import window_metrics
@@ -102,9 +103,10 @@ def build_flow(
                        source if source is not None else make_source(settings, catalog))
     # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
     # in every step it crosses.
-    saved = (saved_keys(settings.recovery_dir, f"{flow.flow_id}.workflow_state")
-             if settings.recovery_dir is not None else {})
-    chunks = run_shards("workflow_state", records, config, saved)
+    slices = admit("admission", records, config.rules, config.buckets,
+                   saved_keys(settings.recovery_dir, f"{flow.flow_id}.admission"),
+                   saved_keys(settings.recovery_dir, f"{flow.flow_id}.workflow_state"))
+    chunks = run_shards("workflow_state", slices, config)
     facts = op.flat_map("fact_values", chunks,
                         lambda rows: [row for table, row in rows if table == FACT_TABLE])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)

@@ -5,10 +5,11 @@ and every input position together at each snapshot interval, into SQLite partiti
 recovery folder. After a crash, the next run with the same folder resumes from the last complete
 snapshot; outputs since then are produced again and the sinks make that harmless (see README).
 
-A shard's state is saved under its Bytewax key, which is salted to put the shard on the worker
-reading its partition (`state.sharding.routing_key`). A run resumed with another worker count, or
-with partitions dealt to workers differently, would pick other keys and never find that state, so
-it keeps the saved keys (`saved_keys`); those shards then run wherever their key lands.
+A shard's state (and a partition's admission state) is saved under its Bytewax key, salted to put
+it on the worker reading its partition (`state.sharding.routing_key`). A run resumed with another
+worker count, or with partitions dealt to workers differently, would pick other keys and never find
+that state, so it keeps the saved keys (`saved_keys`); those shards then run wherever their key
+lands.
 
 The folder is trusted storage: Bytewax pickles snapshots, so whoever can write it can run code in
 the pipeline. Keep it private to the pipeline's user.
@@ -52,12 +53,12 @@ def prepare_recovery(folder: Path, partitions: int,
     return RecoveryConfig(str(folder), timedelta(seconds=backup_interval_s)), resuming
 
 
-def saved_keys(folder: Path, step_id: str) -> dict[str, str]:
-    """The key each shard of the stateful step `step_id` (its full id, `flow.step`) was last
-    snapshotted under, by shard name; empty for a folder without snapshots. Reads only the keys
-    (the snapshot table's primary-key index), never the snapshots."""
+def saved_keys(folder: Path | None, step_id: str) -> dict[str, str]:
+    """The key each shard (or partition) of the stateful step `step_id` (its full id,
+    `flow.step`) was last snapshotted under, by name; empty without a folder or snapshots. Reads
+    only the keys (the snapshot table's primary-key index), never the snapshots."""
     newest: dict[str, tuple[int, str]] = {}
-    for part in sorted(folder.glob(PARTITION_GLOB)) if folder.is_dir() else []:
+    for part in sorted(folder.glob(PARTITION_GLOB)) if folder and folder.is_dir() else []:
         conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)
         try:
             rows = conn.execute("SELECT state_key, MAX(snap_epoch) FROM snaps WHERE step_id = ? "

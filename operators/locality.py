@@ -12,9 +12,9 @@ is empty again in later calls (Python thread state is not kept between calls fro
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -22,13 +22,17 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
 from operators.progress import PROGRESS
-from schemas.event import RawRecord
-from state.output import Row
+from state.sharding import routing_key
 
 _WORKERS: dict[int, tuple[int, int]] = {}
 
-ReadGroup = tuple[int, list[RawRecord]]
-"""Records of one shard from one source batch, with the index of the worker that read them."""
+T = TypeVar("T")
+U = TypeVar("U")
+S = TypeVar("S")
+
+ReadGroup = tuple[int, T]
+"""A stateful step's input: the index of the worker that read the records, and the records (or
+what admission made of them)."""
 
 
 class _Nothing(StatelessSourcePartition[Any]):
@@ -49,6 +53,17 @@ def probe_workers(step_id: str, flow: Dataflow) -> None:
     op.input(step_id, flow, _WorkerProbe())
 
 
+def to_this_worker(groups: Iterable[tuple[str, T]], saved: Mapping[str, str]
+                   ) -> list[tuple[str, ReadGroup[tuple[str, T]]]]:
+    """Each named group under the Bytewax key that keeps it on this worker, stamped with this
+    worker's index. A name with state in the recovery folder keeps the key it was saved under
+    (`saved`, by name) wherever that puts it: its state is found only there (after a change of
+    worker count, or of which worker reads a partition)."""
+    worker, workers = this_worker()
+    return [(saved.get(name) or routing_key(name, worker, workers), (worker, (name, group)))
+            for name, group in groups]
+
+
 def this_worker() -> tuple[int, int]:
     """`(worker_index, worker_count)` of the Bytewax worker running this thread."""
     try:
@@ -58,29 +73,29 @@ def this_worker() -> tuple[int, int]:
         raise RuntimeError(msg) from None
 
 
-class CountMoved(StatefulBatchLogic[ReadGroup, list[Row], dict[str, Any]]):
-    """Runs `inner` on the records of `ReadGroup`s and counts (in `PROGRESS.moved`) those read
-    on another worker than this one: what the shard keys are chosen to keep at zero."""
+class CountMoved(StatefulBatchLogic[ReadGroup[T], U, S]):
+    """Runs `inner` on the payloads of `ReadGroup`s and counts (in `PROGRESS.moved`) the records
+    (`size` of a payload) read on another worker than this one: what keys are chosen to keep at
+    zero."""
 
-    def __init__(self, inner: StatefulBatchLogic[list[RawRecord], list[Row], dict[str, Any]]
-                 ) -> None:
-        self.inner = inner
+    def __init__(self, inner: StatefulBatchLogic[T, U, S], size: Callable[[T], int]) -> None:
+        self.inner, self.size = inner, size
         self.worker = this_worker()[0]
 
-    def on_batch(self, values: list[ReadGroup]) -> tuple[Iterable[list[Row]], bool]:
-        moved = sum(len(records) for reader, records in values if reader != self.worker)
+    def on_batch(self, values: list[ReadGroup[T]]) -> tuple[Iterable[U], bool]:
+        moved = sum(self.size(payload) for reader, payload in values if reader != self.worker)
         if moved:
             PROGRESS.add_moved(moved)
-        return self.inner.on_batch([records for _, records in values])
+        return self.inner.on_batch([payload for _, payload in values])
 
-    def on_notify(self) -> tuple[Iterable[list[Row]], bool]:
+    def on_notify(self) -> tuple[Iterable[U], bool]:
         return self.inner.on_notify()
 
-    def on_eof(self) -> tuple[Iterable[list[Row]], bool]:
+    def on_eof(self) -> tuple[Iterable[U], bool]:
         return self.inner.on_eof()
 
     def notify_at(self) -> datetime | None:
         return self.inner.notify_at()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> S:
         return self.inner.snapshot()

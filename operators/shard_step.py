@@ -2,19 +2,21 @@
 
 Shards are `"{partition}/{bucket}"` where the bucket is a stable hash of the record key (the
 workflow instance id on keyed topics); each shard's Bytewax key is its name, salted where needed so
-the shard lives on the worker that reads its partition (`run_shards`). A few hundred shard keys
-instead of one key per instance: Bytewax's resume time grows with the square of its key count,
-and per-key timers are rescanned on every activation, while one timer per shard stays flat.
+the shard lives on the worker that reads its partition (`operators.locality.to_this_worker`). A few
+hundred shard keys instead of one key per instance: Bytewax's resume time grows with the square of
+its key count, and per-key timers are rescanned on every activation, while one timer per shard
+stays flat.
 
-Event time comes from the records. Wall-clock time enters only through the optional idle grace:
-when a live shard has seen no input for `idle_grace`, its watermark moves to now minus the grace,
-so a deadline in a silent stream still fires about `idle_grace` after it is due.
+Event time comes from the records, through their partition's frontier (`operators.admission_step`
+stamps it). Wall-clock time enters only through the optional idle grace: when a live shard has seen
+no input for `idle_grace`, its watermark moves to now minus the grace, so a deadline in a silent
+stream still fires about `idle_grace` after it is due.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,23 +25,19 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
+from operators.admission_step import ShardSlice
 from operators.crash_points import crash_point
-from operators.locality import CountMoved, ReadGroup, probe_workers, this_worker
+from operators.locality import CountMoved, ReadGroup
 from operators.progress import PROGRESS
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
 from operators.timeutil import from_ms, to_ms
 from schemas.decode import DecodeRules
-from schemas.event import RawRecord
+from schemas.event import DeadLetter
+from state.admission import Admitted
 from state.catalog import Catalog
 from state.clock import Clock, utc_now
 from state.output import Out, Row
 from state.shard import END_OF_TIME, Shard, ShardConfig
-from state.sharding import routing_key, shard_of
-
-
-def shard_key(record: RawRecord, buckets: int) -> str:
-    """Same instance, same shard (see `state.sharding`)."""
-    return shard_of(record.partition, record.key, buckets)
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,8 @@ class ShardStepConfig:
     telemetry: Telemetry | None = None
 
 
-class ShardLogic(StatefulBatchLogic[list[RawRecord], list[Row], dict[str, Any]]):
-    """Bytewax glue around one `Shard`: lists of records in, and out one list of rows per call
+class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
+    """Bytewax glue around one `Shard`: admitted records in, and out one list of rows per call
     (every item crossing a Bytewax step costs a Python call there, so rows travel in lists),
     snapshots as plain data."""
 
@@ -70,22 +68,23 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], list[Row], dict[str, Any]])
             PROGRESS.restored(len(self.shard.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
-    def on_batch(self, values: list[list[RawRecord]]) -> tuple[Iterable[list[Row]], bool]:
-        records = [record for group in values for record in group]
-        shard = self._shard(records[0])
+    def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[list[Row]], bool]:
+        shard = self._shard(values[0][0])
         out = Out(shard.name, fact_clock=shard.fact_clock)
-        for record in records:
-            # Release after every record, not every batch: outcome counts and metric stamps then
-            # depend on the records alone, not on how the source batched them (Kafka: arbitrarily).
-            shard.receive(record, out)
-            shard.release(out)
-            shard.gauge_facts(out)
+        records = 0
+        for _, items in values:
+            records += _records(items)
+            for admitted in items:
+                # Release after every record, not every batch: outcome counts and metric stamps
+                # then depend on the records alone, not on how the source batched them.
+                shard.receive(admitted, out)
+                shard.release(out)
+                shard.gauge_facts(out)
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
-        PROGRESS.add(shard.name, len(records), dead, shard.open_instances)
-        first = records[0]
-        rows = out.with_facts(f"{first.source}/{first.partition}/{first.offset}")
-        observe_batch(self.config.telemetry, shard, len(records), rows)
+        PROGRESS.add(shard.name, records, dead, shard.open_instances)
+        rows = out.with_facts(_origin(values))
+        observe_batch(self.config.telemetry, shard, records, rows)
         return [rows], False
 
     def notify_at(self) -> datetime | None:
@@ -125,49 +124,34 @@ class ShardLogic(StatefulBatchLogic[list[RawRecord], list[Row], dict[str, Any]])
         crash_point("shard_snapshot")
         return snapshot
 
-    def _shard(self, record: RawRecord) -> Shard:
+    def _shard(self, name: str) -> Shard:
         if self.shard is None:
-            name = shard_key(record, self.config.buckets)
             self.shard = Shard(name, self.config.catalog, self.config.rules, self.config.shard)
         return self.shard
 
 
-def group_by_shard(records: list[RawRecord], buckets: int) -> list[tuple[str, list[RawRecord]]]:
-    """One source batch as one (shard, records in order) item per shard it touches: an item
-    crossing Bytewax operators (and, between processes, pickled on its own) costs microseconds,
-    so records travel to their shard in lists, not one by one."""
-    groups: dict[str, list[RawRecord]] = {}
-    for record in records:
-        key = shard_key(record, buckets)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [record]
-        else:
-            group.append(record)
-    return list(groups.items())
+def _origin(values: list[ShardSlice]) -> str:
+    """Names one engine call for its metric rows: the coordinates of its first record, or
+    `tick/<frontier>` for a call with ticks only."""
+    first = values[0][1][0]
+    decoded = first[1]
+    if decoded is None:
+        return f"tick/{first[0]}"
+    record = decoded.record if isinstance(decoded, DeadLetter) else decoded
+    return f"{record.source}/{record.partition}/{record.offset}"
 
 
-def group_on_reader(records: list[RawRecord], buckets: int,
-                    saved: Mapping[str, str]) -> list[tuple[str, ReadGroup]]:
-    """`group_by_shard`, each group under the Bytewax key that keeps it on this worker (the one
-    that read it) and stamped with this worker's index. A shard with state in the recovery folder
-    keeps the key it was saved under (`saved`, by shard name), wherever that puts it: its state is
-    found only there (after a change of worker count, or of which worker reads a partition)."""
-    reader, workers = this_worker()
-    return [(saved.get(name) or routing_key(name, reader, workers), (reader, group))
-            for name, group in group_by_shard(records, buckets)]
+def _records(items: list[Admitted]) -> int:
+    """Records (not ticks) in a shard's slice: a tick comes last, if at all."""
+    return len(items) - (items[-1][1] is None)
 
 
-def run_shards(step_id: str, records: Stream[RawRecord], config: ShardStepConfig,
-               saved: Mapping[str, str] | None = None) -> Stream[list[Row]]:
-    """Group records by shard and run the workflow engine on each shard's slice: one list of rows
-    (tables, then fact tallies) per engine call. Grouping runs on the worker that read the records
-    and keys each group to that worker, so records never cross workers or processes on their way
-    to their shard; `saved` are the keys of the shards in the recovery snapshot."""
-    probe_workers(f"{step_id}_worker_probe", records.flow())
-    keys = saved or {}
-    grouped = op.flat_map_batch(f"{step_id}_group", records,
-                                lambda batch: group_on_reader(batch, config.buckets, keys))
-    rows = op.stateful_batch(step_id, grouped,
-                             lambda resume: CountMoved(ShardLogic(config, resume)))
+def run_shards(step_id: str, slices: Stream[tuple[str, ReadGroup[ShardSlice]]],
+               config: ShardStepConfig) -> Stream[list[Row]]:
+    """Run the workflow engine on each shard's admitted slices (`operators.admission_step.admit`
+    keyed them to the worker that read them): one list of rows (tables, then fact tallies) per
+    engine call."""
+    rows = op.stateful_batch(step_id, slices,
+                             lambda resume: CountMoved(ShardLogic(config, resume),
+                                                        lambda named: _records(named[1])))
     return op.map(f"{step_id}_unkey", rows, lambda key_rows: key_rows[1])

@@ -34,8 +34,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, s
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from state.admission import NEVER
 from state.output import FACT_TABLE, Row
-from state.shard import END_OF_TIME, NEVER, Shard
+from state.shard import END_OF_TIME, Shard
 
 LOG = logging.getLogger("flowkeeper.workflow")
 

@@ -157,20 +157,3 @@ class CaseInstance(InstanceBase):
         """The `outcomes` row of a closed case: its last activity, and its activities as the
         variant (cases have no steps to time)."""
         return self.finished_row(self._current(), [], None, self.activities)
-
-    def to_snapshot(self) -> tuple[Any, ...]:
-        """A row, like `MachineInstance.to_snapshot` (mutable fields copied)."""
-        return ("case", self.workflow_type, self.definition.version, self.started_ms, self.last_ms,
-                self.visit, self.trace_id, tuple(self.activities), self.end_seen,
-                dict(self.rule_from), dict(self.rule_last_to), self.rule_done, self.outcome,
-                self.ended_ms, self.counts)
-
-    @classmethod
-    def from_snapshot(cls, key: str, row: tuple[Any, ...],
-                      definition: CaseTracking) -> CaseInstance:
-        """From a `to_snapshot` row, whose fields follow the declaration order."""
-        instance = cls(definition, key, *row[3:])
-        instance.activities = list(instance.activities)
-        instance.rule_from = dict(instance.rule_from)
-        instance.rule_last_to = dict(instance.rule_last_to)
-        return instance

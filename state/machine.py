@@ -293,24 +293,6 @@ class MachineInstance(InstanceBase):
         durations = [{"step": s, "duration_ms": d} for s, d in self.step_durations]
         return self.finished_row(self.state, durations, self.timed_out_step, self.path)
 
-    def to_snapshot(self) -> tuple[Any, ...]:
-        """A row of plain data: kind, the definition's (type, version), then the fields from
-        `started_ms` to `counts` in declaration order (tuples shared, the dict copied)."""
-        return ("machine", self.workflow_type, self.definition.version, self.started_ms, self.state,
-                self.entered_ms, self.visit, self.trace_id, self.first_seen, self.completed,
-                self.branches_done, None if self.pending_acks is None else dict(self.pending_acks),
-                self.outcome, self.ended_ms, self.timed_out_step, self.step_durations, self.path,
-                self.counts)
-
-    @classmethod
-    def from_snapshot(cls, key: str, row: tuple[Any, ...],
-                      definition: StateMachine) -> MachineInstance:
-        """From a `to_snapshot` row, whose fields follow the declaration order."""
-        instance = cls(definition, key, *row[3:])
-        if instance.pending_acks is not None:
-            instance.pending_acks = dict(instance.pending_acks)  # the row's stays the snapshot's
-        return instance
-
 
 def anomaly_row(workflow_type: str, instance_id: str, kind: str, state: str | None,
                 event: Event | None, detected_ms: int, detail: str,

@@ -1,9 +1,10 @@
-"""A shard: the instances of one slice of one input partition, with its own event time.
+"""A shard: the instances of one slice of one input partition, on its partition's event time.
 
-The unit of order, state and time (like a Kafka Streams task). A shard sees the records of its
-slice in partition order, decodes them, and keeps:
-- the **frontier** (largest event time seen) and the **watermark** (frontier minus the allowed
-  lateness, or wall-clock time when a live stream is idle, see `advance_to`);
+A shard sees the records of its slice in partition order, decoded and stamped by admission
+(`state.admission`) with their partition's frontier, and keeps:
+- the **frontier** (largest event time of its partition as far as it has been told) and the
+  **watermark** (frontier minus the allowed lateness, or wall-clock time when a live stream is
+  idle, see `advance_to`): the partition's, so lateness does not depend on the shard count;
 - two priority queues, buffered events and timers (armed deadlines, evictions), released as one
   in event-time order once the watermark passes them: events before deadlines at equal times (a
   payment at exactly the deadline is in time), then evictions. Apart, because the events wait
@@ -31,12 +32,13 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from schemas.decode import DecodeRules, decode
+from schemas.decode import DecodeRules
 from schemas.errors import SnapshotError
-from schemas.event import DeadLetter, Event, RawRecord
+from schemas.event import DeadLetter, Event
+from state.admission import NEVER, Admitted
 from state.cases import CaseInstance
 from state.catalog import Catalog
-from state.definition import CaseTracking, StateMachine
+from state.definition import StateMachine
 from state.durations import parse_duration_ms
 from state.machine import (
     ANOMALOUS,
@@ -51,9 +53,9 @@ from state.machine import (
     deadline_ref,
 )
 from state.output import Discard, Out
+from state.snapshot import encode_instance, layouts, readers
 
-SNAPSHOT_VERSION = 3
-NEVER = -(2**62)
+SNAPSHOT_VERSION = 4
 END_OF_TIME = 2**62
 
 Instance = MachineInstance | CaseInstance
@@ -112,9 +114,18 @@ class Shard:
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, record: RawRecord, out: Out) -> None:
-        """Take one record of this shard's slice, in partition order."""
-        decoded = decode(record, self.rules)
+    def receive(self, admitted: Admitted, out: Out) -> None:
+        """Take one admitted record of this shard's slice (or a tick), in partition order: first
+        catch up with the partition's frontier before it, releasing what that makes due."""
+        frontier, decoded = admitted
+        if frontier > self.frontier:
+            self.frontier = frontier
+            watermark = frontier - self.config.allowed_lateness_ms
+            if watermark > self.watermark:
+                self.watermark = watermark
+                self._release(out)
+        if decoded is None:
+            return
         if isinstance(decoded, DeadLetter):
             self._dead_letter(decoded, out)
             return
@@ -388,14 +399,16 @@ class Shard:
         """Versioned plain data (no pickled classes): survives code moves and upgrades.
 
         The shard's own tuples are shared, not copied (they are immutable), and instances are rows
-        (`to_snapshot`), not dicts: a million open instances unpickle and restore in seconds."""
+        named once per kind (`state.snapshot`), not dicts: a million open instances unpickle and
+        restore in seconds."""
         return {
             "version": SNAPSHOT_VERSION,
             "name": self.name,
             "watermark": self.watermark, "frontier": self.frontier,
             "arrivals": self.arrivals, "fact_clock": self.fact_clock,
             "queue": [*(_entry_to_data(e) for e in self.queue), *self.timers],
-            "instances": {k: i.to_snapshot() for k, i in self.instances.items()},
+            "layouts": layouts(),
+            "instances": {k: encode_instance(i) for k, i in self.instances.items()},
             "history": dict(self.history),
             "finished": sorted(self._finished),
             "tombstones": {k: (t.outcome, t.ended_ms, t.forget_ms)
@@ -420,16 +433,10 @@ class Shard:
         # in every structure, as pickle keeps shared strings shared) the one new events look up.
         shard.seen = {sys.intern(k): v if isinstance(v, tuple) else dict(v)
                       for k, v in data["seen"].items()}
+        read = readers(data["layouts"])
         for name, row in data["instances"].items():
             key = sys.intern(name)
-            definition = catalog.get(row[1], row[2])
-            instance: Instance
-            if row[0] == "machine":
-                assert isinstance(definition, StateMachine)
-                instance = MachineInstance.from_snapshot(key, row, definition)
-            else:
-                assert isinstance(definition, CaseTracking)
-                instance = CaseInstance.from_snapshot(key, row, definition)
+            instance = read[row[0]](key, row, catalog.get(row[1], row[2]))
             shard.instances[key] = instance
             if not instance.ended:
                 wf = instance.workflow_type
@@ -453,6 +460,8 @@ def migrate_snapshot(data: dict[str, Any]) -> dict[str, Any]:
         data = _v1_to_v2(data)
     if data.get("version") == 2:
         data = _v2_to_v3(data)
+    if data.get("version") == 3:
+        data = {**data, "version": 4, "layouts": _V3_ROW_FIELDS}  # v4 names its row fields
     version = data.get("version")
     if version != SNAPSHOT_VERSION:
         msg = (f"shard snapshot version {version!r} is not supported by this code (expects "
@@ -478,7 +487,8 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 2, "history": history, "tombstones": tombstones, "queue": queue}
 
 
-# The fields of a v3 instance row after (kind, workflow type, version), by their v2 names.
+# The fields of a v3 instance row after (kind, workflow type, version), by their v2 names: the
+# v3 layout, fixed forever (v4 snapshots name theirs).
 _V3_ROW_FIELDS = {
     "machine": ("started_ms", "state", "entered_ms", "visit", "trace_id", "first_seen", "completed",
                 "branches_done", "pending_acks", "outcome", "ended_ms", "timed_out_step",

@@ -27,12 +27,24 @@ def parquet_files(out: Path) -> list[Path]:
 
 
 def snapshots_written(recovery: Path) -> int:
-    """State snapshots in the recovery folder (0 while there are none, or Bytewax holds a lock)."""
+    """Shard snapshots a restart would resume from: those older than the epoch every worker of the
+    latest execution has passed (Bytewax's resume epoch). 0 while there are none, or Bytewax holds
+    a lock. A snapshot row alone is not enough: a kill before the workers' frontiers move past it
+    resumes from the start."""
     path = recovery / "part-0.sqlite3"
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1)
         try:
-            return int(conn.execute("SELECT count(*) FROM snaps").fetchone()[0])
+            latest = conn.execute("SELECT ex_num, worker_count FROM exs "
+                                  "ORDER BY ex_num DESC LIMIT 1").fetchone()
+            if latest is None:
+                return 0
+            fronts = [row[0] for row in conn.execute(
+                "SELECT worker_frontier FROM fronts WHERE ex_num = ?", (latest[0],))]
+            if len(fronts) < latest[1]:
+                return 0
+            return int(conn.execute("SELECT count(*) FROM snaps WHERE snap_epoch < ? AND "
+                                    "step_id LIKE '%workflow_state'", (min(fronts),)).fetchone()[0])
         finally:
             conn.close()
     except sqlite3.Error:

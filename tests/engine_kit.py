@@ -10,6 +10,7 @@ from typing import Any
 
 from schemas.event import RawRecord
 from schemas.payloads.registry import PayloadRegistry
+from state.admission import Admission
 from state.catalog import Catalog, load_catalog
 from state.output import Out
 from state.shard import END_OF_TIME, Shard, ShardConfig
@@ -99,15 +100,18 @@ class Harness:
 
     def __init__(self, catalog: Catalog, lateness_ms: int = 60_000) -> None:
         rules = catalog.decode_rules(PayloadRegistry())
+        self.admission = Admission(rules, buckets=1)
         self.shard = Shard("0/0", catalog, rules, ShardConfig(allowed_lateness_ms=lateness_ms))
         self.out = Out("0/0")
         self.offset = 0
 
     def feed(self, *values: bytes) -> Harness:
         for value in values:
-            self.shard.receive(RawRecord("test", 0, self.offset, value, b"k"), self.out)
+            record = RawRecord("test", 0, self.offset, value, b"k")
+            for admitted in self.admission.admit([record])["0/0"]:
+                self.shard.receive(admitted, self.out)
+                self.shard.release(self.out)
             self.offset += 1
-            self.shard.release(self.out)
         return self
 
     def drain(self) -> Harness:

@@ -12,7 +12,7 @@ import sys
 
 from bytewax.dataflow import Dataflow
 
-import operators.shard_step
+import operators.locality
 from dataflows import pipeline
 from dataflows.cli import main
 from operators.progress import PROGRESS
@@ -34,5 +34,5 @@ def unsalted(shard: str, worker: int, workers: int) -> str:
 
 
 if __name__ == "__main__":
-    operators.shard_step.routing_key = unsalted
+    operators.locality.routing_key = unsalted
     sys.exit(main(sys.argv[1:]))

@@ -179,11 +179,14 @@ def test_an_archive_made_before_the_fast_path_replays_identical(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, workers: str) -> None:
     """The outputs and archive of a run made with the engine as it was before the per-event rewrite
     (snapshot v3; `tests/fixtures/run_v3`: 250 instances of all four workflows, seed 5) replay
-    through today's engine to the same rows, `row_id`s and contents, table by table."""
+    through today's engine to the same rows, `row_id`s and contents, table by table. `outcomes`
+    and `metrics` were recorded again when event time moved from the shard to the partition
+    (`state.admission`): it changes `out_of_order` counts and metric stamps by design; the other
+    five tables are still the ones recorded before the rewrite."""
     fixture = REPO / "tests" / "fixtures" / "run_v3"
     code, _ = run(capsys, "replay", str(fixture), "--out", str(tmp_path / "replayed"),
                   "--workers", workers, "--no-duckdb")
     assert code == 0
     code, output = run(capsys, "verify", str(fixture), str(tmp_path / "replayed"))
     assert code == 0, output
-    assert "verdict: identical (7 tables, 3,633 rows)" in output
+    assert "verdict: identical (7 tables, 3,635 rows)" in output

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from state.catalog import Catalog
-from state.shard import Shard
+from state.shard import SNAPSHOT_VERSION, Shard
 from tests.engine_kit import ORDER_V1, Harness, write_catalog
 from tests.strategies import cases
 
@@ -122,4 +122,4 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     resumed.out.fact_clock = prefix.out.fact_clock
     resumed.feed(*REST).drain()
     assert prefix.out.rows + resumed.out.rows == one_pass.out.rows
-    assert resumed.shard.snapshot()["version"] == 3
+    assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
 
-import operators.shard_step
+import operators.locality
 from connectors.simulator import SimulatorSource, simulate
 from connectors.simulator.truth import Simulation
 from dataflows.pipeline import build_flow
@@ -128,7 +128,7 @@ def test_two_workers_in_one_process_move_no_record(simulation: Simulation) -> No
 def test_unsalted_keys_move_records_and_the_counter_sees_it(
         simulation: Simulation, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the old keys (shard names, routed by hash) records do move, and are counted."""
-    monkeypatch.setattr(operators.shard_step, "routing_key", unsalted)
+    monkeypatch.setattr(operators.locality, "routing_key", unsalted)
     _, moved_two = run_flow(simulation, 2)
     assert moved_two > 0
 

@@ -1,9 +1,10 @@
 """The ground truth: what the engine must conclude about every record and every instance.
 
-Independent of `state.shard` and `state.machine`: a record-by-record replay of the event-time
-rules (per shard: frontier = largest event time accepted, watermark = frontier - allowed lateness;
-a record's event id seen before in its instance is a duplicate; an event before the watermark at
-its arrival is late, recorded and never applied), then `replica.interpret` per instance. The end
+Independent of `state.admission`, `state.shard` and `state.machine`: a record-by-record replay of
+the event-time rules (per input partition: frontier = largest event time of any valid record,
+watermark = frontier - allowed lateness; a record's event id seen before in its instance is a
+duplicate; an event before the watermark at its arrival is late, recorded and never applied),
+then `replica.interpret` per instance. The end
 of the bounded input fires every pending deadline, so the final verdict interprets every accepted
 event with no time limit.
 
@@ -47,7 +48,8 @@ class Meta:
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """One record as its shard saw it: the verdict before interpretation and the watermarks."""
+    """One record as its shard saw it: the verdict before interpretation and its partition's
+    watermarks before and after it."""
 
     meta: Meta
     partition: int
@@ -64,23 +66,22 @@ class _Clock:
     frontier: int = NEVER
     watermark: int = NEVER
     seen: dict[str, set[str]] = field(default_factory=dict)
-    count: int = 0
 
 
 def arrivals(partitions: Sequence[Sequence[tuple[bytes | None, Meta]]], lateness_ms: int,
              buckets: int) -> list[Arrival]:
-    """Replay each partition in order, shard by shard: dead letter, duplicate, late or accepted."""
+    """Replay each partition in order: dead letter, duplicate, late or accepted."""
     found: list[Arrival] = []
     for partition, records in enumerate(partitions):
-        clocks: dict[str, _Clock] = {}
+        clock = _Clock()
+        shard_counts: dict[str, int] = {}
         for offset, (key, meta) in enumerate(records):
             name = shard_of(partition, key, buckets)
-            clock = clocks.setdefault(name, _Clock())
+            index = shard_counts[name] = shard_counts.get(name, -1) + 1
             before = clock.watermark
             verdict = _verdict(clock, meta, lateness_ms)
-            found.append(Arrival(meta, partition, offset, name, verdict, clock.count, before,
+            found.append(Arrival(meta, partition, offset, name, verdict, index, before,
                                  clock.watermark))
-            clock.count += 1
     return found
 
 
@@ -88,15 +89,14 @@ def _verdict(clock: _Clock, meta: Meta, lateness_ms: int) -> str:
     if meta.dead_reason is not None:
         return DEAD
     assert meta.event_id is not None and meta.time_ms is not None
+    watermark = clock.watermark
+    clock.frontier = max(clock.frontier, meta.time_ms)  # every valid record moves time
+    clock.watermark = max(clock.watermark, clock.frontier - lateness_ms)
     seen = clock.seen.setdefault(meta.instance_key, set())
     if meta.event_id in seen:
         return DUPLICATE
     seen.add(meta.event_id)
-    if meta.time_ms < clock.watermark:
-        return LATE
-    clock.frontier = max(clock.frontier, meta.time_ms)
-    clock.watermark = max(clock.watermark, clock.frontier - lateness_ms)
-    return ACCEPTED
+    return LATE if meta.time_ms < watermark else ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)

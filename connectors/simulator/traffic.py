@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from connectors.simulator.config import SimulatorConfig
-from connectors.simulator.oracle import ACCEPTED, Arrival, Meta, arrivals, judge
+from connectors.simulator.oracle import Arrival, Meta, arrivals, judge
 from connectors.simulator.payloads import ID_PREFIX, Facts, sample
 from connectors.simulator.scenarios import Blueprint, InstancePlan, Planned, plan_instance
 from connectors.simulator.truth import Simulation, TruthInstance, TruthRecord
@@ -34,7 +34,6 @@ from schemas.payloads.registry import PayloadRegistry
 from state.catalog import Catalog
 from state.definition import StateMachine
 from state.durations import parse_duration_ms
-from state.sharding import shard_of
 
 SOURCE = "simulator"
 UNKNOWN_TYPES = ("LoyaltyPointsAwarded", "InvoiceArchived", "SurveyCompleted", "CacheInvalidated")
@@ -308,21 +307,21 @@ def _partitions(config: SimulatorConfig, drafts: list[Draft]) -> list[list[Draft
 
 def _place_late(config: SimulatorConfig, drafts: list[Draft],
                 lates: list[tuple[_Context, Draft]]) -> None:
-    """Each late event goes right after the first record that takes its shard's watermark past the
-    deadline it missed: the deadline has fired, the instance has not been evicted."""
+    """Each late event goes right after the first record that takes its partition's watermark
+    past the deadline it missed: the deadline has fired, the instance has not been evicted."""
     partitions = _partitions(config, drafts)
     found = arrivals([[(d.key, d.meta) for d in part] for part in partitions],
                      config.allowed_lateness_ms, config.buckets)
-    movers: dict[str, tuple[list[int], list[Draft]]] = {}  # shard -> watermarks, records
+    movers: dict[int, tuple[list[int], list[Draft]]] = {}  # partition -> watermarks, records
     for arrival in found:
-        if arrival.verdict == ACCEPTED:
-            marks, records = movers.setdefault(arrival.shard, ([], []))
+        if arrival.watermark_after > arrival.watermark_before:
+            marks, records = movers.setdefault(arrival.partition, ([], []))
             marks.append(arrival.watermark_after)
             records.append(partitions[arrival.partition][arrival.offset])
     for ctx, late in lates:
         deadline = ctx.plan.late_deadline_ms
         assert deadline is not None
-        marks, records = movers[shard_of(late.partition, late.key, config.buckets)]
+        marks, records = movers.get(late.partition, ([], []))
         at = bisect.bisect_right(marks, deadline)
         retention = parse_duration_ms(ctx.definition.retention)
         if at == len(marks) or marks[at] > deadline + retention:  # no mover, or it evicts too
