@@ -36,15 +36,22 @@ class MetricsWindow:
 
     counts: dict[str, int] = field(default_factory=dict)
     open_at_end: int = 0
-    latency: DDSketch = field(default_factory=lambda: DDSketch(relative_accuracy=0.01))
+    latency: DDSketch | None = None  # made by the first step latency: most windows have none
+
+    def _sketch(self) -> DDSketch:
+        if self.latency is None:
+            self.latency = DDSketch(relative_accuracy=0.01)
+        return self.latency
 
     def add(self, fact: dict[str, Any]) -> MetricsWindow:
         """Add one `_fact` row's tally (tallies of a key arrive in stamp order)."""
         tally: FactTally = fact["tally"]
         for kind, n in tally.counts.items():
             self.counts[kind] = self.counts.get(kind, 0) + n
-        for value in tally.latencies:
-            self.latency.add(max(value, 0.0))
+        if tally.latencies:
+            sketch = self._sketch()
+            for value in tally.latencies:
+                sketch.add(max(value, 0.0))
         if tally.open_at_end is not None:
             self.open_at_end = tally.open_at_end
         return self
@@ -53,7 +60,8 @@ class MetricsWindow:
         for kind, n in other.counts.items():
             self.counts[kind] = self.counts.get(kind, 0) + n
         self.open_at_end = other.open_at_end
-        self.latency.merge(other.latency)
+        if other.latency is not None:
+            self._sketch().merge(other.latency)
         return self
 
 
@@ -61,8 +69,10 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
     """The `metrics` table row of one closed window."""
     workflow_type, shard = key.split("|", 1)
     c = acc.counts
+    sketch = acc.latency
+
     def q(p: float) -> float | None:
-        value = acc.latency.get_quantile_value(p)  # None while the window holds no latency
+        value = sketch.get_quantile_value(p) if sketch is not None else None
         return None if value is None else float(value)
 
     return {
@@ -73,7 +83,8 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
         **{name: c.get(f"outcome:{name}", 0) for name in OUTCOME_COLUMNS},
         "duplicates": c.get("duplicate", 0), "late": c.get("late", 0),
         "anomalies": c.get("anomalous", 0), "dead_letters": c.get("dead_letter", 0),
-        "open_at_end": acc.open_at_end, "latency_count": int(acc.latency.count),
+        "open_at_end": acc.open_at_end,
+        "latency_count": int(sketch.count) if sketch is not None else 0,
         "latency_p50_ms": q(0.5), "latency_p95_ms": q(0.95), "latency_p99_ms": q(0.99),
     }
 

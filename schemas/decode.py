@@ -22,14 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import from_json
 
-from schemas.envelope import (
-    CloudEventEnvelope,
-    HeaderError,
-    envelope_from_headers,
-    is_binary_mode,
-)
+from schemas.envelope import CloudEventEnvelope, envelope_from_headers, is_binary_mode
+from schemas.errors import HeaderError, UnknownVersion
 from schemas.event import DeadLetter, Event, RawRecord
-from schemas.payloads.registry import PayloadRegistry, UnknownVersion
+from schemas.payloads.registry import PayloadRegistry
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older stamps are clock bugs, not business events
 MAX_TIME_MS = 7_258_118_400_000  # 2200-01-01

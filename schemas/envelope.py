@@ -13,13 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from pydantic_core import from_json
 
-
-class HeaderError(ValueError):
-    """A binary-mode `ce_*` header whose value is not UTF-8 text; `header` names it."""
-
-    def __init__(self, header: str, problem: str) -> None:
-        super().__init__(f"header {header!r}: {problem}")
-        self.header = header
+from schemas.errors import HeaderError
 
 
 def _text_or_none(value: Any) -> Any:

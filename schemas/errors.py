@@ -1,11 +1,20 @@
-"""The one exception root of flowkeeper.
+"""The one exception root of flowkeeper, and the whole tree under it.
 
     FlowkeeperError
-    ├── DefinitionError   a workflow definition file is invalid (names the file and the path in it)
-    ├── ConfigError       a setting is invalid (says what to set instead)
-    └── SnapshotError     a state snapshot cannot be restored (version or shape)
+    ├── DefinitionError         a workflow definition file is invalid (names the file and the path)
+    ├── ConfigError             a setting is invalid (says what to set instead)
+    ├── SnapshotError           a state snapshot cannot be restored (version or shape)
+    ├── SinkWriteError          an output file cannot be written (connectors.parquet_sink)
+    ├── KafkaUnavailableError   the cluster is unreachable or refused a write
+    │                           (connectors.kafka_connection)
+    ├── EventLogError           an event log cannot be read (connectors.event_logs)
+    └── InputError              one input record is unusable; never escapes `schemas.decode`,
+        │                       which turns it into a dead letter with the fix in its message
+        ├── HeaderError         a binary-mode `ce_*` header is not UTF-8 text
+        └── UnknownVersion      the event type is known, its payload version is not
 
-Bad *input events* never raise: they become dead-letter records (see `schemas.decode`).
+Every message says what to do. Bad *input events* never raise out of the decoder: they become
+dead-letter records (see `schemas.decode`).
 """
 
 
@@ -22,4 +31,21 @@ class ConfigError(FlowkeeperError):
 
 
 class SnapshotError(FlowkeeperError):
-    """A snapshot cannot be restored by this code version."""
+    """A snapshot cannot be restored by this code version; the message names the migration to
+    write."""
+
+
+class InputError(FlowkeeperError, ValueError):
+    """One input record cannot be used; caught inside the decoder and dead-lettered."""
+
+
+class HeaderError(InputError):
+    """A binary-mode `ce_*` header whose value is not UTF-8 text; `header` names it."""
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"header {header!r}: {problem}")
+        self.header = header
+
+
+class UnknownVersion(InputError, LookupError):
+    """The type is known but not at this payload version."""

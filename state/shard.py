@@ -5,10 +5,8 @@ A shard sees the records of its slice in partition order, decoded and stamped by
 - the **frontier** (largest event time of its partition as far as it has been told) and the
   **watermark** (frontier minus the allowed lateness, or wall-clock time when a live stream is
   idle, see `advance_to`): the partition's, so lateness does not depend on the shard count;
-- two priority queues, buffered events and timers (armed deadlines, evictions), released as one
-  in event-time order once the watermark passes them: events before deadlines at equal times (a
-  payment at exactly the deadline is in time), then evictions. Apart, because the events wait
-  only the allowed lateness while timers wait hours or days: a pop from a small heap is cheap;
+- the scheduler (`state.scheduler`): buffered events and timers (armed deadlines, evictions),
+  released in event-time order once the watermark passes them;
 - the instances, and small tombstones of evicted ones so late duplicates are still recognised.
 
 Every record ends in exactly one `ledger` row: applied, ignored, anomalous, duplicate, late or
@@ -20,14 +18,13 @@ the same partitions gives the same rows at any speed and worker count.
 
 A shard may hold millions of open instances, so per-key state is kept small: keys are interned (one
 string however many structures hold it), an instance's applied events are one flat tuple of what a
-what-if recomputation reads, and a key's first few event ids are a flat tuple too.
+what-if recomputation reads, and a key's first few event ids are a flat tuple too
+(`state.dedupe`).
 """
 
 from __future__ import annotations
 
-import heapq
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -38,6 +35,7 @@ from schemas.event import DeadLetter, Event
 from state.admission import NEVER, Admitted
 from state.cases import CaseInstance
 from state.catalog import Catalog
+from state.dedupe import Seen, seen_crc, seen_from_dict, with_seen
 from state.definition import StateMachine
 from state.durations import parse_duration_ms
 from state.machine import (
@@ -46,28 +44,20 @@ from state.machine import (
     COUNT_KEYS,
     NO_COUNTS,
     Counts,
-    DeadlineRef,
     MachineInstance,
     anomaly_row,
     counted,
     deadline_ref,
 )
 from state.output import Discard, Out
+from state.scheduler import DEADLINE, EVENT, EVICT, FORGET, Buffered, Scheduler
 from state.snapshot import encode_instance, layouts, readers
 
 SNAPSHOT_VERSION = 4
 END_OF_TIME = 2**62
 
 Instance = MachineInstance | CaseInstance
-# Queue entries are compared as tuples: (time, EVENT, sequence, arrival, event, out_of_order) and
-# (due, DEADLINE | EVICT | FORGET, arrival, key, ref | None). Kinds differ before shapes do, and
-# arrival numbers are unique, so no comparison reaches an event or a key.
-EVENT, DEADLINE, EVICT, FORGET = 0, 1, 2, 3
 HISTORY_WIDTH = 3  # per applied event in `Shard.history`: type, time, sequence
-# A key's event ids and body CRCs: a flat (id, crc, id, crc, ...) tuple while there are at most
-# `SEEN_FLAT_MAX` (a dict costs 184 bytes even for one id), then a dict.
-Seen = tuple[Any, ...] | dict[str, int]
-SEEN_FLAT_MAX = 8
 _EVENTS, _OUT_OF_ORDER = COUNT_KEYS.index("events"), COUNT_KEYS.index("out_of_order")
 _COUNTER = {disposition: COUNT_KEYS.index(name) for disposition, name in (
     ("applied", "applied"), ("ignored", "ignored"), ("anomalous", "anomalies"),
@@ -99,10 +89,8 @@ class Shard:
         self.name, self.catalog, self.rules, self.config = name, catalog, rules, config
         self.watermark = NEVER
         self.frontier = NEVER
-        self.arrivals = 0
         self.fact_clock = 0
-        self.queue: list[tuple[Any, ...]] = []  # buffered events
-        self.timers: list[tuple[Any, ...]] = []  # deadlines, evictions, forgets
+        self.scheduler = Scheduler()
         self.instances: dict[str, Instance] = {}
         self.history: dict[str, tuple[Any, ...]] = {}  # flat, `HISTORY_WIDTH` items per event
         self.tombstones: dict[str, Tombstone] = {}
@@ -132,24 +120,21 @@ class Shard:
         event = decoded
         key = _key(event)
         seen = self.seen.get(key, ())
-        crc = _seen_crc(seen, event.event_id)
+        crc = seen_crc(seen, event.event_id)
         if crc is not None:
             if crc == event.body_crc:
                 self._settle(event, "duplicate", out)
             else:
                 self._conflicting_duplicate(event, out)
             return
-        self.seen[key] = _seen_with(seen, event.event_id, event.body_crc)
+        self.seen[key] = with_seen(seen, event.event_id, event.body_crc)
         if event.time_ms < self.watermark:
             self._late(event, out)
             return
         out_of_order = event.time_ms < self.frontier
         self.frontier = max(self.frontier, event.time_ms)
         self.watermark = max(self.watermark, self.frontier - self.config.allowed_lateness_ms)
-        self.arrivals += 1
-        sequence = event.sequence if event.sequence is not None else 0
-        heapq.heappush(self.queue,
-                       (event.time_ms, EVENT, sequence, self.arrivals, event, out_of_order))
+        self.scheduler.buffer(event, out_of_order)
 
     def advance_to(self, watermark_ms: int, out: Out) -> None:
         """Move the watermark (never back) and release everything now due.
@@ -189,35 +174,27 @@ class Shard:
         self.open_by_workflow[workflow_type] = count + change
 
     def next_due(self) -> int | None:
-        """Event time of the earliest queued item, for the dataflow's wall-clock idle timer."""
-        heads = [queue[0][0] for queue in (self.queue, self.timers) if queue]
-        return min(heads) if heads else None
+        """Event time of the earliest scheduled item, for the dataflow's wall-clock idle timer."""
+        return self.scheduler.next_due()
 
     # -- release loop ----------------------------------------------------------------------
 
     def _release(self, out: Out) -> None:
         out.fact_clock = max(out.fact_clock, self.fact_clock)
-        events, timers = self.queue, self.timers
-        while True:
-            # One order over both queues: by time, and an event (kind 0) before a timer at a tie.
-            if events and events[0][0] < self.watermark and (
-                    not timers or events[0][0] <= timers[0][0]):
-                entry = heapq.heappop(events)
-                self._apply(entry[4], entry[5], out)
-                continue
-            if not timers or timers[0][0] >= self.watermark:
-                break
-            entry = heapq.heappop(timers)
-            kind = entry[1]
-            if kind == DEADLINE:
-                instance = self.instances.get(entry[3])
+        pop_due = self.scheduler.pop_due
+        while (entry := pop_due(self.watermark)) is not None:
+            if isinstance(entry, Buffered):
+                self._apply(entry.event, entry.out_of_order, out)
+            elif entry.kind == DEADLINE:
+                instance = self.instances.get(entry.key)
                 if instance is not None:
-                    instance.fire(entry[4], entry[0], out)
-                    self._after(entry[3], instance, out)
-            elif kind == EVICT:
-                self._evict(entry[3], entry[0])
+                    assert entry.ref is not None
+                    instance.fire(entry.ref, entry.due_ms, out)
+                    self._after(entry.key, instance, out)
+            elif entry.kind == EVICT:
+                self._evict(entry.key, entry.due_ms)
             else:
-                self._forget(entry[3], entry[0])
+                self._forget(entry.key, entry.due_ms)
         self.fact_clock = out.fact_clock
 
     def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
@@ -240,7 +217,8 @@ class Shard:
                                                      "orphan_event", None, event, event.time_ms,
                                                      detail, None))
                     self._settle(event, ANOMALOUS, out)
-                self._push(event.time_ms + self.config.tombstone_retention_ms, FORGET, key, None)
+                self.scheduler.schedule(event.time_ms + self.config.tombstone_retention_ms,
+                                        FORGET, key)
                 return
             disposition = (instance.apply(event, out) if isinstance(instance, CaseInstance)
                            else APPLIED)
@@ -273,7 +251,7 @@ class Shard:
     def _after(self, key: str, instance: Instance, out: Out) -> None:
         """Queue the deadlines the instance armed; emit its outcome once when it ends."""
         for due, ref in instance.armed:
-            self._push(due, DEADLINE, key, ref)
+            self.scheduler.schedule(due, DEADLINE, key, ref)
         instance.armed = ()
         if instance.ended and key not in self._finished:
             self._finished.add(key)
@@ -281,7 +259,7 @@ class Shard:
             out.row("outcomes", instance.outcome_row())
             assert instance.ended_ms is not None
             retention = parse_duration_ms(instance.definition.retention)
-            self._push(instance.ended_ms + retention, EVICT, key, None)
+            self.scheduler.schedule(instance.ended_ms + retention, EVICT, key)
 
     def _evict(self, key: str, at_ms: int) -> None:
         instance = self.instances.pop(key, None)
@@ -291,7 +269,7 @@ class Shard:
         self._finished.discard(key)
         forget_ms = at_ms + self.config.tombstone_retention_ms
         self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms, forget_ms)
-        self._push(forget_ms, FORGET, key, None)
+        self.scheduler.schedule(forget_ms, FORGET, key)
 
     def _forget(self, key: str, due_ms: int) -> None:
         """Drop what is kept of a key, unless an instance or a younger tombstone still needs it."""
@@ -301,10 +279,6 @@ class Shard:
         self.tombstones.pop(key, None)
         self.seen.pop(key, None)
         self.early_counts.pop(key, None)
-
-    def _push(self, due: int, kind: int, key: str, ref: DeadlineRef | None) -> None:
-        self.arrivals += 1
-        heapq.heappush(self.timers, (due, kind, self.arrivals, key, ref))
 
     # -- dispositions ----------------------------------------------------------------------
 
@@ -385,10 +359,7 @@ class Shard:
         version = self.instances[key].definition.version
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
         for event in [*_history_events(self.history[key], late), late]:
-            scratch.arrivals += 1
-            sequence = event.sequence if event.sequence is not None else 0
-            heapq.heappush(scratch.queue,
-                           (event.time_ms, EVENT, sequence, scratch.arrivals, event, False))
+            scratch.scheduler.buffer(event, False)
         scratch.watermark = self.watermark
         scratch._release(Discard(self.name))
         return scratch.instances.get(key)
@@ -405,8 +376,8 @@ class Shard:
             "version": SNAPSHOT_VERSION,
             "name": self.name,
             "watermark": self.watermark, "frontier": self.frontier,
-            "arrivals": self.arrivals, "fact_clock": self.fact_clock,
-            "queue": [*(_entry_to_data(e) for e in self.queue), *self.timers],
+            "arrivals": self.scheduler.arrivals, "fact_clock": self.fact_clock,
+            "queue": self.scheduler.to_data(),
             "layouts": layouts(),
             "instances": {k: encode_instance(i) for k, i in self.instances.items()},
             "history": dict(self.history),
@@ -424,11 +395,8 @@ class Shard:
         data = migrate_snapshot(data)
         shard = cls(data["name"], catalog, rules, config)
         shard.watermark, shard.frontier = data["watermark"], data["frontier"]
-        shard.arrivals, shard.fact_clock = data["arrivals"], data["fact_clock"]
-        shard.queue = [_entry_from_data(e) for e in data["queue"] if e[1] == EVENT]
-        shard.timers = [e for e in data["queue"] if e[1] != EVENT]
-        heapq.heapify(shard.queue)
-        heapq.heapify(shard.timers)
+        shard.fact_clock = data["fact_clock"]
+        shard.scheduler = Scheduler.from_data(data["queue"], data["arrivals"])
         # Every live key has seen an event; interning it here makes the unpickled key (one object
         # in every structure, as pickle keeps shared strings shared) the one new events look up.
         shard.seen = {sys.intern(k): v if isinstance(v, tuple) else dict(v)
@@ -443,12 +411,11 @@ class Shard:
                 shard.open_by_workflow[wf] = shard.open_by_workflow.get(wf, 0) + 1
         shard.history = dict(data["history"])
         shard._finished.update(data["finished"])
-        scheduled = {entry[3] for entry in shard.timers if entry[1] == EVICT}
-        for key in sorted(shard._finished - scheduled):
+        for key in sorted(shard._finished - shard.scheduler.evictions()):
             instance = shard.instances[key]
             assert instance.ended_ms is not None
             evict_at = instance.ended_ms + parse_duration_ms(instance.definition.retention)
-            shard._push(evict_at, EVICT, key, None)
+            shard.scheduler.schedule(evict_at, EVICT, key)
         shard.tombstones = {k: Tombstone(*t) for k, t in data["tombstones"].items()}
         shard.early_counts = dict(data["early_counts"])
         return shard
@@ -510,7 +477,7 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
                      *(_v2_value(f, s[f]) for f in _V3_ROW_FIELDS[s["kind"]]))
                  for k, s in data["instances"].items()}
     history = {k: tuple(chain.from_iterable(e[1:] for e in v)) for k, v in data["history"].items()}
-    seen = {k: _seen_from_dict(v) for k, v in data["seen"].items()}
+    seen = {k: seen_from_dict(v) for k, v in data["seen"].items()}
     early_counts = {k: _v2_value("counts", v) for k, v in data["early_counts"].items()}
     return {**data, "version": 3, "queue": queue, "instances": instances, "history": history,
             "seen": seen, "early_counts": early_counts}
@@ -537,45 +504,9 @@ def _pinned(catalog: Catalog, workflow_type: str, version: int) -> Catalog:
     return pinned
 
 
-_EVENT_FIELDS = ("event_id", "type", "time_ms", "workflow_type", "instance_id", "source",
-                 "partition", "offset", "arrived_ms", "body_crc", "sequence", "trace_id")
-
-
 def _key(event: Event) -> str:
     """The event's instance key, interned: one string however many structures hold it."""
     return sys.intern(event.instance_key)
-
-
-def _event_to_data(event: Event) -> tuple[Any, ...]:
-    return tuple(getattr(event, f) for f in _EVENT_FIELDS)
-
-
-def _event_from_data(data: Sequence[Any]) -> Event:
-    return Event(**dict(zip(_EVENT_FIELDS, data, strict=True)))
-
-
-def _seen_crc(seen: Seen, event_id: str) -> int | None:
-    """The body CRC of `event_id` if the key has seen it."""
-    if isinstance(seen, dict):
-        return seen.get(event_id)
-    for i in range(0, len(seen), 2):
-        if seen[i] == event_id:
-            crc: int = seen[i + 1]
-            return crc
-    return None
-
-
-def _seen_with(seen: Seen, event_id: str, crc: int) -> Seen:
-    if isinstance(seen, dict):
-        seen[event_id] = crc
-        return seen
-    if len(seen) < 2 * SEEN_FLAT_MAX:
-        return (*seen, event_id, crc)
-    return {**dict(zip(seen[::2], seen[1::2], strict=True)), event_id: crc}
-
-
-def _seen_from_dict(seen: dict[str, int]) -> Seen:
-    return tuple(chain.from_iterable(seen.items())) if len(seen) <= SEEN_FLAT_MAX else seen
 
 
 def _history_events(history: tuple[Any, ...], late: Event) -> list[Event]:
@@ -589,12 +520,3 @@ def _history_events(history: tuple[Any, ...], late: Event) -> list[Event]:
                             source="", partition=-1, offset=-1, arrived_ms=0, body_crc=0,
                             sequence=sequence))
     return events
-
-
-def _entry_to_data(entry: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A buffered event's queue entry as plain data (timer entries are plain data already)."""
-    return (*entry[:4], _event_to_data(entry[4]), entry[5])
-
-
-def _entry_from_data(data: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (*data[:4], _event_from_data(data[4]), data[5])

@@ -14,11 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from schemas.errors import UnknownVersion
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class UnknownVersion(LookupError):
-    """The type is known but not at this payload version."""
 
 
 @dataclass
