@@ -1,1 +1,2 @@
-"""Reading a run's outputs for people: the HTML report, one instance's timeline, shared plots."""
+"""Reading a run: the DuckDB views over its outputs, output diffs (`verify`), the HTML report, one
+instance's timeline, and the plots shared with the notebooks."""

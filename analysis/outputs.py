@@ -12,7 +12,7 @@ from typing import Literal
 
 import duckdb
 
-from connectors.duckdb_views import create_views
+from analysis.duckdb_views import create_views
 from schemas.errors import ConfigError
 from state.catalog import Catalog
 

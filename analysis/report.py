@@ -1,6 +1,6 @@
 """`flowkeeper report`: one self-contained HTML page about a run, for people without notebooks.
 
-Everything comes from the views (`connectors.duckdb_views`), so the page shows the numbers a SQL
+Everything comes from the views (`analysis.duckdb_views`), so the page shows the numbers a SQL
 user gets. Figures are embedded PNGs and the style sheet is inline: the file can be mailed or
 attached to a ticket and opens offline. Each table has an `id` and each headline number a
 `data-key`, so tests (and scripts) can read the page back.

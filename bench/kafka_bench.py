@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.run import ROOT, measure
+from bench.spawn import ROOT, measure
 from bench.variants import LATENCY_FILE, read_latencies
 from bench.workload import load_workload, workload_config
 from connectors.kafka_admin import create_topic

@@ -19,6 +19,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
+from analysis.duckdb_views import create_views
 from bench.twin import TwinConsumer
 from bench.workload import Partitions
 from connectors.duckdb_sink import DuckDBSink
@@ -29,8 +30,8 @@ from dataflows.pipeline import archive_batches, build_flow, sink_batches, withou
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
 from operators.admission_step import AdmissionLogic, group_by_partition
-from operators.gc_tuning import tune_gc
 from operators.shard_step import ShardLogic, ShardStepConfig
+from runtime.gc_tuning import tune_gc
 from schemas.decode import decode
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
@@ -161,7 +162,7 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
     parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
                           partitions=settings.parquet_writers)
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
-    duckdb = DuckDBSink(settings.duckdb_path, batch_rows=settings.duckdb_batch_rows,
+    duckdb = DuckDBSink(settings.duckdb_path, create_views, batch_rows=settings.duckdb_batch_rows,
                         flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 

@@ -25,14 +25,15 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import Row, RowBatch, rows_to_table
-from connectors.duckdb_views import create_views
-from operators.crash_points import crash_point
+from runtime.crash_points import crash_point
 from schemas.errors import FlowkeeperError
 from schemas.tables import DUCKDB_TABLES, duckdb_ddl
-from state.catalog import Catalog
 
 Item = RowBatch
 """The value the sink takes under each key: `(table_name, Arrow table of its rows)`."""
+
+Prepare = Callable[[duckdb.DuckDBPyConnection], None]
+"""What to create in a freshly opened database besides the tables (the views)."""
 
 _PARTITION = "duckdb"
 _VIEW = "arrow_view"
@@ -41,12 +42,12 @@ _VIEW = "arrow_view"
 class DuckDBSink(FixedPartitionedSink[Item, None]):
     """One partition, one connection: all `(key, (table, rows))` items go to the same worker."""
 
-    def __init__(self, db_path: Path, catalog: Catalog | None = None,
+    def __init__(self, db_path: Path, prepare: Prepare | None = None,
                  on_write_error: Callable[[FlowkeeperError], None] | None = None,
                  batch_rows: int = 50_000, flush_seconds: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._db_path = db_path
-        self._catalog = catalog
+        self._prepare = prepare
         self._on_write_error = on_write_error
         self._batch_rows, self._flush_seconds, self._clock = batch_rows, flush_seconds, clock
 
@@ -62,7 +63,7 @@ class DuckDBSink(FixedPartitionedSink[Item, None]):
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[Item, None]:
         """Open the database; there is no position to resume, re-delivery is ignored by row_id."""
-        return _DuckDBPartition(open_database(self._db_path, self._catalog), self._db_path,
+        return _DuckDBPartition(open_database(self._db_path, self._prepare), self._db_path,
                                 self._on_write_error, self._batch_rows, self._flush_seconds,
                                 self._clock)
 
@@ -116,14 +117,15 @@ class _DuckDBPartition(StatefulSinkPartition[Item, None]):
         self._buffered = 0
 
 
-def open_database(db_path: Path, catalog: Catalog | None = None) -> duckdb.DuckDBPyConnection:
+def open_database(db_path: Path, prepare: Prepare | None = None) -> duckdb.DuckDBPyConnection:
     """Open (or create) the database for writing, with every DuckDB output table present (all
-    but the raw input archive, which stays in Parquet) and the views; `catalog` gives the
-    `step_deadlines` the views read (the run's definitions)."""
+    but the raw input archive, which stays in Parquet); then `prepare` adds what readers query
+    on top (the pipeline passes `analysis.duckdb_views.create_views`)."""
     conn = duckdb.connect(str(db_path))
     for table in DUCKDB_TABLES:
         conn.execute(duckdb_ddl(table))
-    create_views(conn, catalog=catalog)
+    if prepare is not None:
+        prepare(conn)
     return conn
 
 

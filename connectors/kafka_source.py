@@ -36,7 +36,7 @@ from connectors.kafka_connection import (
     serves_offset,
     topic_partitions,
 )
-from operators.fatal import exit_with_message
+from runtime.fatal import exit_with_message
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
 from state.clock import Clock, utc_now

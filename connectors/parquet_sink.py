@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import RowBatch, hive_groups
-from operators.crash_points import crash_point
+from runtime.crash_points import crash_point
 from schemas.errors import ConfigError, FlowkeeperError
 
 Item = RowBatch

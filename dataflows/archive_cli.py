@@ -25,7 +25,7 @@ def _not_for_replay(name: str) -> bool:
 
 
 def add_replay(sub: Any) -> Handler:
-    from dataflows.cli import settings_arguments
+    from dataflows.run_command import settings_arguments
     from dataflows.settings import Settings
 
     replay = sub.add_parser(
@@ -46,8 +46,8 @@ def add_replay(sub: Any) -> Handler:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay ARCHIVE into --out and print the run summary."""
-    from dataflows.cli import execute, prepare_out, settings_from
     from dataflows.replay import replay_source
+    from dataflows.run_command import execute, prepare_out, settings_from
     from state.catalog import load_catalog
 
     args.source, args.archive_path = "archive", args.archive_dir
@@ -71,7 +71,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def add_verify(sub: Any) -> Handler:
-    from connectors.output_diff import COMPARED
+    from analysis.output_diff import COMPARED
 
     verify = sub.add_parser(
         "verify", help="compare two output sets table by table; exit 1 when they differ",
@@ -93,7 +93,7 @@ def add_verify(sub: Any) -> Handler:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Print the per-table comparison; 0 identical, 1 different."""
-    from connectors.output_diff import compare_outputs
+    from analysis.output_diff import compare_outputs
 
     tables = tuple(t.strip() for t in args.tables.split(",") if t.strip())
     diffs = compare_outputs(args.recorded, args.replayed, tables)

@@ -27,7 +27,7 @@ SIMULATION = ("definitions", "out", "allowed_lateness", "max_future_skew", "buck
 
 
 def _settings_flags(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:
-    from dataflows.cli import settings_arguments
+    from dataflows.run_command import settings_arguments
 
     settings_arguments(parser, omit=[name for name in Settings.model_fields if name not in keep])
 
@@ -54,8 +54,8 @@ def add_topics(sub: Any) -> Handler:
 def cmd_topics(args: argparse.Namespace) -> int:
     """`topics create` or `topics describe`."""
     from connectors.kafka_admin import create_topic, describe_topic
-    from dataflows.cli import settings_from
     from dataflows.kafka_wiring import kafka_connection
+    from dataflows.run_command import settings_from
 
     connection = kafka_connection(settings_from(args))
     if args.action == "create":
@@ -110,8 +110,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from connectors.kafka_admin import producer
     from connectors.kafka_connection import topic_partitions
     from connectors.kafka_produce import produce
-    from dataflows.cli import settings_from
     from dataflows.kafka_wiring import kafka_connection
+    from dataflows.run_command import settings_from
 
     settings = settings_from(args)
     connection = kafka_connection(settings)
@@ -232,8 +232,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from connectors.kafka_admin import consumer
     from connectors.kafka_connection import topic_partitions
     from connectors.kafka_tail import follow
-    from dataflows.cli import settings_from
     from dataflows.kafka_wiring import kafka_connection
+    from dataflows.run_command import settings_from
 
     connection = kafka_connection(settings_from(args))
     partitions = topic_partitions(connection, args.topic)

@@ -15,7 +15,9 @@ environment variables).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
+from functools import partial
 from itertools import chain
 
 import bytewax.operators as op
@@ -23,20 +25,23 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from analysis.duckdb_views import create_views
 from connectors.archive_format import archive_row
 from connectors.arrow_rows import RowBatch, row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
+from dataflows.bytewax_run import bytewax_run_flags, reconcile
 from dataflows.kafka_wiring import kafka_outputs, output_topics
 from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.admission_step import admit
-from operators.fatal import exit_with_message
-from operators.gc_tuning import tune_gc
 from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
+from runtime.fatal import exit_with_message
+from runtime.gc_tuning import tune_gc
+from schemas.errors import ConfigError
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
@@ -79,8 +84,17 @@ def build_flow(
 ) -> Dataflow:
     """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.
     Without `telemetry`, `settings.metrics_port` starts the process's metrics endpoint. Tunes the
-    process's garbage collector for the engine (`operators.gc_tuning`)."""
+    process's garbage collector for the engine (`runtime.gc_tuning`). Under `python -m
+    bytewax.run`, its recovery and scaling flags are the ones that count
+    (`dataflows.bytewax_run`)."""
     settings = settings or Settings()
+    flags = bytewax_run_flags() if source is None else None
+    if flags is not None:
+        try:
+            settings = reconcile(settings, flags)
+        except ConfigError as e:
+            print(f"flowkeeper: error: {e}", file=sys.stderr)
+            sys.exit(2)
     tune_gc()
     if telemetry is None and settings.metrics_port:
         telemetry = start_telemetry(settings.metrics_port)
@@ -135,6 +149,7 @@ def build_flow(
         parquet_batches = op.merge("tables_and_archive", batches, archived)
     op.output("parquet", parquet_batches, parquet)
     if settings.duckdb:  # DuckDB's one partition takes every key
-        op.output("duckdb", batches, DuckDBSink(settings.duckdb_path, catalog, exit_with_message,
+        views = partial(create_views, catalog=catalog)
+        op.output("duckdb", batches, DuckDBSink(settings.duckdb_path, views, exit_with_message,
                                                 settings.duckdb_batch_rows, settings.flush_seconds))
     return flow

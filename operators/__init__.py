@@ -1,1 +1,2 @@
-"""Bytewax operators wrapping the pure engine: the shard step and the metrics windows."""
+"""Bytewax operators wrapping the pure engine: the admission and shard steps, the keys that keep
+records on their reading worker, and the metrics windows."""

@@ -21,7 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
-from operators.progress import PROGRESS
+from runtime.progress import PROGRESS
 from state.sharding import routing_key
 
 _WORKERS: dict[int, tuple[int, int]] = {}

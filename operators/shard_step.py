@@ -26,11 +26,11 @@ from bytewax.dataflow import Stream
 from bytewax.operators import StatefulBatchLogic
 
 from operators.admission_step import ShardSlice
-from operators.crash_points import crash_point
 from operators.locality import CountMoved, ReadGroup
-from operators.progress import PROGRESS
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
 from operators.timeutil import from_ms, to_ms
+from runtime.crash_points import crash_point
+from runtime.progress import PROGRESS
 from schemas.decode import DecodeRules
 from schemas.event import DeadLetter
 from state.admission import Admitted

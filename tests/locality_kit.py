@@ -15,7 +15,7 @@ from bytewax.dataflow import Dataflow
 import operators.locality
 from dataflows import pipeline
 from dataflows.cli import main
-from operators.progress import PROGRESS
+from runtime.progress import PROGRESS
 
 
 def _report() -> None:

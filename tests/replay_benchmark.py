@@ -119,7 +119,7 @@ def replay_flow(folder: Path) -> int:
 
     from dataflows.pipeline import build_flow
     from dataflows.settings import Settings
-    from operators.progress import PROGRESS
+    from runtime.progress import PROGRESS
 
     settings = Settings(source="archive", archive_path=folder, out=folder / "out",
                         definitions=folder / "definition.yaml", duckdb=False, archive=False)

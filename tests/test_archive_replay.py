@@ -14,8 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from analysis.output_diff import compare_outputs
 from connectors.archive_format import find_archive, records_of
-from connectors.output_diff import compare_outputs
 from connectors.simulator import simulate
 from dataflows.cli import main as cli_main
 from dataflows.settings import Settings

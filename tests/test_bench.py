@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import ROOT, THROUGHPUT
+from bench.run import THROUGHPUT
+from bench.spawn import ROOT
 from bench.twin import TwinConsumer
 from dataflows.settings import BUNDLED_DEFINITIONS
 from schemas.event import RawRecord

@@ -24,6 +24,7 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import SecretStr
 
+from analysis.output_diff import compare_outputs
 from connectors import kafka_source
 from connectors.cloudevents_binary import to_binary_mode
 from connectors.kafka_admin import consumer, producer
@@ -31,7 +32,6 @@ from connectors.kafka_connection import KafkaConnection, serves_offset, topic_pa
 from connectors.kafka_produce import Outgoing, produce, replayed
 from connectors.kafka_sink import row_event, to_message
 from connectors.kafka_source import _KafkaPartition
-from connectors.output_diff import compare_outputs
 from connectors.simulator import SimulatorSource, simulate
 from connectors.simulator.truth import Simulation
 from dataflows.cli import main as cli_main

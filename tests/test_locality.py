@@ -20,7 +20,7 @@ from connectors.simulator.truth import Simulation
 from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
-from operators.progress import PROGRESS
+from runtime.progress import PROGRESS
 from state.catalog import load_catalog
 from state.sharding import routing_key, shard_name, siphash13, worker_of
 from tests.crash_kit import parquet_files, wait_for_progress

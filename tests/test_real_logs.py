@@ -18,6 +18,7 @@ import duckdb
 import pytest
 from bytewax.testing import TestingSink, run_main
 
+from analysis.duckdb_views import create_views
 from connectors.archive_source import ArchiveSource
 from connectors.duckdb_sink import insert_rows, open_database
 from connectors.event_logs import read_log
@@ -87,7 +88,7 @@ def replay_into_duckdb(archive: Path, definition: Path, db: Path) -> duckdb.Duck
     by_table: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
     for table, row in rows:
         by_table[table].append(row)
-    conn = open_database(db)
+    conn = open_database(db, create_views)
     insert_rows(conn, by_table)
     return conn
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analysis.duckdb_views import VIEWS, create_views
 from analysis.outputs import open_outputs
-from connectors.duckdb_views import VIEWS, create_views
 from dataflows.cli import main
 from dataflows.settings import BUNDLED_DEFINITIONS, REPO_ROOT
 from state.catalog import load_catalog

@@ -9,8 +9,8 @@ from typing import Literal
 
 import duckdb
 
-from connectors.parquet_relations import create_parquet_relations
-from connectors.step_deadlines import create_step_deadlines
+from analysis.parquet_relations import create_parquet_relations
+from analysis.step_deadlines import create_step_deadlines
 from state.catalog import Catalog
 
 VIEWS: list[tuple[str, str, str]] = [

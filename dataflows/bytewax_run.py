@@ -1,0 +1,62 @@
+"""One source of truth for recovery and scaling under `python -m bytewax.run`.
+
+`flowkeeper run` applies the recovery folder, snapshot and backup intervals and worker count from
+the settings itself. Under `python -m bytewax.run "dataflows.pipeline:build_flow()"` Bytewax's own
+flags decide them (`-r`, `-s`, `-b`, `-w`, or their `BYTEWAX_*` variables), while the dataflow
+needs the recovery folder too (its Parquet writers replace an earlier attempt's files only on a
+start without a snapshot). So there the flags win: a recovery folder given only as `-r` is taken
+into the settings, and a `FLOWKEEPER_*` setting that bytewax.run would silently not apply, or
+that says something else than its flag, stops the run with one line naming both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+
+from dataflows.settings import Settings
+from schemas.errors import ConfigError
+
+
+def bytewax_run_flags() -> argparse.Namespace | None:
+    """bytewax.run's parsed flags when this process is `python -m bytewax.run`, else None."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or spec.name != "bytewax.run":
+        return None
+    from bytewax.run import _parse_args  # the parser bytewax.run itself used (Bytewax 0.21)
+
+    flags: argparse.Namespace = _parse_args()
+    return flags
+
+
+def reconcile(settings: Settings, flags: argparse.Namespace) -> Settings:
+    """`settings` with bytewax.run's recovery folder; `ConfigError` naming every disagreement."""
+    given = settings.model_fields_set
+    problems = []
+    folder = flags.recovery_directory
+    if settings.recovery_dir is not None and folder is None:
+        problems.append(f"FLOWKEEPER_RECOVERY_DIR={settings.recovery_dir} is set but bytewax.run "
+                        f"has no -r, so it would run without recovery: pass -r "
+                        f"{settings.recovery_dir} -s SECONDS -b SECONDS (or unset it)")
+    elif (folder is not None and settings.recovery_dir is not None
+          and folder.resolve() != settings.recovery_dir.resolve()):
+        problems.append(f"FLOWKEEPER_RECOVERY_DIR={settings.recovery_dir} and bytewax.run "
+                        f"-r {folder} differ: give one folder (or only -r)")
+    for field, flag, value in (("snapshot_interval", "-s", flags.snapshot_interval),
+                               ("backup_interval", "-b", flags.backup_interval)):
+        wanted = timedelta(seconds=getattr(settings, field))
+        if field in given and value != wanted:
+            shown = f"{value.total_seconds():g}" if value is not None else "not given"
+            problems.append(f"FLOWKEEPER_{field.upper()}={wanted.total_seconds():g} but "
+                            f"bytewax.run {flag} is {shown}; bytewax.run applies only {flag}: "
+                            f"give it there (or make both equal)")
+    workers = flags.workers_per_process or 1
+    if "workers" in given and settings.workers != workers:
+        problems.append(f"FLOWKEEPER_WORKERS={settings.workers} but bytewax.run -w is {workers}; "
+                        "bytewax.run applies only -w: give it there (or make both equal)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if folder is not None and settings.recovery_dir is None:
+        return settings.model_copy(update={"recovery_dir": folder})
+    return settings
