@@ -52,11 +52,13 @@ def snapshots_written(recovery: Path) -> int:
 
 
 def wait_for_progress(proc: subprocess.Popen[bytes], out: Path, recovery: Path, files: int,
-                      timeout_s: float = 300.0) -> None:
-    """Return once the run has a snapshot to resume from and has written `files` Parquet files:
-    a kill chosen by progress, not by time, so it lands mid-run on a machine of any speed."""
+                      timeout_s: float = 300.0, *, snapshot: bool = True) -> None:
+    """Return once the run has a snapshot to resume from (unless `snapshot` is False) and has
+    written `files` Parquet files: a kill chosen by progress, not by time, so it lands mid-run on
+    a machine of any speed."""
     deadline = time.monotonic() + timeout_s
-    while not (snapshots_written(recovery) and len(parquet_files(out)) >= files):
+    while not ((snapshots_written(recovery) or not snapshot)
+               and len(parquet_files(out)) >= files):
         if proc.poll() is not None:
             output = proc.communicate()[0].decode()
             raise AssertionError(f"the run ended before writing {files} files: {output[-2000:]}")
