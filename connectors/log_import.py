@@ -29,6 +29,7 @@ from connectors.archive_format import archive_row
 from connectors.arrow_rows import rows_to_table
 from connectors.event_logs import LogEvent
 from connectors.parquet_sink import ParquetWriter
+from schemas.decode import MAX_TIME_MS, MIN_TIME_MS
 from schemas.event import RawRecord
 from state.durations import parse_duration_ms
 
@@ -49,6 +50,8 @@ class ImportSummary:
     first_ms: int
     last_ms: int
     archive: Path
+    activities: frozenset[str] = frozenset()
+    outside_default_times: int = 0  # events before 2000 or from 2200 on: `accept_times` needed
 
 
 def event_id(event: LogEvent) -> str:
@@ -85,7 +88,9 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
     """Write the events as an archive under `out/archive/` (atomic files, schema `ARCHIVE`)."""
     first_position: dict[str, int] = {}
     encoded: list[tuple[int, int, str, bytes]] = []
+    activities: set[str] = set()
     for event in events:
+        activities.add(event.activity)
         eid = event_id(event)
         sequence = first_position.setdefault(eid, event.position)
         time_ms = (event.time - _EPOCH) // _MS
@@ -112,46 +117,81 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
         events=len(encoded), cases=len(cases), partitions=partitions,
         duplicates=len(encoded) - len(first_position),
         first_ms=encoded[0][0] if encoded else 0, last_ms=encoded[-1][0] if encoded else 0,
-        archive=out / "archive",
+        archive=out / "archive", activities=frozenset(activities),
+        outside_default_times=sum(1 for e in encoded if not MIN_TIME_MS <= e[0] < MAX_TIME_MS),
     )
 
 
 @dataclass(frozen=True)
 class StepSla:
     """`FROM->TO<=LIMIT`: the first TO at or after the first FROM within LIMIT (FROM `*`: the
-    case's first event)."""
+    case's first event; TO may be `B|C|D`: the first of any of them)."""
 
     from_activity: str | None
-    to_activity: str
+    to_activities: tuple[str, ...]
     limit: str
 
     @classmethod
     def parse(cls, text: str) -> StepSla:
-        """Read `"ER Registration->IV Antibiotics<=1h"` (or `"*->Closed<=7d"`)."""
+        """Read `"ER Registration->IV Antibiotics<=1h"`, `"*->Closed<=7d"` or
+        `"Application->Accepted|Rejected<=720h"`."""
         head, sep, limit = text.rpartition("<=")
         origin, arrow, target = head.partition("->")
-        if not sep or not arrow or not target.strip():
+        targets = tuple(t.strip() for t in target.split("|"))
+        if not sep or not arrow or not all(targets):
             raise ValueError(f"--sla {text!r}: write FROM->TO<=LIMIT, e.g. "
                              "'Registered->Approved<=2d' (FROM '*' measures from the case's "
-                             "first event)")
+                             "first event; TO 'B|C|D' stops at the first of them)")
         try:
             parse_duration_ms(limit.strip())
         except ValueError as e:
             raise ValueError(f"--sla {text!r}: the limit {e}") from e
         origin = origin.strip()
-        return cls(None if origin in ("", "*") else origin, target.strip(), limit.strip())
+        return cls(None if origin in ("", "*") else origin, targets, limit.strip())
+
+    @property
+    def text(self) -> str:
+        """The rule as `--sla` writes it."""
+        return f"{self.from_activity or '*'}->{'|'.join(self.to_activities)}<={self.limit}"
+
+    def unknown_activities(self, activities: set[str]) -> list[str]:
+        """The rule's activities that never occur among `activities` (a rule that cannot hold)."""
+        named = [self.from_activity] if self.from_activity else []
+        return [a for a in [*named, *self.to_activities] if a not in activities]
+
+
+def accepted_days(first_ms: int, last_ms: int) -> dict[str, str] | None:
+    """`accept_times` widening the default range (2000 to 2200) just enough to take in every day
+    of a log that reaches outside it, else None: the decoder would dead-letter those events."""
+    bounds = {}
+    if first_ms < MIN_TIME_MS:
+        bounds["from"] = (_EPOCH + first_ms // _DAY_MS * timedelta(days=1)).date().isoformat()
+    if last_ms >= MAX_TIME_MS:
+        until = _EPOCH + (last_ms // _DAY_MS + 1) * timedelta(days=1)
+        bounds["until"] = until.date().isoformat()
+    return bounds or None
 
 
 def write_definition(path: Path, *, workflow: str, log_name: str, span_ms: int,
-                     slas: list[StepSla]) -> None:
-    """A case-tracking definition for the imported log: any activity, the SLA rules, and cases
-    that close only at the end of the replay (idle longer than the whole log)."""
-    rules = [{"within": s.limit, **({"from": s.from_activity} if s.from_activity else {}),
-              "to": s.to_activity} for s in slas]
+                     slas: list[StepSla], complete_within: str | None = None,
+                     stuck_after: str | None = None,
+                     accept_times: dict[str, str] | None = None) -> None:
+    """A case-tracking definition for the imported log: any activity, the SLA rules, the log's
+    own range of event times where it needs one, and cases that close only at the end of the
+    replay (idle longer than the whole log)."""
+    rules: list[dict[str, object]] = [
+        {"within": s.limit, **({"from": s.from_activity} if s.from_activity else {}),
+         "to": s.to_activities[0] if len(s.to_activities) == 1 else list(s.to_activities)}
+        for s in slas]
+    if complete_within is not None:
+        rules.append({"complete_within": complete_within})
+    if stuck_after is not None:
+        rules.append({"stuck_after": stuck_after})
     document = {
         "workflow": workflow, "mode": "case_tracking", "version": 1,
         "description": f"Cases of the event log {log_name}, imported by flowkeeper import-log.",
         "events": "any",
+        **({"accept_times": accept_times} if accept_times else {}),
         "close_after_idle": f"{span_ms // _DAY_MS + 2}d",
         "rules": rules,
     }

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.errors import ConfigError
+from state.durations import parse_duration_ms
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -149,7 +150,12 @@ def add_import_log(sub: Any) -> Handler:
                           help="workflow type in definition.yaml (default: the source name)")
     importer.add_argument("--sla", action="append", default=[], metavar="FROM->TO<=LIMIT",
                           help="a step SLA, e.g. 'ER Registration->IV Antibiotics<=1h' (FROM '*': "
-                          "from the case's first event); repeatable")
+                          "from the case's first event; TO 'B|C|D': the first of them); "
+                          "repeatable")
+    importer.add_argument("--complete-within", metavar="LIMIT",
+                          help="a rule: every case must end within LIMIT of its first event")
+    importer.add_argument("--stuck-after", metavar="LIMIT",
+                          help="a rule: a case with no event for LIMIT is stuck (an anomaly)")
     importer.add_argument("--case-column", help="CSV: the case id column (default: found by name)")
     importer.add_argument("--activity-column", help="CSV: the activity column")
     importer.add_argument("--time-column", help="CSV: the timestamp column")
@@ -165,7 +171,7 @@ def add_import_log(sub: Any) -> Handler:
 def cmd_import_log(args: argparse.Namespace) -> int:
     """Import the log, write the definition, print a summary and the next command."""
     from connectors.event_logs import ACTIVITY, CASE, TIMESTAMP, read_log
-    from connectors.log_import import StepSla, import_events, write_definition
+    from connectors.log_import import StepSla, accepted_days, import_events, write_definition
 
     try:
         zone = ZoneInfo(args.time_zone)
@@ -178,6 +184,13 @@ def cmd_import_log(args: argparse.Namespace) -> int:
         raise ConfigError(str(e)) from e
     if args.partitions < 1:
         raise ConfigError(f"--partitions {args.partitions}: need at least 1")
+    for flag, limit in (("--complete-within", args.complete_within),
+                        ("--stuck-after", args.stuck_after)):
+        if limit is not None:
+            try:
+                parse_duration_ms(limit)
+            except ValueError as e:
+                raise ConfigError(f"{flag} {limit!r}: {e}") from e
     _clear(args.out, args.overwrite)
     source = args.source or args.log.name.split(".")[0]
     columns = {CASE: args.case_column, ACTIVITY: args.activity_column, TIMESTAMP: args.time_column}
@@ -192,15 +205,34 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     summary = import_events(events, args.out, source=source, partitions=args.partitions,
                             progress=progress)
     definition = args.out / "definition.yaml"
+    accept_times = accepted_days(summary.first_ms, summary.last_ms) if summary.events else None
     write_definition(definition, workflow=args.workflow or source, log_name=args.log.name,
-                     span_ms=summary.last_ms - summary.first_ms, slas=slas)
+                     span_ms=summary.last_ms - summary.first_ms, slas=slas,
+                     complete_within=args.complete_within, stuck_after=args.stuck_after,
+                     accept_times=accept_times)
+    rules = len(slas) + (args.complete_within is not None) + (args.stuck_after is not None)
     seconds = time.monotonic() - started
     print(f"imported {summary.events:,} events of {summary.cases:,} cases from {args.log} in "
           f"{seconds:.1f} s ({summary.events / max(seconds, 1e-9):,.0f}/s)\n"
           f"  exact duplicates (same id): {summary.duplicates:,}; "
           f"partitions: {summary.partitions}\n"
-          f"  archive:    {summary.archive}\n  definition: {definition} ({len(slas)} SLA rules)\n"
-          f"next: flowkeeper replay {args.out} --out {args.out}-replay")
+          f"  archive:    {summary.archive}\n  definition: {definition} ({rules} SLA rules)")
+    if accept_times:
+        widened = ", ".join(f"{bound} {day}" for bound, day in accept_times.items())
+        print(f"  {summary.outside_default_times:,} events lie outside the default time range "
+              f"(2000-01-01 to 2200-01-01): definition.yaml accepts times {widened} "
+              "(accept_times), so the replay keeps them")
+    known = sorted(summary.activities)
+    shown = ", ".join(map(repr, known[:8])) + (f" and {len(known) - 8} more" if len(known) > 8
+                                               else "")
+    for sla in slas:
+        unknown = sla.unknown_activities(set(summary.activities))
+        if unknown:
+            print(f"  warning: --sla {sla.text!r}: {', '.join(map(repr, unknown))} never "
+                  f"occur{'s' if len(unknown) == 1 else ''} in the log, so the rule cannot "
+                  f"measure {'it' if len(unknown) == 1 else 'them'}; the log's activities "
+                  f"(case-sensitive) are {shown}")
+    print(f"next: flowkeeper replay {args.out} --out {args.out}-replay")
     return 0
 
 

@@ -100,7 +100,7 @@ def build_flow(
         telemetry = start_telemetry(settings.metrics_port)
     catalog = load_catalog(settings.definitions)
     rules = catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
-                                 settings.max_future_skew_ms)
+                                 settings.max_future_skew_ms, settings.accept_times_ms)
     live = settings.idle_grace_delta is not None
     config = ShardStepConfig(
         catalog=catalog,

@@ -4,13 +4,15 @@ the environment, and only when `Settings()` is built (never at import time).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.decode import MAX_TIME_MS, MIN_TIME_MS
+from state.definition import AcceptTimes
 from state.durations import parse_duration_ms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,11 @@ class Settings(BaseSettings):
         "how far behind the newest event time an event may arrive and still be applied in order"))
     max_future_skew: str = Field("1h", description=(
         "dead-letter events stamped this far after their arrival ('off' to disable)"))
+    accept_times_from: date | None = Field(None, description=(
+        "dead-letter events stamped before this date (UTC; default 2000-01-01); a definition's "
+        "accept_times overrides it for its events"))
+    accept_times_until: date | None = Field(None, description=(
+        "dead-letter events stamped on or after this date (UTC; default 2200-01-01)"))
     idle_grace: str = Field("off", description=(
         "live streams: after this much wall time without input, event time follows the wall clock "
         "('off' for replays)"))
@@ -151,6 +158,12 @@ class Settings(BaseSettings):
     @property
     def allowed_lateness_ms(self) -> int:
         return parse_duration_ms(self.allowed_lateness)
+
+    @property
+    def accept_times_ms(self) -> tuple[int, int]:
+        """The run's range of accepted event times, `[from, until)` in UTC ms."""
+        return AcceptTimes(since=self.accept_times_from,
+                           until=self.accept_times_until).bounds_ms(MIN_TIME_MS, MAX_TIME_MS)
 
     @property
     def max_future_skew_ms(self) -> int | None:

@@ -3,7 +3,8 @@
 A dead letter keeps the raw bytes and a machine-readable reason:
 `too_large`, `malformed_json`, `not_cloudevent`, `missing_attribute`, `invalid_attribute`,
 `unknown_type`, `unknown_version`, `payload_invalid`, `source_error` (the source reported an
-error instead of a record), `time_out_of_range` (outside 2000-2200,
+error instead of a record), `time_out_of_range` (outside
+the accepted range: by default 2000-2200, set per run or per definition with `accept_times`,
 or stamped more than `max_future_skew_ms` after the record's arrival time: one event from a broken
 clock must not drag the watermark forward and expire everything). Arrival time is archived with
 each record, so a replay reaches the same verdict.
@@ -63,6 +64,7 @@ class Route:
     workflow_type: str
     id_field: str | None = None  # None: the CloudEvents `subject`
     assume_zone: tzinfo | None = None  # zone for timestamps without offset; None rejects them
+    accept_times: tuple[int, int] | None = None  # [from, until) ms; None: the run's range
 
 
 @dataclass(frozen=True)
@@ -299,9 +301,11 @@ def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event
     ms = _utc_millis_ms(text)
     if ms is None:
         ms = _parsed_ms(text, route, rules, event_id, event_type)
-    if not rules.min_time_ms <= ms < rules.max_time_ms:
-        msg = (f"attribute 'time' {text!r} is outside the accepted range (2000 to 2200); "
-               "check the producer's clock")
+    low, high = route.accept_times or (rules.min_time_ms, rules.max_time_ms)
+    if not low <= ms < high:
+        msg = (f"attribute 'time' {text!r} is outside the accepted range ({_day(low)} to "
+               f"{_day(high)}); check the producer's clock, or widen the range: `accept_times` "
+               "in the workflow definition, or --accept-times-from / --accept-times-until")
         raise _Reject("time_out_of_range", msg, event_id, event_type)
     skew = rules.max_future_skew_ms
     if skew is not None and arrived_ms > 0 and ms > arrived_ms + skew:
@@ -309,6 +313,12 @@ def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event
                f"arrival; the bound is {skew // 1000} s (--max-future-skew)")
         raise _Reject("time_out_of_range", msg, event_id, event_type)
     return ms
+
+
+def _day(ms: int) -> str:
+    """A range bound as text: the date at midnight UTC, else the full time."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.date().isoformat() if ms % 86_400_000 == 0 else moment.isoformat()
 
 
 _UTC_MILLIS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}[Zz]")

@@ -127,7 +127,7 @@ class CaseInstance(InstanceBase):
                 self.armed += ((due, deadline_ref(NEVER_STALE, "within", index)),)
                 if rule.from_event is not None:
                     continue
-            if event.type == rule.to:  # a case's first event may be the `to` of a `from`-less rule
+            if event.type in rule.targets:  # a case's first event may end a `from`-less rule
                 if index not in self.rule_from:
                     self.rule_last_to[index] = event.time_ms
                     continue

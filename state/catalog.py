@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 
-from schemas.decode import DecodeRules, Route
+from schemas.decode import MAX_TIME_MS, MIN_TIME_MS, DecodeRules, Route
 from schemas.errors import DefinitionError
 from schemas.payloads.registry import PayloadRegistry
 from state.definition import (
@@ -126,8 +126,11 @@ class Catalog:
             yield from versions.values()
 
     def decode_rules(self, registry: PayloadRegistry, max_bytes: int = 1_048_576,
-                     max_future_skew_ms: int | None = 3_600_000) -> DecodeRules:
-        """Routes from event type to workflow, from the newest version of each workflow."""
+                     max_future_skew_ms: int | None = 3_600_000,
+                     accept_times: tuple[int, int] = (MIN_TIME_MS, MAX_TIME_MS)) -> DecodeRules:
+        """Routes from event type to workflow, from the newest version of each workflow;
+        `accept_times` is the run's range of event times, `[from, until)` in ms, which a
+        definition's own `accept_times` replaces for its events."""
         routes: dict[str, Route] = {}
         catch_all: Route | None = None
         for workflow_type in sorted(self.definitions):
@@ -137,13 +140,16 @@ class Catalog:
                 id_field=definition.instance_id.data_field,
                 assume_zone=(ZoneInfo(definition.naive_time_zone)
                              if definition.naive_time_zone else None),
+                accept_times=(definition.accept_times.bounds_ms(*accept_times)
+                              if definition.accept_times else None),
             )
             for event_type in definition.event_types():
                 routes[event_type] = route
             if isinstance(definition, CaseTracking) and definition.events == "any":
                 catch_all = route
         return DecodeRules(routes=routes, registry=registry, catch_all=catch_all,
-                           max_bytes=max_bytes, max_future_skew_ms=max_future_skew_ms)
+                           max_bytes=max_bytes, min_time_ms=accept_times[0],
+                           max_time_ms=accept_times[1], max_future_skew_ms=max_future_skew_ms)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -12,10 +12,11 @@ Two modes share one schema root:
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from state.durations import parse_duration_ms
 
@@ -28,6 +29,28 @@ TerminalOutcome = Literal["completed", "failed", "cancelled", "timed_out"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AcceptTimes(_Strict):
+    """The event times this workflow accepts, `[from, until)` (dates are midnight UTC); outside,
+    an event is a `time_out_of_range` dead letter. The default range (2000 to 2200) guards live
+    streams against broken clocks; a historical log sets its own (`import-log` does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    since: date | AwareDatetime | None = Field(default=None, alias="from")
+    until: date | AwareDatetime | None = None
+
+    def bounds_ms(self, default_from_ms: int, default_until_ms: int) -> tuple[int, int]:
+        """`[from, until)` in UTC ms, the defaults where a bound is not given."""
+        return (_utc_ms(self.since) if self.since is not None else default_from_ms,
+                _utc_ms(self.until) if self.until is not None else default_until_ms)
+
+
+def _utc_ms(moment: date | datetime) -> int:
+    if not isinstance(moment, datetime):
+        moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 class InstanceIdRule(_Strict):
@@ -130,6 +153,7 @@ class StateMachine(_Strict):
     description: str = ""
     instance_id: InstanceIdRule = InstanceIdRule()
     naive_time_zone: str | None = None
+    accept_times: AcceptTimes | None = None
     start: list[Name] = Field(min_length=1, max_length=20)
     initial: Name
     ignore: list[Name] = Field(default_factory=list, max_length=100)
@@ -161,7 +185,8 @@ class SlaRule(_Strict):
     """One case-tracking rule; exactly one of the three forms.
 
     - `within` + `from` + `to`: the first `to` at or after the first `from` must come within the
-      limit (without `from`: within the limit of the case's first event);
+      limit (without `from`: within the limit of the case's first event); `to` may list several
+      event types, and then the first of any of them counts ("an application to any decision");
     - `complete_within`: the case must end within this long of its first event;
     - `stuck_after`: no event for this long makes the case stuck (an anomaly, once).
     """
@@ -171,7 +196,7 @@ class SlaRule(_Strict):
     name: Name | None = None
     within: Duration | None = None
     from_event: Name | None = Field(default=None, alias="from")
-    to: Name | None = None
+    to: Name | Annotated[list[Name], Field(min_length=1, max_length=50)] | None = None
     complete_within: Duration | None = None
     stuck_after: Duration | None = None
 
@@ -182,17 +207,25 @@ class SlaRule(_Strict):
         if sum(forms) != 1:
             raise ValueError("write exactly one of 'within' (with 'from' and 'to'), "
                              "'complete_within', 'stuck_after'")
-        if self.within is not None and self.to is None:
+        if self.within is not None and not self.targets:
             raise ValueError("a 'within' rule needs a 'to' event type (and 'from', or none to "
                              "measure from the case's first event)")
         return self
+
+    @cached_property
+    def targets(self) -> frozenset[str]:
+        """The `to` event types: the first of any of them ends the measured span."""
+        if self.to is None:
+            return frozenset()
+        return frozenset([self.to] if isinstance(self.to, str) else self.to)
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
         if self.within is not None:
-            return f"{self.from_event or 'case start'} -> {self.to} within {self.within}"
+            to = self.to if isinstance(self.to, str) else "|".join(self.to or ())
+            return f"{self.from_event or 'case start'} -> {to} within {self.within}"
         if self.complete_within is not None:
             return f"complete within {self.complete_within}"
         return f"stuck after {self.stuck_after}"
@@ -207,6 +240,7 @@ class CaseTracking(_Strict):
     description: str = ""
     instance_id: InstanceIdRule = InstanceIdRule()
     naive_time_zone: str | None = None
+    accept_times: AcceptTimes | None = None
     events: Literal["any"] | list[Name] = "any"
     end_on: list[Name] = Field(default_factory=list, max_length=100)
     close_after_idle: Duration = "30d"
@@ -217,7 +251,7 @@ class CaseTracking(_Strict):
         """The event types listed (empty when the definition accepts any type)."""
         if self.events == "any":
             return set()
-        rule_types = {t for r in self.rules for t in (r.from_event, r.to) if t}
+        rule_types = {t for r in self.rules for t in (r.from_event, *r.targets) if t}
         return set(self.events) | set(self.end_on) | rule_types
 
 

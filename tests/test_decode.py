@@ -487,8 +487,10 @@ def test_payload_that_fails_its_model_is_payload_invalid(data: dict[str, Any], w
 def test_time_outside_2000_to_2200_is_out_of_range(stamp: str) -> None:
     """Stamps before 2000 or from 2200 on (clock bugs) are `time_out_of_range`."""
     out = dead(closed(time=stamp), "time_out_of_range")
-    assert out.message == (f"attribute 'time' {stamp!r} is outside the accepted range (2000 to "
-                           "2200); check the producer's clock")
+    assert out.message == (f"attribute 'time' {stamp!r} is outside the accepted range (2000-01-01 "
+                           "to 2200-01-01); check the producer's clock, or widen the range: "
+                           "`accept_times` in the workflow definition, or --accept-times-from / "
+                           "--accept-times-until")
 
 
 def test_naive_time_far_out_of_range_in_a_zone_is_out_of_range() -> None:
