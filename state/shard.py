@@ -7,7 +7,8 @@ A shard sees the records of its slice in partition order, decoded and stamped by
   idle, see `advance_to`): the partition's, so lateness does not depend on the shard count;
 - the scheduler (`state.scheduler`): buffered events and timers (armed deadlines, evictions),
   released in event-time order once the watermark passes them;
-- the instances, and small tombstones of evicted ones so late duplicates are still recognised.
+- the instances, and small tombstones of evicted ones: late duplicates are still recognised, and
+  a late event is still judged (with the history the tombstone keeps) until it is forgotten.
 
 Every record ends in exactly one `ledger` row: applied, ignored, anomalous, duplicate, late or
 dead_lettered. An event behind the watermark is `late`: recorded, never applied; if applying it in
@@ -74,11 +75,17 @@ class ShardConfig:
 
 @dataclass(slots=True)
 class Tombstone:
-    """What remains of an evicted instance: enough to recognise its late duplicates."""
+    """What remains of an evicted instance until `forget_ms`: enough to recognise its late
+    duplicates and to judge a late event (its final state, definition version and applied
+    history; `history` None for tombstones restored from snapshots that did not keep it)."""
 
     outcome: str | None
     ended_ms: int
     forget_ms: int
+    state: str = ""
+    version: int = 0
+    history: tuple[Any, ...] | None = None
+    trace_id: str | None = None
 
 
 class Shard:
@@ -91,6 +98,7 @@ class Shard:
         self.frontier = NEVER
         self.fact_clock = 0
         self.scheduler = Scheduler()
+        self.evicts = True  # False in what-if scratch shards
         self.instances: dict[str, Instance] = {}
         self.history: dict[str, tuple[Any, ...]] = {}  # flat, `HISTORY_WIDTH` items per event
         self.tombstones: dict[str, Tombstone] = {}
@@ -259,16 +267,19 @@ class Shard:
             out.row("outcomes", instance.outcome_row())
             assert instance.ended_ms is not None
             retention = parse_duration_ms(instance.definition.retention)
-            self.scheduler.schedule(instance.ended_ms + retention, EVICT, key)
+            if self.evicts:
+                self.scheduler.schedule(instance.ended_ms + retention, EVICT, key)
 
     def _evict(self, key: str, at_ms: int) -> None:
         instance = self.instances.pop(key, None)
         if instance is None:
             return
-        self.history.pop(key, None)
+        history = self.history.pop(key, None)
         self._finished.discard(key)
         forget_ms = at_ms + self.config.tombstone_retention_ms
-        self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms, forget_ms)
+        self.tombstones[key] = Tombstone(instance.outcome, instance.ended_ms or at_ms, forget_ms,
+                                         instance.state, instance.definition.version, history,
+                                         instance.trace_id)
         self.scheduler.schedule(forget_ms, FORGET, key)
 
     def _forget(self, key: str, due_ms: int) -> None:
@@ -337,32 +348,49 @@ class Shard:
                                          state, event, self.watermark,
                                          f"{lag} ms behind the watermark", None))
         self._settle(event, "late", out)
-        if instance is None:
+        judged = self._judged(key)
+        if judged is None:
             return
-        what_if = self._recompute(key, event)
-        before = (instance.outcome, instance.state)
+        history, version, before, ended, trace_id = judged
+        what_if = self._recompute(history, version, event)
         after = (what_if.outcome, what_if.state) if what_if is not None else (None, "")
         if before != after:
             out.row("corrections", {
                 "row_id": f"{event.workflow_type}/{event.instance_id}/correction/{event.event_id}",
                 "workflow_type": event.workflow_type, "instance_id": event.instance_id,
-                "corrects_row_id": f"{key}/outcome" if instance.ended else None,
-                "original_outcome": instance.outcome, "corrected_outcome": after[0],
+                "corrects_row_id": f"{key}/outcome" if ended else None,
+                "original_outcome": before[0], "corrected_outcome": after[0],
                 "corrected_state": after[1] or None, "late_event_id": event.event_id,
                 "late_event_type": event.type, "late_event_time": event.time_ms,
-                "detected_at": self.watermark, "trace_id": instance.trace_id,
+                "detected_at": self.watermark, "trace_id": trace_id,
             })
 
-    def _recompute(self, key: str, late: Event) -> Instance | None:
-        """The instance as it would be had `late` arrived in time: same engine, scratch shard."""
+    def _judged(self, key: str) -> tuple[tuple[Any, ...], int, tuple[str | None, str], bool,
+                                         str | None] | None:
+        """What judging a late event of `key` needs: applied history, definition version,
+        (outcome, state), whether it ended, trace id; from the instance, or from its tombstone
+        until that is forgotten; None when neither is kept (never started, or forgotten)."""
+        instance = self.instances.get(key)
+        if instance is not None:
+            return (self.history[key], instance.definition.version,
+                    (instance.outcome, instance.state), instance.ended, instance.trace_id)
+        tombstone = self.tombstones.get(key)
+        if tombstone is None or tombstone.history is None:
+            return None
+        return (tombstone.history, tombstone.version, (tombstone.outcome, tombstone.state), True,
+                tombstone.trace_id)
+
+    def _recompute(self, history: tuple[Any, ...], version: int, late: Event) -> Instance | None:
+        """The instance as it would be had `late` arrived in time: same engine, scratch shard,
+        which never evicts (the what-if's verdict is wanted however long ago it ended)."""
         scratch = Shard(self.name, self.catalog, self.rules, self.config)
-        version = self.instances[key].definition.version
+        scratch.evicts = False
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
-        for event in [*_history_events(self.history[key], late), late]:
+        for event in [*_history_events(history, late), late]:
             scratch.scheduler.buffer(event, False)
         scratch.watermark = self.watermark
         scratch._release(Discard(self.name))
-        return scratch.instances.get(key)
+        return scratch.instances.get(late.instance_key)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -382,8 +410,8 @@ class Shard:
             "instances": {k: encode_instance(i) for k, i in self.instances.items()},
             "history": dict(self.history),
             "finished": sorted(self._finished),
-            "tombstones": {k: (t.outcome, t.ended_ms, t.forget_ms)
-                           for k, t in self.tombstones.items()},
+            "tombstones": {k: (t.outcome, t.ended_ms, t.forget_ms, t.state, t.version, t.history,
+                               t.trace_id) for k, t in self.tombstones.items()},
             "seen": {k: v if isinstance(v, tuple) else dict(v) for k, v in self.seen.items()},
             "early_counts": dict(self.early_counts),
         }

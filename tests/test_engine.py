@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from state.catalog import Catalog
+from state.shard import Shard
 from tests.engine_kit import CASES, ORDER_V1, Harness, ce, write_catalog
 
 MIN = 60_000
@@ -135,6 +136,35 @@ def test_late_payment_after_timeout_is_recorded_with_a_correction(catalog: Catal
     assert correction["corrected_state"] == "failed"  # reserving's own 10 min deadline passed too
     assert correction["late_event_id"] == "e2"
     assert [a["kind"] for a in h.tables()["anomalies"]] == ["late_event"]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_late_payment_after_eviction_is_judged_from_the_tombstone(catalog: Catalog,
+                                                                  resume: bool) -> None:
+    """The timed-out order is evicted (retention 1h) before its late payment arrives: its
+    tombstone keeps what the what-if needs, so the correction is the one a live instance gets,
+    also after a snapshot and restore in between."""
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("o2", "OrderPlaced", 200, "o2"))
+    assert "shop_order/o1" in h.shard.tombstones and "shop_order/o1" not in h.shard.instances
+    if resume:
+        h.shard = Shard.restore(h.shard.snapshot(), h.shard.catalog, h.shard.rules,
+                                h.shard.config)
+    h.feed(ce("e2", "PaymentAuthorized", 20))
+    assert h.dispositions()[2] == "late"
+    (correction,) = h.tables()["corrections"]
+    assert (correction["corrects_row_id"], correction["original_outcome"],
+            correction["corrected_state"]) == ("shop_order/o1/outcome", "timed_out", "failed")
+
+
+def test_late_payment_after_the_tombstone_is_forgotten_has_no_correction(
+        catalog: Catalog) -> None:
+    """Once the tombstone is forgotten too (24 h after eviction) nothing is left to judge by."""
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("o2", "OrderPlaced", 30 * 60, "o2"),
+                                               ce("e2", "PaymentAuthorized", 20))
+    assert h.dispositions()[2] == "late"
+    assert "corrections" not in h.tables()
 
 
 def test_late_event_that_changes_nothing_has_no_correction(catalog: Catalog) -> None:

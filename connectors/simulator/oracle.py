@@ -9,8 +9,9 @@ of the bounded input fires every pending deadline, so the final verdict interpre
 event with no time limit.
 
 A late event yields a correction when interpreting it, with the instance's history so far and the
-same watermark, changes (outcome, state) — if the instance exists then: started, and not yet
-evicted (the watermark has passed `retention` after it ended, in event time).
+same watermark, changes (outcome, state) — if the instance is known then: started, and not yet
+forgotten (the watermark has passed `retention` plus the tombstone's day after it ended, in
+event time; an evicted instance is still judged from its tombstone until then).
 """
 
 from __future__ import annotations
@@ -148,12 +149,17 @@ def _corrects(found: list[Arrival], accepted: list[int], late: int,
     history = [step for step in earlier if step.time_ms < watermark]  # what was released
     instance_id = arrival.meta.instance_id
     before, _ = interpret(definition, instance_id, history, watermark)
-    if before.phase == IDLE or _evicted(before.ended_ms, watermark, definition.retention):
+    if before.phase == IDLE or _forgotten(before.ended_ms, watermark, definition.retention):
         return False
     after, _ = interpret(definition, instance_id, [*history, _step(arrival)], watermark)
     return (before.outcome, before.state) != (after.outcome, after.state)
 
 
-def _evicted(ended_ms: int | None, watermark: int, retention: str) -> bool:
-    """Evicted once the watermark passes `retention` after the end (event time only)."""
-    return ended_ms is not None and watermark > ended_ms + parse_duration_ms(retention)
+TOMBSTONE_RETENTION_MS = 86_400_000  # the engine's default: a tombstone lives a day
+
+
+def _forgotten(ended_ms: int | None, watermark: int, retention: str) -> bool:
+    """Forgotten once the watermark passes `retention` and then the tombstone's day after the
+    end (event time only)."""
+    return ended_ms is not None and (
+        watermark > ended_ms + parse_duration_ms(retention) + TOMBSTONE_RETENTION_MS)
