@@ -209,11 +209,14 @@ class Shard:
         key = _key(event)
         instance = self.instances.get(key)
         if instance is None:
-            if key in self.tombstones:
+            tombstone = self.tombstones.get(key)
+            if tombstone is not None:
                 out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                                  "after_terminal", None, event, event.time_ms,
                                                  "instance already ended and was evicted", None))
                 self._settle(event, ANOMALOUS, out)
+                if tombstone.history is not None:  # a what-if replays it, as a live one would
+                    tombstone.history += (event.type, event.time_ms, event.sequence)
                 return
             instance = self._start(event, key, out)
             if instance is None:

@@ -157,6 +157,24 @@ def test_late_payment_after_eviction_is_judged_from_the_tombstone(catalog: Catal
             correction["corrected_state"]) == ("shop_order/o1/outcome", "timed_out", "failed")
 
 
+def test_a_what_if_after_eviction_replays_the_events_that_came_after_the_end(
+        catalog: Catalog) -> None:
+    """An order times out in packing (no invoice; its compensations are never acknowledged), is
+    evicted, and is then shipped (an event after the end); the invoice arrives late. Had it come
+    in time the order would have shipped and completed: the what-if replays the shipment the
+    tombstone kept, so the correction says `completed`, as a run with the invoice in time does."""
+    h = Harness(catalog, lateness_ms=MIN).feed(
+        ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 5),
+        ce("e3", "InventoryReserved", 8), ce("e4", "ItemsPicked", 9), ce("e5", "LabelPrinted", 10),
+        ce("p1", "OrderPlaced", 200, "other"), ce("e6", "OrderShipped", 201),
+        ce("p2", "OrderCancelled", 205, "other"))  # moves the watermark past the shipment
+    assert h.shard.tombstones["shop_order/o1"].outcome == "compensation_failed"
+    h.feed(ce("e7", "InvoiceSent", 11))
+    (correction,) = h.tables()["corrections"]
+    assert (correction["original_outcome"], correction["corrected_outcome"],
+            correction["corrected_state"]) == ("compensation_failed", "completed", "delivered")
+
+
 def test_late_payment_after_the_tombstone_is_forgotten_has_no_correction(
         catalog: Catalog) -> None:
     """Once the tombstone is forgotten too (24 h after eviction) nothing is left to judge by."""

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from state.catalog import Catalog
 from state.shard import SNAPSHOT_VERSION, Shard
-from tests.engine_kit import ORDER_V1, Harness, write_catalog
-from tests.strategies import cases
+from tests.engine_kit import ORDER_V1, Harness, ce, write_catalog
+from tests.strategies import SCRIPTS, cases
 
 LATENESS = 10 * 24 * 3_600_000  # longer than any generated case: every permutation is in time
 PROPERTY = settings(max_examples=60, deadline=None,
@@ -123,3 +123,54 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     resumed.feed(*REST).drain()
     assert prefix.out.rows + resumed.out.rows == one_pass.out.rows
     assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION
+
+
+ORDER_TYPES = sorted({t for script in SCRIPTS.values() for t in script})
+MINUTE = 60_000
+
+
+def verdict_of(h: Harness, key: str) -> tuple[str | None, str]:
+    """(outcome, state) of an instance, live or from its tombstone; (None, "") if never started."""
+    instance = h.shard.instances.get(key)
+    if instance is not None:
+        return instance.outcome, instance.state
+    tombstone = h.shard.tombstones.get(key)
+    return (tombstone.outcome, tombstone.state) if tombstone is not None else (None, "")
+
+
+@PROPERTY
+@given(data=st.data())
+def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
+        catalog: Catalog, data: st.DataObject) -> None:
+    """For a random order history and a random event that arrives late: a correction is written
+    exactly when a fresh run with that event delivered in its place reaches another (outcome,
+    state) at the same watermark, and it states that verdict; whether the instance is still
+    live or already evicted (its `retention` is 1h) when the late event arrives, and with events
+    of the instance that came after its end (released by a second pusher) replayed too."""
+    script = SCRIPTS[data.draw(st.sampled_from(sorted(SCRIPTS)))]
+    minutes, at = [], 0
+    for _ in script:
+        at += data.draw(st.integers(1, 40))
+        minutes.append(at)
+    history = [(m, ce(f"a{i}", t, m)) for i, (t, m) in enumerate(zip(script, minutes, strict=True))]
+    late_minute = data.draw(st.integers(0, minutes[-1]))
+    late = (late_minute, ce("late", data.draw(st.sampled_from(ORDER_TYPES)), late_minute))
+    push = data.draw(st.integers(minutes[-1] + 2, minutes[-1] + 600))
+    tail = [(m, ce(f"t{i}", data.draw(st.sampled_from(ORDER_TYPES)), m)) for i, m in enumerate(
+        sorted(data.draw(st.lists(st.integers(push + 1, push + 60), max_size=2))))]
+    pushers = [ce("p1", "OrderPlaced", push, "other"), ce("p2", "OrderViewed", push + 62, "other")]
+    real = Harness(catalog, MINUTE).feed(*(v for _, v in history), pushers[0],
+                                         *(v for _, v in tail), pushers[1], late[1])
+    assert real.dispositions()[len(history) + len(tail) + 2] == "late"
+    in_time = sorted([*history, late], key=lambda timed: timed[0])  # stable: late after ties
+    fresh = Harness(catalog, MINUTE).feed(*(v for _, v in in_time), pushers[0],
+                                          *(v for _, v in tail), pushers[1])
+    assert fresh.shard.watermark == real.shard.watermark
+    want, before = verdict_of(fresh, "shop_order/o1"), verdict_of(real, "shop_order/o1")
+    corrections = real.tables().get("corrections", [])
+    if want == before:
+        assert corrections == []
+    else:
+        (correction,) = corrections
+        assert (correction["corrected_outcome"], correction["corrected_state"] or "") == want
+        assert correction["original_outcome"] == before[0]
