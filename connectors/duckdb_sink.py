@@ -27,7 +27,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from connectors.arrow_rows import Row, RowBatch, rows_to_table
 from runtime.crash_points import crash_point
 from schemas.errors import FlowkeeperError
-from schemas.tables import DUCKDB_TABLES, duckdb_ddl
+from schemas.tables import DUCKDB_TABLES, TABLES, duckdb_ddl, duckdb_type
 
 Item = RowBatch
 """The value the sink takes under each key: `(table_name, Arrow table of its rows)`."""
@@ -124,6 +124,7 @@ def open_database(db_path: Path, prepare: Prepare | None = None) -> duckdb.DuckD
     conn = duckdb.connect(str(db_path))
     for table in DUCKDB_TABLES:
         conn.execute(duckdb_ddl(table))
+        _add_new_columns(conn, table)
     if prepare is not None:
         prepare(conn)
     return conn
@@ -162,10 +163,23 @@ def load_rows(db_path: Path, table: str, rows: list[Row]) -> None:
         conn.close()
 
 
+def _add_new_columns(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Columns a newer schema added, on a database file an older version created (so a resumed
+    or continued run can write to it; the older rows hold NULL there)."""
+    present = {row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+    ).fetchall()}
+    for field in TABLES[table]:
+        if field.name not in present:
+            conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{field.name}" '
+                         f"{duckdb_type(field.type)}")
+
+
 def _insert_table(conn: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
-    """One set-based statement for the whole Arrow table, never row by row."""
+    """One set-based statement for the whole Arrow table, never row by row; by column name, so
+    a table with columns added later (`_add_new_columns`) takes the rows as well."""
     conn.register(_VIEW, data)
     try:
-        conn.execute(f'INSERT OR IGNORE INTO "{table}" SELECT * FROM {_VIEW}')
+        conn.execute(f'INSERT OR IGNORE INTO "{table}" BY NAME SELECT * FROM {_VIEW}')
     finally:
         conn.unregister(_VIEW)

@@ -107,6 +107,10 @@ CORRECTIONS = pa.schema(
         ("detected_at", TS),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        # idempotency keys of the commands the in-time run sends and this run did not, and the
+        # other way round (last: a DuckDB file of an older version gets them added at the end)
+        ("would_have_sent", pa.list_(pa.string())),
+        ("would_not_have_sent", pa.list_(pa.string())),
     ]
 )
 

@@ -75,3 +75,14 @@ class Discard(Out):
 
     def fact(self, workflow_type: str, at_ms: int, kind: str, value: float = 1.0) -> None:
         pass
+
+
+@dataclass
+class CommandKeys(Discard):
+    """Keeps only the idempotency keys of the commands sent: what a what-if would have sent."""
+
+    keys: set[str] = field(default_factory=set)
+
+    def row(self, table: str, row: dict[str, Any]) -> None:
+        if table == "commands":
+            self.keys.add(row["idempotency_key"])

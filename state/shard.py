@@ -50,7 +50,7 @@ from state.machine import (
     counted,
     deadline_ref,
 )
-from state.output import Discard, Out
+from state.output import CommandKeys, Out
 from state.scheduler import DEADLINE, EVENT, EVICT, FORGET, Buffered, Scheduler
 from state.snapshot import encode_instance, layouts, readers
 
@@ -355,9 +355,10 @@ class Shard:
         if judged is None:
             return
         history, version, before, ended, trace_id = judged
-        what_if = self._recompute(history, version, event)
+        what_if, in_time_commands = self._recompute(history, version, event)
         after = (what_if.outcome, what_if.state) if what_if is not None else (None, "")
         if before != after:
+            _, sent = self._recompute(history, version, event, in_time=False)
             out.row("corrections", {
                 "row_id": f"{event.workflow_type}/{event.instance_id}/correction/{event.event_id}",
                 "workflow_type": event.workflow_type, "instance_id": event.instance_id,
@@ -366,6 +367,8 @@ class Shard:
                 "corrected_state": after[1] or None, "late_event_id": event.event_id,
                 "late_event_type": event.type, "late_event_time": event.time_ms,
                 "detected_at": self.watermark, "trace_id": trace_id,
+                "would_have_sent": sorted(in_time_commands - sent),
+                "would_not_have_sent": sorted(sent - in_time_commands),
             })
 
     def _judged(self, key: str) -> tuple[tuple[Any, ...], int, tuple[str | None, str], bool,
@@ -383,17 +386,21 @@ class Shard:
         return (tombstone.history, tombstone.version, (tombstone.outcome, tombstone.state), True,
                 tombstone.trace_id)
 
-    def _recompute(self, history: tuple[Any, ...], version: int, late: Event) -> Instance | None:
-        """The instance as it would be had `late` arrived in time: same engine, scratch shard,
-        which never evicts (the what-if's verdict is wanted however long ago it ended)."""
+    def _recompute(self, history: tuple[Any, ...], version: int, late: Event, *,
+                   in_time: bool = True) -> tuple[Instance | None, set[str]]:
+        """The instance as it would be had `late` arrived in time (`in_time=False`: the history
+        alone, as this run has it), and the idempotency keys of the commands it sends up to the
+        watermark: same engine, scratch shard, which never evicts (the verdict is wanted however
+        long ago the instance ended)."""
         scratch = Shard(self.name, self.catalog, self.rules, self.config)
         scratch.evicts = False
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
-        for event in [*_history_events(history, late), late]:
+        for event in [*_history_events(history, late), *([late] if in_time else [])]:
             scratch.scheduler.buffer(event, False)
         scratch.watermark = self.watermark
-        scratch._release(Discard(self.name))
-        return scratch.instances.get(late.instance_key)
+        commands = CommandKeys(self.name)
+        scratch._release(commands)
+        return scratch.instances.get(late.instance_key), commands.keys
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -181,8 +181,10 @@ def test_an_archive_made_before_the_fast_path_replays_identical(
     (snapshot v3; `tests/fixtures/run_v3`: 250 instances of all four workflows, seed 5) replay
     through today's engine to the same rows, `row_id`s and contents, table by table. `outcomes`
     and `metrics` were recorded again when event time moved from the shard to the partition
-    (`state.admission`): it changes `out_of_order` counts and metric stamps by design; the other
-    five tables are still the ones recorded before the rewrite."""
+    (`state.admission`): it changes `out_of_order` counts and metric stamps by design; and
+    `corrections` when it gained the commands a late event would have changed (its other
+    columns equal the first recording). The other four tables are still the ones recorded
+    before the rewrite."""
     fixture = REPO / "tests" / "fixtures" / "run_v3"
     code, _ = run(capsys, "replay", str(fixture), "--out", str(tmp_path / "replayed"),
                   "--workers", workers, "--no-duckdb")

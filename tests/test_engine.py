@@ -135,6 +135,10 @@ def test_late_payment_after_timeout_is_recorded_with_a_correction(catalog: Catal
     assert correction["original_outcome"] == "timed_out"
     assert correction["corrected_state"] == "failed"  # reserving's own 10 min deadline passed too
     assert correction["late_event_id"] == "e2"
+    t0 = h.outcome()["started_at"]
+    assert correction["would_not_have_sent"] == [  # the cancel went out; the reminder was due
+        f"shop_order/o1/awaiting_payment/CancelOrder/{t0 + 30 * MIN}"]  # before the payment
+    assert [key.rsplit("/", 2)[1] for key in correction["would_have_sent"]] == ["RefundPayment"]
     assert [a["kind"] for a in h.tables()["anomalies"]] == ["late_event"]
 
 

@@ -144,7 +144,8 @@ def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
         catalog: Catalog, data: st.DataObject) -> None:
     """For a random order history and a random event that arrives late: a correction is written
     exactly when a fresh run with that event delivered in its place reaches another (outcome,
-    state) at the same watermark, and it states that verdict; whether the instance is still
+    state) at the same watermark, and it states that verdict and the commands that run sends
+    that this one did not, and the other way round; whether the instance is still
     live or already evicted (its `retention` is 1h) when the late event arrives, and with events
     of the instance that came after its end (released by a second pusher) replayed too."""
     script = SCRIPTS[data.draw(st.sampled_from(sorted(SCRIPTS)))]
@@ -174,3 +175,8 @@ def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
         (correction,) = corrections
         assert (correction["corrected_outcome"], correction["corrected_state"] or "") == want
         assert correction["original_outcome"] == before[0]
+        sent, in_time_sent = (
+            {c["idempotency_key"] for c in h.tables().get("commands", [])
+             if c["instance_id"] == "o1"} for h in (real, fresh))
+        assert correction["would_have_sent"] == sorted(in_time_sent - sent)
+        assert correction["would_not_have_sent"] == sorted(sent - in_time_sent)

@@ -23,7 +23,7 @@ from connectors.arrow_rows import Row, RowBatch, row_batches, rows_to_table
 from connectors.duckdb_sink import DuckDBSink, connect_readonly, load_rows
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
-from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS
+from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
@@ -120,6 +120,8 @@ _BASE: dict[str, Row] = {
         "detected_at": T0,
         "trace_id": TRACE,
         "shard": "eu-1",
+        "would_have_sent": ["order_fulfilment/ord-1001/shipping/NotifyCustomer/1"],
+        "would_not_have_sent": ["order_fulfilment/ord-1001/awaiting_payment/CancelOrder/2"],
     },
     "dead_letters": {
         "row_id": "",
@@ -342,6 +344,24 @@ def test_duckdb_round_trip_is_exact(tmp_path: Path, table: str) -> None:
     _run(_items(table), DuckDBSink(db_path))
 
     assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+
+
+def test_a_duckdb_file_of_an_older_schema_gets_the_new_columns(tmp_path: Path) -> None:
+    """A database whose `corrections` table predates `would_have_sent`/`would_not_have_sent`
+    (a run made before they existed, continued or resumed now) gets them added; its old rows
+    hold NULL there, and new rows are written whole."""
+    db_path = tmp_path / "out.duckdb"
+    conn = duckdb.connect(str(db_path))
+    old = [f for f in TABLES["corrections"] if not f.name.startswith("would_")]
+    conn.execute('CREATE TABLE "corrections" (' + ", ".join(
+        f'"{f.name}" {duckdb_type(f.type)}' + (" PRIMARY KEY" if f.name == "row_id" else "")
+        for f in old) + ")")
+    conn.execute("INSERT INTO corrections (row_id) VALUES ('older')")
+    conn.close()
+    _run(_items("corrections"), DuckDBSink(db_path))
+    rows = {row["row_id"]: row for row in _duckdb_rows(db_path, "corrections")}
+    assert rows.pop("older")["would_have_sent"] is None
+    assert list(rows.values()) == _rows("corrections")
 
 
 def test_duckdb_ignores_redelivered_rows(tmp_path: Path) -> None:
