@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,7 +154,7 @@ class StepSla:
         """The rule as `--sla` writes it."""
         return f"{self.from_activity or '*'}->{'|'.join(self.to_activities)}<={self.limit}"
 
-    def unknown_activities(self, activities: set[str]) -> list[str]:
+    def unknown_activities(self, activities: Collection[str]) -> list[str]:
         """The rule's activities that never occur among `activities` (a rule that cannot hold)."""
         named = [self.from_activity] if self.from_activity else []
         return [a for a in [*named, *self.to_activities] if a not in activities]

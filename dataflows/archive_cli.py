@@ -226,7 +226,7 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     shown = ", ".join(map(repr, known[:8])) + (f" and {len(known) - 8} more" if len(known) > 8
                                                else "")
     for sla in slas:
-        unknown = sla.unknown_activities(set(summary.activities))
+        unknown = sla.unknown_activities(summary.activities)
         if unknown:
             print(f"  warning: --sla {sla.text!r}: {', '.join(map(repr, unknown))} never "
                   f"occur{'s' if len(unknown) == 1 else ''} in the log, so the rule cannot "

@@ -73,7 +73,6 @@ def without_facts(rows: Iterable[Row]) -> list[Row]:
     return [row for row in rows if row[0] != FACT_TABLE]
 
 
-
 def build_flow(
     settings: Settings | None = None,
     *,
@@ -115,11 +114,13 @@ def build_flow(
     flow = Dataflow("flowkeeper")
     records = op.input("input", flow,
                        source if source is not None else make_source(settings, catalog))
+    saved_partitions, saved_shards = saved_keys(settings.recovery_dir,
+                                                f"{flow.flow_id}.admission",
+                                                f"{flow.flow_id}.workflow_state")
+    slices = admit("admission", records, config.rules, config.buckets, saved_partitions,
+                   saved_shards)
     # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
     # in every step it crosses.
-    slices = admit("admission", records, config.rules, config.buckets,
-                   saved_keys(settings.recovery_dir, f"{flow.flow_id}.admission"),
-                   saved_keys(settings.recovery_dir, f"{flow.flow_id}.workflow_state"))
     chunks = run_shards("workflow_state", slices, config)
     facts = op.flat_map("fact_values", chunks,
                         lambda rows: [row for table, row in rows if table == FACT_TABLE])

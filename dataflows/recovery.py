@@ -53,20 +53,22 @@ def prepare_recovery(folder: Path, partitions: int,
     return RecoveryConfig(str(folder), timedelta(seconds=backup_interval_s)), resuming
 
 
-def saved_keys(folder: Path | None, step_id: str) -> dict[str, str]:
-    """The key each shard (or partition) of the stateful step `step_id` (its full id,
-    `flow.step`) was last snapshotted under, by name; empty without a folder or snapshots. Reads
-    only the keys (the snapshot table's primary-key index), never the snapshots."""
-    newest: dict[str, tuple[int, str]] = {}
+def saved_keys(folder: Path | None, *step_ids: str) -> list[dict[str, str]]:
+    """Per stateful step (its full id, `flow.step`), the key each shard (or partition) was last
+    snapshotted under, by name; empty without a folder or snapshots. Reads only the keys (the
+    snapshot table's primary-key index), never the snapshots, in one pass over the folder."""
+    newest: dict[str, dict[str, tuple[int, str]]] = {step: {} for step in step_ids}
     for part in sorted(folder.glob(PARTITION_GLOB)) if folder and folder.is_dir() else []:
         conn = sqlite3.connect(f"{part.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            rows = conn.execute("SELECT state_key, MAX(snap_epoch) FROM snaps WHERE step_id = ? "
-                                "GROUP BY state_key", (step_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT step_id, state_key, MAX(snap_epoch) FROM snaps WHERE step_id IN "
+                f"({', '.join('?' * len(step_ids))}) GROUP BY step_id, state_key",
+                step_ids).fetchall()
         finally:
             conn.close()
-        for key, epoch in rows:
-            name = shard_name(key)
-            if name not in newest or epoch > newest[name][0]:
-                newest[name] = (epoch, key)
-    return {name: key for name, (_, key) in newest.items()}
+        for step, key, epoch in rows:
+            name, keys = shard_name(key), newest[step]
+            if name not in keys or epoch > keys[name][0]:
+                keys[name] = (epoch, key)
+    return [{name: key for name, (_, key) in newest[step].items()} for step in step_ids]

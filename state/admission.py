@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from schemas.decode import DecodeRules, decode
 from schemas.event import DeadLetter, Event, RawRecord
-from state.sharding import shard_of
+from state.sharding import partition_shards, shard_of
 
 NEVER = -(2**62)
 
@@ -49,12 +49,6 @@ class Admission:
                 frontier = decoded.time_ms
         self.frontier = frontier
         if frontier > start and records:
-            partition = records[0].partition
-            for bucket in range(buckets):
-                name = f"{partition}/{bucket}"
-                group = groups.get(name)
-                if group is None:
-                    groups[name] = [(frontier, None)]
-                else:
-                    group.append((frontier, None))
+            for name in partition_shards(records[0].partition, buckets):
+                groups.setdefault(name, []).append((frontier, None))
         return groups

@@ -26,8 +26,9 @@ what-if recomputation reads, and a key's first few event ids are a flat tuple to
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from schemas.decode import DecodeRules
@@ -86,6 +87,12 @@ class Tombstone:
     version: int = 0
     history: tuple[Any, ...] | None = None
     trace_id: str | None = None
+
+
+# A tombstone in a snapshot: its fields in this order, restored by name (older snapshots wrote
+# only the first three; the rest then take their defaults).
+_TOMBSTONE_FIELDS = tuple(f.name for f in fields(Tombstone))
+_tombstone_row = attrgetter(*_TOMBSTONE_FIELDS)
 
 
 class Shard:
@@ -420,8 +427,7 @@ class Shard:
             "instances": {k: encode_instance(i) for k, i in self.instances.items()},
             "history": dict(self.history),
             "finished": sorted(self._finished),
-            "tombstones": {k: (t.outcome, t.ended_ms, t.forget_ms, t.state, t.version, t.history,
-                               t.trace_id) for k, t in self.tombstones.items()},
+            "tombstones": {k: _tombstone_row(t) for k, t in self.tombstones.items()},
             "seen": {k: v if isinstance(v, tuple) else dict(v) for k, v in self.seen.items()},
             "early_counts": dict(self.early_counts),
         }
@@ -454,7 +460,8 @@ class Shard:
             assert instance.ended_ms is not None
             evict_at = instance.ended_ms + parse_duration_ms(instance.definition.retention)
             shard.scheduler.schedule(evict_at, EVICT, key)
-        shard.tombstones = {k: Tombstone(*t) for k, t in data["tombstones"].items()}
+        shard.tombstones = {k: Tombstone(**dict(zip(_TOMBSTONE_FIELDS, t, strict=False)))
+                            for k, t in data["tombstones"].items()}
         shard.early_counts = dict(data["early_counts"])
         return shard
 

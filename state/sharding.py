@@ -23,7 +23,13 @@ _MASK = (1 << 64) - 1
 def shard_of(partition: int, key: bytes | None, buckets: int) -> str:
     """The shard name `"{partition}/{bucket}"`; records without a key share bucket 0."""
     bucket = zlib.crc32(key) % buckets if key else 0
-    return f"{partition}/{bucket}"
+    return partition_shards(partition, buckets)[bucket]
+
+
+@lru_cache(maxsize=1024)
+def partition_shards(partition: int, buckets: int) -> tuple[str, ...]:
+    """The names of every shard of a partition (`shard_of` gives each record one of them)."""
+    return tuple(f"{partition}/{bucket}" for bucket in range(buckets))
 
 
 def _rotl(x: int, bits: int) -> int:

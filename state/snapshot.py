@@ -48,7 +48,7 @@ class InstanceCodec:
     def encode(self, instance: Instance) -> Row:
         values = list(self._get(instance))
         for i in self._mutable:
-            values[i] = _copy(values[i])
+            values[i] = _fresh(values[i])
         return (self.kind, instance.workflow_type, instance.definition.version, *values)
 
     def reader(self, saved: Sequence[str]) -> Reader:
@@ -74,29 +74,21 @@ class InstanceCodec:
 
             def ordered(row: Row) -> list[Any]:
                 values = row[3:]
-                return [values[position[name]] if name in position else _copy(defaults[name])
-                        for name in self.fields]
+                return [values[position[name]] if name in position else defaults[name]
+                        for name in self.fields]  # mutable defaults are made fresh below
 
         def read(key: str, row: Row, definition: StateMachine | CaseTracking) -> Instance:
             values = ordered(row)
             for i in mutable:
-                values[i] = _thaw(values[i])
+                values[i] = _fresh(values[i])
             return cls(definition, key, *values)  # type: ignore[arg-type]
 
         return read
 
 
-def _copy(value: Any) -> Any:
-    """A fresh dict or list for a dict or list; anything else (immutable) as it is."""
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, list):
-        return list(value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    """A mutable field's saved value made live: a fresh dict, or a list (v3 saved tuples)."""
+def _fresh(value: Any) -> Any:
+    """A mutable field's value, copied: a fresh dict, or a fresh list (v3 saved lists as tuples);
+    None as it is."""
     if isinstance(value, dict):
         return dict(value)
     if isinstance(value, list | tuple):
