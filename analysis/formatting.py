@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DASH = "\N{EN DASH}"
@@ -49,3 +51,16 @@ def utc(moment: datetime | None) -> str:
 def utc_ms(ms: int | None) -> str:
     """`utc` of epoch milliseconds."""
     return DASH if ms is None else utc(_EPOCH + timedelta(milliseconds=ms))
+
+
+def json_ready(value: Any) -> Any:
+    """Plain JSON data: times as ISO 8601 strings, bytes as base64, containers walked."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value

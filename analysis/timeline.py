@@ -24,7 +24,7 @@ import duckdb
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from analysis.formatting import DASH, deadline_action, human_ms, utc
+from analysis.formatting import DASH, deadline_action, human_ms, json_ready, utc
 from connectors.archive_format import records_of
 from schemas.decode import DecodeRules, decode
 from schemas.errors import ConfigError
@@ -65,7 +65,7 @@ class Timeline:
 
     def to_json(self) -> Row:
         """Plain data for `--json` (times as ISO 8601 strings)."""
-        data: Row = _plain({
+        data: Row = json_ready({
             "workflow_type": self.workflow_type, "instance_id": self.instance_id,
             **self.summary, "archive": str(self.archive) if self.archive else None,
             "timeline": [{"at": e.at, "kind": e.kind, "text": e.text, "arrived": e.arrived,
@@ -97,16 +97,6 @@ class Timeline:
 
 
 _MS = timedelta(milliseconds=1)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:

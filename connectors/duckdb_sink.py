@@ -121,13 +121,33 @@ def open_database(db_path: Path, prepare: Prepare | None = None) -> duckdb.DuckD
     """Open (or create) the database for writing, with every DuckDB output table present (all
     but the raw input archive, which stays in Parquet); then `prepare` adds what readers query
     on top (the pipeline passes `analysis.duckdb_views.create_views`)."""
-    conn = duckdb.connect(str(db_path))
+    conn = _connect_waiting_for_readers(db_path)
     for table in DUCKDB_TABLES:
         conn.execute(duckdb_ddl(table))
         _add_new_columns(conn, table)
     if prepare is not None:
         prepare(conn)
     return conn
+
+
+READER_WAIT_SECONDS = 10.0
+
+
+def _connect_waiting_for_readers(db_path: Path, wait_seconds: float = READER_WAIT_SECONDS,
+                                 clock: Callable[[], float] = time.monotonic
+                                 ) -> duckdb.DuckDBPyConnection:
+    """Open for writing; while a reader's lock refuses (`flowkeeper console` or a notebook opens
+    the file for one short query at a time), try again for up to `wait_seconds`."""
+    deadline = clock() + wait_seconds
+    while True:
+        try:
+            return duckdb.connect(str(db_path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error) or clock() >= deadline:
+                msg = (f"cannot open {db_path} for writing: {error}; close the program that holds "
+                       "it (a notebook, another run) or point --out elsewhere")
+                raise FlowkeeperError(msg) from error
+            time.sleep(0.05)
 
 
 def connect_readonly(db_path: Path) -> duckdb.DuckDBPyConnection:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +23,13 @@ from bytewax.outputs import Sink
 from bytewax.testing import TestingSource, cluster_main, run_main
 
 from connectors.arrow_rows import Row, RowBatch, row_batches, rows_to_table
-from connectors.duckdb_sink import DuckDBSink, connect_readonly, load_rows
+from connectors.duckdb_sink import (
+    READER_WAIT_SECONDS,
+    DuckDBSink,
+    connect_readonly,
+    load_rows,
+    open_database,
+)
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
@@ -362,6 +371,26 @@ def test_a_duckdb_file_of_an_older_schema_gets_the_new_columns(tmp_path: Path) -
     rows = {row["row_id"]: row for row in _duckdb_rows(db_path, "corrections")}
     assert rows.pop("older")["would_have_sent"] is None
     assert list(rows.values()) == _rows("corrections")
+
+
+def test_the_writer_waits_while_a_reader_holds_the_file(tmp_path: Path) -> None:
+    """A reader in another process (the console, a notebook) holding the file read-only makes a
+    starting run wait, not fail: it opens the file once the reader lets go."""
+    db_path = tmp_path / "out.duckdb"
+    duckdb.connect(str(db_path)).close()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True)"
+         "; print('holding', flush=True); sys.stdin.readline(); c.close()", str(db_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline() == "holding\n"
+    opened: list[duckdb.DuckDBPyConnection] = []
+    writer = threading.Thread(target=lambda: opened.append(open_database(db_path)))
+    writer.start()
+    assert not opened  # it cannot have the file while the reader holds it
+    reader.communicate("done\n")
+    writer.join(timeout=READER_WAIT_SECONDS)
+    assert opened and opened[0].execute("SELECT count(*) FROM outcomes").fetchall() == [(0,)]
+    opened[0].close()
 
 
 def test_duckdb_ignores_redelivered_rows(tmp_path: Path) -> None:
