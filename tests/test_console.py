@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -303,3 +304,21 @@ def test_while_a_run_writes_it_reads_parquet_and_never_holds_the_file(out: Path,
     from_parquet = client(live, source="parquet").get("/api/overview").json()
     from_parquet.pop("source")
     assert final == from_parquet and final["input"]["records"] == 200
+
+
+def test_the_command_serves_until_stopped(out: Path) -> None:
+    """`flowkeeper console --port 0` says where it listens, on 127.0.0.1, and serves there."""
+    server = subprocess.Popen([sys.executable, "-m", "dataflows.cli", "console", "--out", str(out),
+                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        printed = server.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", printed)
+        assert url, printed
+        with urllib.request.urlopen(url[0] + "api/overview") as response:
+            data = json.load(response)
+        assert data["source"] == "duckdb" and data["input"]["records"] > 0
+    finally:
+        server.terminate()
+        server.communicate()
