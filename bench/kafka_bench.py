@@ -76,7 +76,7 @@ def kafka_measurements(instances: int, repeats: int, scratch: Path) -> dict[str,
         send(address, INPUT, replayed(r for p in partitions for r in p))
         result: dict[str, Any] = {"records": records,
                                   "produce_per_s": records / (time.perf_counter() - started)}
-        env = {"FLOWKEEPER_KAFKA_BROKERS": address, "FLOWKEEPER_KAFKA_TOPIC": INPUT}
+        env = {"FLOWKEEPER_KAFKA__BROKERS": address, "FLOWKEEPER_KAFKA__TOPIC": INPUT}
         for variant in ("kafka", "kafka_sinks"):
             rates = []
             for repeat in range(repeats):
@@ -123,7 +123,7 @@ def latency(address: str, instances: int, partitions: list[Any], scratch: Path) 
     """Tail `LIVE` with the dataflow while sending RATE records/s for SECONDS; percentiles in ms."""
     folder = scratch / "latency"
     folder.mkdir()
-    env = {**os.environ, "FLOWKEEPER_KAFKA_BROKERS": address, "FLOWKEEPER_KAFKA_TOPIC": LIVE}
+    env = {**os.environ, "FLOWKEEPER_KAFKA__BROKERS": address, "FLOWKEEPER_KAFKA__TOPIC": LIVE}
     flow = subprocess.Popen([sys.executable, "-m", "bench.measure", "kafka_latency",
                              "--instances", str(instances), "--scratch", str(folder)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL)

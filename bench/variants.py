@@ -37,6 +37,7 @@ from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.definition import StateMachine
+from state.durations import to_ms
 from state.output import Row
 from state.shard import ShardConfig
 
@@ -70,7 +71,7 @@ class _Counter(StatelessSinkPartition[Any]):
 
 def bench_settings(out: Path, **overrides: Any) -> Settings:
     """The pipeline settings of every variant: defaults, 1 worker, output under `out`."""
-    return Settings(out=out, sim_partitions=4, **overrides)
+    return Settings.from_flags(out=out, sim_partitions=4, **overrides)
 
 
 def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
@@ -91,9 +92,9 @@ def _engine(partitions: Partitions, settings: Settings,
     catalog = load_catalog(settings.definitions)
     config = ShardStepConfig(
         catalog=catalog,
-        rules=catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
-                                   settings.max_future_skew_ms),
-        shard=ShardConfig(allowed_lateness_ms=settings.allowed_lateness_ms),
+        rules=catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
+                                   settings.time.max_future_skew_ms),
+        shard=ShardConfig(allowed_lateness_ms=to_ms(settings.time.allowed_lateness)),
         buckets=settings.buckets,
     )
     admissions: dict[str, AdmissionLogic] = {}
@@ -125,7 +126,7 @@ def decode_only(partitions: Partitions, scratch: Path) -> Measured:
     that validates every event this way on this machine."""
     settings = bench_settings(scratch)
     rules = load_catalog(settings.definitions).decode_rules(
-        bundled_registry(), settings.max_event_bytes, settings.max_future_skew_ms)
+        bundled_registry(), settings.source.max_event_bytes, settings.time.max_future_skew_ms)
     tune_gc()
     started = time.perf_counter()
     for records in partitions:
@@ -159,11 +160,14 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
     """The baseline plus writing the same rows with the pipeline's Parquet and DuckDB writers."""
     settings = bench_settings(scratch)
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
-    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
-                          partitions=settings.parquet_writers)
+    parquet = ParquetSink(settings.parquet_dir, settings.sinks.parquet_batch_rows,
+                          settings.sinks.flush_interval.total_seconds(),
+                          partitions=settings.sinks.parquet_writers)
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
-    duckdb = DuckDBSink(settings.duckdb_path, create_views, batch_rows=settings.duckdb_batch_rows,
-                        flush_seconds=settings.flush_seconds).build_part("duckdb", "duckdb", None)
+    duckdb = DuckDBSink(settings.duckdb_path, create_views,
+                        batch_rows=settings.sinks.duckdb_batch_rows,
+                        flush_seconds=settings.sinks.flush_interval.total_seconds(),
+                        ).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 
     def write(rows: list[Row], records: list[RawRecord]) -> None:
@@ -196,8 +200,8 @@ def pipeline_sinks(partitions: Partitions, scratch: Path) -> Measured:
 def pipeline_recovery(partitions: Partitions, scratch: Path) -> Measured:
     """`pipeline_sinks` with recovery on, a snapshot every 10 s."""
     settings = bench_settings(scratch, recovery_dir=scratch / "recovery")
-    assert settings.recovery_dir is not None
-    config, _ = prepare_recovery(settings.recovery_dir, 1, 0.0)
+    assert settings.recovery.dir is not None
+    config, _ = prepare_recovery(settings.recovery.dir, 1, 0.0)
     flow = build_flow(settings, source=SimulatorSource(partitions))
     every = timedelta(seconds=SNAPSHOT_EVERY_S)
     return _timed(partitions,
@@ -212,14 +216,14 @@ def pipeline_2proc(partitions: Partitions, scratch: Path, process: int,
 
 
 def kafka(partitions: Partitions, scratch: Path) -> Measured:
-    """`pipeline` reading the workload from the topic in FLOWKEEPER_KAFKA_TOPIC to its end."""
+    """`pipeline` reading the workload from the topic in FLOWKEEPER_KAFKA__TOPIC to its end."""
     settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
     flow = build_flow(settings, source=kafka_input(settings), sink=NullSink())
     return _timed(partitions, lambda: run_main(flow))
 
 
 def kafka_sinks(partitions: Partitions, scratch: Path) -> Measured:
-    """`pipeline_sinks` reading the workload from the topic in FLOWKEEPER_KAFKA_TOPIC."""
+    """`pipeline_sinks` reading the workload from the topic in FLOWKEEPER_KAFKA__TOPIC."""
     settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
     flow = build_flow(settings, source=kafka_input(settings))
     return _timed(partitions, lambda: run_main(flow))
@@ -263,7 +267,7 @@ def read_latencies(path: Path) -> list[float]:
 
 
 def kafka_latency(partitions: Partitions, scratch: Path) -> Measured:
-    """Tail FLOWKEEPER_KAFKA_TOPIC live (idle grace 1 s) into `LatencySink` until terminated."""
+    """Tail FLOWKEEPER_KAFKA__TOPIC live (idle grace 1 s) into `LatencySink` until terminated."""
     settings = bench_settings(scratch, source="kafka", kafka_start="earliest", idle_grace="1s",
                               commands_topic="")
     flow = build_flow(settings, source=kafka_input(settings),

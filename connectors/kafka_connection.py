@@ -88,7 +88,7 @@ class KafkaConnection:
         """The error for a cluster that did not answer, with what to check."""
         return KafkaUnavailableError(
             f"cannot reach Kafka at {self.describe()} within {self.timeout_s:g} s: {problem}; "
-            "check --kafka-brokers (FLOWKEEPER_KAFKA_BROKERS), that the brokers run and are "
+            "check --kafka-brokers (FLOWKEEPER_KAFKA__BROKERS), that the brokers run and are "
             "reachable from here, and that --kafka-security-protocol and the SASL/TLS settings "
             "match their listener")
 

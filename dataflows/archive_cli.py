@@ -27,7 +27,7 @@ def _not_for_replay(name: str) -> bool:
 
 def add_replay(sub: Any) -> Handler:
     from dataflows.run_command import settings_arguments
-    from dataflows.settings import Settings
+    from dataflows.settings import FLAGS
 
     replay = sub.add_parser(
         "replay", help="feed an input archive through the same dataflow into --out",
@@ -40,7 +40,7 @@ def add_replay(sub: Any) -> Handler:
     replay.add_argument("archive_dir", type=Path, metavar="ARCHIVE",
                         help="a run's --out folder, its parquet/archive folder, or an "
                         "import-log folder")
-    settings_arguments(replay, omit=[n for n in Settings.model_fields if _not_for_replay(n)])
+    settings_arguments(replay, omit=[n for n in FLAGS if _not_for_replay(n)])
     replay.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     return cmd_replay
 
@@ -57,9 +57,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     imported_definition = args.archive_dir / "definition.yaml"
     if "definitions" not in settings.model_fields_set and imported_definition.is_file():
         updates["definitions"] = imported_definition
-    if "archive" not in settings.model_fields_set:
+    if "archive" not in settings.sinks.model_fields_set:
         updates["archive"] = False
-    settings = settings.model_copy(update=updates)
+    settings = settings.with_flags(**updates)
     source = replay_source(settings, load_catalog(settings.definitions))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):
         msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there "

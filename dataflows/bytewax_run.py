@@ -15,7 +15,7 @@ import argparse
 import sys
 from datetime import timedelta
 
-from dataflows.settings import Settings
+from dataflows.settings import Settings, variable
 from schemas.errors import ConfigError
 
 
@@ -32,31 +32,31 @@ def bytewax_run_flags() -> argparse.Namespace | None:
 
 def reconcile(settings: Settings, flags: argparse.Namespace) -> Settings:
     """`settings` with bytewax.run's recovery folder; `ConfigError` naming every disagreement."""
-    given = settings.model_fields_set
+    recovery, folder = settings.recovery, flags.recovery_directory
     problems = []
-    folder = flags.recovery_directory
-    if settings.recovery_dir is not None and folder is None:
-        problems.append(f"FLOWKEEPER_RECOVERY_DIR={settings.recovery_dir} is set but bytewax.run "
-                        f"has no -r, so it would run without recovery: pass -r "
-                        f"{settings.recovery_dir} -s SECONDS -b SECONDS (or unset it)")
-    elif (folder is not None and settings.recovery_dir is not None
-          and folder.resolve() != settings.recovery_dir.resolve()):
-        problems.append(f"FLOWKEEPER_RECOVERY_DIR={settings.recovery_dir} and bytewax.run "
-                        f"-r {folder} differ: give one folder (or only -r)")
+    if recovery.dir is not None and folder is None:
+        problems.append(f"{variable('recovery_dir')}={recovery.dir} is set but bytewax.run has no "
+                        f"-r, so it would run without recovery: pass -r {recovery.dir} "
+                        "-s SECONDS -b SECONDS (or unset it)")
+    elif (folder is not None and recovery.dir is not None
+          and folder.resolve() != recovery.dir.resolve()):
+        problems.append(f"{variable('recovery_dir')}={recovery.dir} and bytewax.run -r {folder} "
+                        "differ: give one folder (or only -r)")
     for field, flag, value in (("snapshot_interval", "-s", flags.snapshot_interval),
                                ("backup_interval", "-b", flags.backup_interval)):
-        wanted = timedelta(seconds=getattr(settings, field))
-        if field in given and value != wanted:
+        wanted: timedelta = getattr(recovery, field)
+        if field in recovery.model_fields_set and value != wanted:
             shown = f"{value.total_seconds():g}" if value is not None else "not given"
-            problems.append(f"FLOWKEEPER_{field.upper()}={wanted.total_seconds():g} but "
-                            f"bytewax.run {flag} is {shown}; bytewax.run applies only {flag}: "
-                            f"give it there (or make both equal)")
+            problems.append(f"{variable(field)}={wanted.total_seconds():g} but bytewax.run {flag} "
+                            f"is {shown}; bytewax.run applies only {flag}: give it there (or make "
+                            "both equal)")
     workers = flags.workers_per_process or 1
-    if "workers" in given and settings.workers != workers:
-        problems.append(f"FLOWKEEPER_WORKERS={settings.workers} but bytewax.run -w is {workers}; "
-                        "bytewax.run applies only -w: give it there (or make both equal)")
+    if "workers" in settings.model_fields_set and settings.workers != workers:
+        problems.append(f"{variable('workers')}={settings.workers} but bytewax.run -w is "
+                        f"{workers}; bytewax.run applies only -w: give it there (or make both "
+                        "equal)")
     if problems:
         raise ConfigError("; ".join(problems))
-    if folder is not None and settings.recovery_dir is None:
-        return settings.model_copy(update={"recovery_dir": folder})
+    if folder is not None and recovery.dir is None:
+        return settings.with_flags(recovery_dir=folder)
     return settings

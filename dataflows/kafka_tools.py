@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dataflows.settings import Settings
+from dataflows.settings import FLAGS, Settings
 
 if TYPE_CHECKING:
     from connectors.kafka_produce import Outgoing
@@ -29,7 +29,7 @@ SIMULATION = ("definitions", "out", "allowed_lateness", "max_future_skew", "buck
 def _settings_flags(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:
     from dataflows.run_command import settings_arguments
 
-    settings_arguments(parser, omit=[name for name in Settings.model_fields if name not in keep])
+    settings_arguments(parser, omit=[name for name in FLAGS if name not in keep])
 
 
 def add_topics(sub: Any) -> Handler:
@@ -115,18 +115,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     connection = kafka_connection(settings)
-    partitions = topic_partitions(connection, settings.kafka_topic)
+    partitions = topic_partitions(connection, settings.kafka.topic)
     messages, total = _messages(args, settings, len(partitions))
     if args.binary_mode:
         messages = (m.binary() for m in messages)
     bar = ProgressBar(total)
     writer = producer(connection)
     try:
-        sent = produce(writer, settings.kafka_topic, messages, rate=args.rate, on_progress=bar)
+        sent = produce(writer, settings.kafka.topic, messages, rate=args.rate, on_progress=bar)
     finally:
         bar.close()
         writer.close()
-    print(f"produced {sent:,} events to {settings.kafka_topic}")
+    print(f"produced {sent:,} events to {settings.kafka.topic}")
     return 0
 
 
@@ -145,9 +145,10 @@ def _messages(args: argparse.Namespace, settings: Settings,
         return from_file(args.file, catalog.decode_rules(bundled_registry())), None
     if args.archive_dir is not None:
         return replayed(_archived(args.archive_dir, partitions)), None
-    if settings.sim_partitions > partitions:
-        raise ConfigError(f"{settings.kafka_topic!r} has {partitions} partitions; the simulation "
-                          f"needs {settings.sim_partitions}: pass --sim-partitions {partitions} or "
+    needed = settings.source.sim_partitions
+    if needed > partitions:
+        raise ConfigError(f"{settings.kafka.topic!r} has {partitions} partitions; the simulation "
+                          f"needs {needed}: pass --sim-partitions {partitions} or "
                           "create the topic with more")
     simulation = simulate(simulator_config(settings), catalog)
     write_ground_truth(simulation, settings.out)

@@ -46,6 +46,7 @@ from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.clock import Clock, utc_now
+from state.durations import to_ms
 from state.output import FACT_TABLE, Row
 from state.shard import ShardConfig
 
@@ -82,8 +83,8 @@ def build_flow(
     telemetry: Telemetry | None = None,
 ) -> Dataflow:
     """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.
-    Without `telemetry`, `settings.metrics_port` starts the process's metrics endpoint. Tunes the
-    process's garbage collector for the engine (`runtime.gc_tuning`). Under `python -m
+    Without `telemetry`, `settings.telemetry.metrics_port` starts the process's metrics endpoint.
+    Tunes the process's garbage collector for the engine (`runtime.gc_tuning`). Under `python -m
     bytewax.run`, its recovery and scaling flags are the ones that count
     (`dataflows.bytewax_run`)."""
     settings = settings or Settings()
@@ -95,26 +96,26 @@ def build_flow(
             print(f"flowkeeper: error: {e}", file=sys.stderr)
             sys.exit(2)
     tune_gc()
-    if telemetry is None and settings.metrics_port:
-        telemetry = start_telemetry(settings.metrics_port)
+    if telemetry is None and settings.telemetry.metrics_port:
+        telemetry = start_telemetry(settings.telemetry.metrics_port)
     catalog = load_catalog(settings.definitions)
-    rules = catalog.decode_rules(bundled_registry(), settings.max_event_bytes,
-                                 settings.max_future_skew_ms, settings.accept_times_ms)
-    live = settings.idle_grace_delta is not None
+    rules = catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
+                                 settings.time.max_future_skew_ms, settings.time.accept_times_ms)
+    live = settings.time.idle_grace is not None
     config = ShardStepConfig(
         catalog=catalog,
         rules=rules,
-        shard=ShardConfig(allowed_lateness_ms=settings.allowed_lateness_ms),
+        shard=ShardConfig(allowed_lateness_ms=to_ms(settings.time.allowed_lateness)),
         buckets=settings.buckets,
-        drain_at_eof=settings.drain_at_eof,
-        idle_grace=settings.idle_grace_delta,
+        drain_at_eof=settings.time.drain_at_eof,
+        idle_grace=settings.time.idle_grace,
         clock=clock,
         telemetry=telemetry,
     )
     flow = Dataflow("flowkeeper")
     records = op.input("input", flow,
                        source if source is not None else make_source(settings, catalog))
-    saved_partitions, saved_shards = saved_keys(settings.recovery_dir,
+    saved_partitions, saved_shards = saved_keys(settings.recovery.dir,
                                                 f"{flow.flow_id}.admission",
                                                 f"{flow.flow_id}.workflow_state")
     slices = admit("admission", records, config.rules, config.buckets, saved_partitions,
@@ -135,22 +136,24 @@ def build_flow(
             op.output("output", table_rows, sink)
             return flow
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
-    if settings.recovery_dir is not None:
-        check_writer_count(settings.parquet_dir, settings.parquet_writers)
-    parquet = ParquetSink(settings.parquet_dir, settings.parquet_batch_rows, settings.flush_seconds,
-                          partitions=settings.parquet_writers,
-                          recovery=settings.recovery_dir is not None,
+    if settings.recovery.dir is not None:
+        check_writer_count(settings.parquet_dir, settings.sinks.parquet_writers)
+    parquet = ParquetSink(settings.parquet_dir, settings.sinks.parquet_batch_rows,
+                          settings.sinks.flush_interval.total_seconds(),
+                          partitions=settings.sinks.parquet_writers,
+                          recovery=settings.recovery.dir is not None,
                           on_write_error=exit_with_message)
     batches = op.flat_map_batch("row_batches", table_chunks,
                                 lambda lists: sink_batches(chain.from_iterable(lists), parquet))
     parquet_batches = batches
-    if settings.archive:  # every input record as received, for replay: Parquet only, not DuckDB
+    if settings.sinks.archive:  # every input record as received, for replay: Parquet, not DuckDB
         archived = op.flat_map_batch("archive_batches", records,
                                      lambda batch: archive_batches(batch, parquet))
         parquet_batches = op.merge("tables_and_archive", batches, archived)
     op.output("parquet", parquet_batches, parquet)
-    if settings.duckdb:  # DuckDB's one partition takes every key
+    if settings.sinks.duckdb:  # DuckDB's one partition takes every key
         views = partial(create_views, catalog=catalog)
         op.output("duckdb", batches, DuckDBSink(settings.duckdb_path, views, exit_with_message,
-                                                settings.duckdb_batch_rows, settings.flush_seconds))
+                                                settings.sinks.duckdb_batch_rows,
+                                                settings.sinks.flush_interval.total_seconds()))
     return flow

@@ -15,22 +15,22 @@ _MS = timedelta(milliseconds=1)
 
 
 def replay_source(settings: Settings, catalog: Catalog) -> ArchiveSource:
-    """The archive source of `settings.archive_path` with the replay filters and speed."""
-    if settings.archive_path is None:
+    """The archive source of `settings.source.archive_path` with the replay filters and speed."""
+    if settings.source.archive_path is None:
         raise ConfigError("source 'archive' needs --archive-path: the archive folder to replay")
-    workflows = frozenset(_names(settings.replay_workflows))
+    workflows = frozenset(_names(settings.source.replay_workflows))
     unknown = sorted(workflows - set(catalog.definitions))
     if unknown:
         msg = (f"--replay-workflows names {', '.join(unknown)}, which no loaded definition "
                f"defines; choose from: {', '.join(sorted(catalog.definitions))}")
         raise ConfigError(msg)
     replay_filter = ReplayFilter(
-        since_ms=_ms(settings.replay_since), until_ms=_ms(settings.replay_until),
-        workflows=workflows, instances=frozenset(_names(settings.replay_instances)),
+        since_ms=_ms(settings.source.replay_since), until_ms=_ms(settings.source.replay_until),
+        workflows=workflows, instances=frozenset(_names(settings.source.replay_instances)),
         rules=catalog.decode_rules(PayloadRegistry()) if workflows else None,
     )
-    return ArchiveSource(settings.archive_path, replay_filter=replay_filter,
-                         speed=settings.replay_speed)
+    return ArchiveSource(settings.source.archive_path, replay_filter=replay_filter,
+                         speed=settings.source.replay_speed)
 
 
 def _names(text: str) -> list[str]:

@@ -13,13 +13,12 @@ import sys
 import threading
 import time
 from collections.abc import Collection
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from dataflows.settings import Settings
+from dataflows.settings import FLAGS, Settings, field_info, flag_of, shown_default, variable
 from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,13 +28,14 @@ if TYPE_CHECKING:
 
 
 def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = ()) -> None:
-    """One flag per setting (but those in `omit`), documented from the settings model; unset flags
-    fall back to `FLOWKEEPER_<NAME>` environment variables, then to the defaults shown."""
-    for name, info in Settings.model_fields.items():
+    """One flag per setting (but those in `omit`, by flag name), documented from the settings
+    model; unset flags fall back to the setting's environment variable, then to the default."""
+    for name in FLAGS:
         if name in omit:
             continue
+        info = field_info(name)
         flag = "--" + name.replace("_", "-")
-        help_text = f"{info.description} (env FLOWKEEPER_{name.upper()}; default {info.default})"
+        help_text = f"{info.description} (env {variable(name)}; default {shown_default(name)})"
         if info.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
@@ -46,9 +46,9 @@ def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the flags given, then the environment, then defaults."""
-    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    given = {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
     try:
-        return Settings(**given)
+        return Settings.from_flags(**given)
     except ValidationError as e:
         problems = "; ".join(_flag(err["loc"]) + err["msg"] for err in e.errors())
         raise ConfigError(f"invalid settings: {problems}") from e
@@ -56,7 +56,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _flag(loc: tuple[int | str, ...]) -> str:
     """`--name: ` of the setting an error is about (nothing for errors about several)."""
-    return f"--{'-'.join(map(str, loc)).replace('_', '-')}: " if loc else ""
+    name = flag_of(loc)
+    return f"--{name.replace('_', '-')}: " if name else ""
 
 
 def prepare_out(settings: Settings, overwrite: bool, resuming: bool = False) -> None:
@@ -122,16 +123,16 @@ def start_recovery(settings: Settings, overwrite: bool) -> tuple[dict[str, Any],
     """`cli_main` arguments for the recovery folder, if one is set, and whether this run resumes."""
     from dataflows.recovery import prepare_recovery
 
-    if settings.recovery_dir is None:
+    recovery = settings.recovery
+    if recovery.dir is None:
         return {}, False
-    if overwrite and settings.recovery_dir.exists():
-        shutil.rmtree(settings.recovery_dir)
-    config, resuming = prepare_recovery(settings.recovery_dir, settings.recovery_partitions,
-                                        settings.backup_interval)
+    if overwrite and recovery.dir.exists():
+        shutil.rmtree(recovery.dir)
+    config, resuming = prepare_recovery(recovery.dir, recovery.partitions,
+                                        recovery.backup_interval.total_seconds())
     verb = "resuming from" if resuming else "created"
-    print(f"{verb} recovery folder {settings.recovery_dir}", file=sys.stderr)
-    interval = timedelta(seconds=settings.snapshot_interval)
-    return {"recovery_config": config, "epoch_interval": interval}, resuming
+    print(f"{verb} recovery folder {recovery.dir}", file=sys.stderr)
+    return {"recovery_config": config, "epoch_interval": recovery.snapshot_interval}, resuming
 
 
 def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | None,
@@ -144,7 +145,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     from dataflows.summary import processed_line, render
     from runtime.progress import PROGRESS
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.telemetry.log_level)
     flow = build_flow(settings, source=source)
     started = time.monotonic()
     stop = threading.Event()
@@ -156,7 +157,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
         stop.set()
         printer.join()
     seconds = time.monotonic() - started
-    if settings.duckdb:
+    if settings.sinks.duckdb:
         print(render(settings.duckdb_path, settings.parquet_dir, truth_dir, seconds,
                      PROGRESS.records, PROGRESS.moved))
     else:

@@ -13,39 +13,40 @@ from dataflows.replay import replay_source
 from dataflows.settings import Settings
 from schemas.event import RawRecord
 from state.catalog import Catalog, load_catalog
+from state.durations import to_ms
 
 
 def simulator_config(settings: Settings) -> SimulatorConfig:
     """The simulation the settings describe; its event-time policy matches the pipeline's."""
     return SimulatorConfig(
-        seed=settings.sim_seed,
-        instances=settings.sim_instances,
-        partitions=settings.sim_partitions,
-        rate=settings.sim_rate,
-        allowed_lateness_ms=settings.allowed_lateness_ms,
+        seed=settings.source.sim_seed,
+        instances=settings.source.sim_instances,
+        partitions=settings.source.sim_partitions,
+        rate=settings.source.sim_rate,
+        allowed_lateness_ms=to_ms(settings.time.allowed_lateness),
         buckets=settings.buckets,
-        max_future_skew_ms=settings.max_future_skew_ms,
+        max_future_skew_ms=settings.time.max_future_skew_ms,
     )
 
 
 def make_source(settings: Settings, catalog: Catalog) -> Source[RawRecord]:
-    """The source of `settings.source` (for `python -m bytewax.run`, where nothing ran before)."""
-    if settings.source == "archive":
+    """The source `settings.source.kind` names (for `python -m bytewax.run`: nothing ran before)."""
+    if settings.source.kind == "archive":
         return replay_source(settings, catalog)
-    if settings.source == "kafka":
+    if settings.source.kind == "kafka":
         return kafka_input(settings)
     return simulator_source(settings, simulate(simulator_config(settings), catalog))
 
 
 def simulator_source(settings: Settings, simulation: Simulation) -> SimulatorSource:
-    return SimulatorSource(simulation.partitions, speed=settings.sim_speed)
+    return SimulatorSource(simulation.partitions, speed=settings.source.sim_speed)
 
 
 def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
     """Build the source once for a CLI run; returns it and the ground-truth folder, if any."""
-    if settings.source == "archive":
+    if settings.source.kind == "archive":
         return replay_source(settings, load_catalog(settings.definitions)), None
-    if settings.source == "kafka":
+    if settings.source.kind == "kafka":
         return _checked_kafka_input(settings)
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     truth_dir = settings.out / "ground_truth"

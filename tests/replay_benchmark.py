@@ -121,7 +121,7 @@ def replay_flow(folder: Path) -> int:
     from dataflows.settings import Settings
     from runtime.progress import PROGRESS
 
-    settings = Settings(source="archive", archive_path=folder, out=folder / "out",
+    settings = Settings.from_flags(source="archive", archive_path=folder, out=folder / "out",
                         definitions=folder / "definition.yaml", duckdb=False, archive=False)
     cli_main(build_flow(settings), workers_per_process=1)
     return PROGRESS.records

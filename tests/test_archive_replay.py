@@ -49,7 +49,7 @@ def run_two_processes(env: dict[str, str]) -> None:
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))  # one -a, `;`-separated
     command = [sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()",
                "-a", addresses]
-    full_env = {**os.environ, **env, "FLOWKEEPER_DUCKDB": "false"}  # DuckDB allows one writer
+    full_env = {**os.environ, **env, "FLOWKEEPER_SINKS__DUCKDB": "false"}  # DuckDB: one writer
     procs = [subprocess.Popen([*command, "-i", str(i)], cwd=REPO, env=full_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
     try:
@@ -73,7 +73,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_archive_holds_every_record_exactly_as_the_source_read_it(live: Path) -> None:
     """The archive has one row per input record with the same bytes, key, headers, coordinates
     and arrival time, under `archive/date=.../partition=N/`."""
-    settings = Settings(sim_instances=300, sim_seed=5)
+    settings = Settings.from_flags(sim_instances=300, sim_seed=5)
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     expected = sorted((r for part in simulation.partitions for r in part),
                       key=lambda r: (r.partition, r.offset))
@@ -109,8 +109,9 @@ def test_replay_in_two_processes_reproduces_the_live_run(
         live: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 2-process Bytewax cluster replaying the archive writes the recorded outputs exactly."""
     replayed = tmp_path / "replayed"
-    run_two_processes({"FLOWKEEPER_SOURCE": "archive", "FLOWKEEPER_ARCHIVE_PATH": str(live),
-                       "FLOWKEEPER_OUT": str(replayed), "FLOWKEEPER_ARCHIVE": "false"})
+    run_two_processes({"FLOWKEEPER_SOURCE__KIND": "archive",
+                       "FLOWKEEPER_SOURCE__ARCHIVE_PATH": str(live),
+                       "FLOWKEEPER_OUT": str(replayed), "FLOWKEEPER_SINKS__ARCHIVE": "false"})
     code, report = run(capsys, "verify", str(live), str(replayed))
     assert code == 0, report
 
@@ -120,8 +121,8 @@ def test_two_process_live_run_archives_a_replayable_input(
     """A live run in 2 processes archives its input; replayed by 1 worker it gives the same
     outputs as that run (and as the 1-process live run)."""
     recorded, replayed = tmp_path / "recorded", tmp_path / "replayed"
-    run_two_processes({"FLOWKEEPER_OUT": str(recorded), "FLOWKEEPER_SIM_INSTANCES": "300",
-                       "FLOWKEEPER_SIM_SEED": "5"})
+    run_two_processes({"FLOWKEEPER_OUT": str(recorded), "FLOWKEEPER_SOURCE__SIM_INSTANCES": "300",
+                       "FLOWKEEPER_SOURCE__SIM_SEED": "5"})
     assert run(capsys, "replay", str(recorded), "--out", str(replayed), "--no-duckdb")[0] == 0
     assert run(capsys, "verify", str(recorded), str(replayed))[0] == 0
     assert run(capsys, "verify", str(live), str(recorded))[0] == 0

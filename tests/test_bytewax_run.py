@@ -16,9 +16,9 @@ from tests.crash_kit import parquet_files, parquet_rows, wait_for_progress
 from tests.test_archive_replay import REPO
 from tests.test_locality import finished, run, verify
 
-SIM = {"FLOWKEEPER_SIM_INSTANCES": "2000", "FLOWKEEPER_SIM_SEED": "23",
-       "FLOWKEEPER_FLUSH_SECONDS": "0.05", "FLOWKEEPER_PARQUET_BATCH_ROWS": "500",
-       "FLOWKEEPER_DUCKDB": "false"}
+SIM = {"FLOWKEEPER_SOURCE__SIM_INSTANCES": "2000", "FLOWKEEPER_SOURCE__SIM_SEED": "23",
+       "FLOWKEEPER_SINKS__FLUSH_INTERVAL": "0.05", "FLOWKEEPER_SINKS__PARQUET_BATCH_ROWS": "500",
+       "FLOWKEEPER_SINKS__DUCKDB": "false"}
 FLOW = "dataflows.pipeline:build_flow()"
 
 
@@ -46,11 +46,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("flags", "env", "named"), [
-    (["-r", "{rec}", "-s", "1", "-b", "0"], {"FLOWKEEPER_SNAPSHOT_INTERVAL": "5"},
-     ["FLOWKEEPER_SNAPSHOT_INTERVAL=5", "-s is 1"]),
-    ([], {"FLOWKEEPER_RECOVERY_DIR": "{rec}"}, ["FLOWKEEPER_RECOVERY_DIR=", "has no -r"]),
-    (["-r", "{rec}", "-s", "1", "-b", "0"], {"FLOWKEEPER_RECOVERY_DIR": "{other}"},
-     ["FLOWKEEPER_RECOVERY_DIR=", "differ"]),
+    (["-r", "{rec}", "-s", "1", "-b", "0"], {"FLOWKEEPER_RECOVERY__SNAPSHOT_INTERVAL": "5"},
+     ["FLOWKEEPER_RECOVERY__SNAPSHOT_INTERVAL=5", "-s is 1"]),
+    ([], {"FLOWKEEPER_RECOVERY__DIR": "{rec}"}, ["FLOWKEEPER_RECOVERY__DIR=", "has no -r"]),
+    (["-r", "{rec}", "-s", "1", "-b", "0"], {"FLOWKEEPER_RECOVERY__DIR": "{other}"},
+     ["FLOWKEEPER_RECOVERY__DIR=", "differ"]),
     (["-w", "2"], {"FLOWKEEPER_WORKERS": "1"}, ["FLOWKEEPER_WORKERS=1", "-w is 2"]),
 ])
 def test_a_setting_bytewax_run_would_not_apply_stops_the_run(
@@ -72,7 +72,7 @@ def test_a_setting_bytewax_run_would_not_apply_stops_the_run(
 def test_kill_9_under_bytewax_run_then_run_again_gives_identical_outputs(
         reference: Path, tmp_path: Path) -> None:
     """The README's route (`bytewax.recovery`, then `bytewax.run -r -s -b`, no
-    FLOWKEEPER_RECOVERY_DIR), killed mid-run before its first snapshot (`-s 3600`; the resume
+    FLOWKEEPER_RECOVERY__DIR), killed mid-run before its first snapshot (`-s 3600`; the resume
     from a snapshot is the same as `flowkeeper run`'s, tests/test_recovery.py) and run again: the
     outputs equal an uninterrupted run's with no row twice, because the Parquet writers learnt
     the recovery folder from `-r` and replace the killed attempt's files (without that, 18,529

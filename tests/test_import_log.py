@@ -306,7 +306,7 @@ def test_the_run_and_a_definition_set_the_accepted_times(tmp_path: Path) -> None
         "specversion": "1.0", "id": "e1", "source": "s", "type": "Opened", "subject": "c1",
         "time": "1948-03-01T10:00:00Z"}).encode())
     new = RawRecord("t", 0, 1, old.value.replace(b"1948-", b"2014-"))
-    run_range = Settings(accept_times_from="1900-01-01").accept_times_ms
+    run_range = Settings.from_flags(accept_times_from="1900-01-01").time.accept_times_ms
     assert run_range == (-2_208_988_800_000, MAX_TIME_MS)
     assert isinstance(decode(old, plain.decode_rules(PayloadRegistry(), accept_times=run_range)),
                       Event)

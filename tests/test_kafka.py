@@ -45,7 +45,8 @@ from state.catalog import load_catalog
 from tests.kafka_broker import Broker, free_port
 
 Rows = list[tuple[str, dict[str, Any]]]
-SETTINGS = Settings(sim_instances=400, sim_seed=11, out=Path("unused"), commands_topic="")
+SETTINGS = Settings.from_flags(sim_instances=400, sim_seed=11, out=Path("unused"),
+                               commands_topic="")
 OUTPUT_TABLES = ("commands", "outcomes", "corrections", "dead_letters")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,8 +84,8 @@ def window_events(rows: Rows) -> Counter[str]:
 
 
 def kafka_settings(broker: Broker, topic: str, **changes: Any) -> Settings:
-    return SETTINGS.model_copy(update={"source": "kafka", "kafka_brokers": broker.address,
-                                       "kafka_topic": topic, "kafka_tail": False, **changes})
+    return SETTINGS.with_flags(source="kafka", kafka_brokers=broker.address, kafka_topic=topic,
+                               kafka_tail=False, **changes)
 
 
 def run_kafka(settings: Settings, workers: int = 1) -> Rows:
@@ -209,13 +210,15 @@ def test_two_processes_give_the_same_outputs(broker: Broker, simulation: Simulat
     """Two Bytewax processes (`-i 0/1 -a ...`) sharing the topic's partitions write the same
     output tables as the embedded run."""
     embedded_out = tmp_path / "embedded"
-    run_main(build_flow(SETTINGS.model_copy(update={"out": embedded_out, "duckdb": False}),
+    run_main(build_flow(SETTINGS.with_flags(out=embedded_out, duckdb=False),
                         source=SimulatorSource(simulation.partitions)))
     kafka_out = tmp_path / "kafka"
-    env = {**os.environ, "FLOWKEEPER_SOURCE": "kafka", "FLOWKEEPER_KAFKA_BROKERS": broker.address,
-           "FLOWKEEPER_KAFKA_TOPIC": structured.topic, "FLOWKEEPER_KAFKA_TAIL": "false",
-           "FLOWKEEPER_OUT": str(kafka_out), "FLOWKEEPER_DUCKDB": "false",
-           "FLOWKEEPER_SIM_INSTANCES": str(SETTINGS.sim_instances), "FLOWKEEPER_COMMANDS_TOPIC": ""}
+    env = {**os.environ, "FLOWKEEPER_SOURCE__KIND": "kafka",
+           "FLOWKEEPER_KAFKA__BROKERS": broker.address, "FLOWKEEPER_KAFKA__TOPIC": structured.topic,
+           "FLOWKEEPER_KAFKA__TAIL": "false", "FLOWKEEPER_OUT": str(kafka_out),
+           "FLOWKEEPER_SINKS__DUCKDB": "false",
+           "FLOWKEEPER_SOURCE__SIM_INSTANCES": str(SETTINGS.source.sim_instances),
+           "FLOWKEEPER_KAFKA__COMMANDS_TOPIC": ""}
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "bytewax.run", "dataflows.pipeline:build_flow()",
                "-a", addresses]

@@ -30,7 +30,7 @@ TABLES = ("outcomes", "transitions", "commands", "anomalies", "corrections", "de
 
 @pytest.fixture(scope="module")
 def simulation() -> Simulation:
-    settings = Settings(sim_instances=1500, sim_seed=31)
+    settings = Settings.from_flags(sim_instances=1500, sim_seed=31)
     return simulate(simulator_config(settings), load_catalog(settings.definitions))
 
 

@@ -64,7 +64,7 @@ def test_idle_live_stream_fires_the_deadline_within_seconds_of_wall_time(tmp_pat
     due = now + timedelta(seconds=2)
     record = RawRecord("live", 0, 0, order_placed(due - timedelta(minutes=15)), b"live-o1",
                        arrived_ms=int(now.timestamp() * 1000))
-    settings = Settings(out=tmp_path, idle_grace="1s", drain_at_eof=False)
+    settings = Settings.from_flags(out=tmp_path, idle_grace="1s", drain_at_eof=False)
     rows: list[tuple[str, dict[str, object]]] = []
     stop = threading.Event()
     flow = build_flow(settings, source=HoldOpenSource([record], stop), sink=TestingSink(rows))

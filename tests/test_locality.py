@@ -27,7 +27,7 @@ from tests.crash_kit import parquet_files, wait_for_progress
 from tests.locality_kit import unsalted
 from tests.test_archive_replay import REPO, free_ports
 
-SETTINGS = Settings(sim_instances=600, sim_seed=11, out=Path("unused"))
+SETTINGS = Settings.from_flags(sim_instances=600, sim_seed=11, out=Path("unused"))
 # Every `flowkeeper run` here: small files and frequent snapshots, so a kill lands mid-run.
 RUN = ["--sim-instances", "2000", "--sim-seed", "23", "--snapshot-interval", "0.2",
        "--flush-seconds", "0.05", "--parquet-batch-rows", "500"]
@@ -152,8 +152,8 @@ def test_two_processes_move_nothing_and_equal_one_worker(one_worker: Path,
     `verify` finds its outputs identical to the 1-worker run's."""
     out = tmp_path / "out"
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    env = {**os.environ, "FLOWKEEPER_OUT": str(out), "FLOWKEEPER_SIM_INSTANCES": "2000",
-           "FLOWKEEPER_SIM_SEED": "23", "FLOWKEEPER_DUCKDB": "false"}
+    env = {**os.environ, "FLOWKEEPER_OUT": str(out), "FLOWKEEPER_SOURCE__SIM_INSTANCES": "2000",
+           "FLOWKEEPER_SOURCE__SIM_SEED": "23", "FLOWKEEPER_SINKS__DUCKDB": "false"}
     procs = [subprocess.Popen([sys.executable, "-m", "bytewax.run",
                                "tests.locality_kit:build_flow()", "-a", addresses, "-i", str(i)],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -33,14 +33,14 @@ Verdicts = dict[str, list[tuple[tuple[str, str], ...]]]
 
 @pytest.fixture(scope="module")
 def simulation() -> Simulation:
-    settings = Settings(**SEED)
+    settings = Settings.from_flags(**SEED)
     return simulate(simulator_config(settings), load_catalog(settings.definitions))
 
 
 def verdicts(simulation: Simulation, buckets: int, workers: int) -> Verdicts:
     """The ledger, corrections and outcomes of one run, each row without the shard it ran in."""
     rows: list[tuple[str, dict[str, Any]]] = []
-    flow = build_flow(Settings(**SEED, buckets=buckets),
+    flow = build_flow(Settings.from_flags(**SEED, buckets=buckets),
                       source=SimulatorSource(simulation.partitions), sink=TestingSink(rows))
     if workers == 1:
         run_main(flow)

@@ -21,7 +21,7 @@ from dataflows.sources import simulator_config
 from state.catalog import load_catalog
 
 Rows = list[tuple[str, dict[str, Any]]]
-SETTINGS = Settings(sim_instances=600, sim_seed=11, out=Path("unused"))
+SETTINGS = Settings.from_flags(sim_instances=600, sim_seed=11, out=Path("unused"))
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_quiet_instances_time_out_from_other_traffic_without_a_drain(
         simulation: Simulation) -> None:
     """With no end-of-input drain, instances still time out because other traffic in their shard
     moves event time past their deadlines; every verdict reached agrees with the ground truth."""
-    settings = SETTINGS.model_copy(update={"drain_at_eof": False})
+    settings = SETTINGS.with_flags(drain_at_eof=False)
     rows = run_flow(simulation, settings)
     truth = {(t.workflow_type, t.instance_id): t.expected_outcome
              for t in simulation.truth_instances}

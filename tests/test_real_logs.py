@@ -82,7 +82,7 @@ def replay_into_duckdb(archive: Path, definition: Path, db: Path) -> duckdb.Duck
     """Run the pipeline on the archive and load every output row into DuckDB (no Parquet: only
     the DuckDB figures are checked here; the CLI test below writes both)."""
     rows: list[tuple[str, dict[str, Any]]] = []
-    settings = Settings(source="archive", archive_path=archive, definitions=definition,
+    settings = Settings.from_flags(source="archive", archive_path=archive, definitions=definition,
                         out=db.parent)
     run_main(build_flow(settings, source=ArchiveSource(archive), sink=TestingSink(rows)))
     by_table: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -113,7 +113,7 @@ def test_full_disk_fails_clearly_then_resumes_cleanly(reference: Path, tmp_path:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
-        proc = flowkeeper(out, recovery, {"FLOWKEEPER_DUCKDB": "false"})
+        proc = flowkeeper(out, recovery, {"FLOWKEEPER_SINKS__DUCKDB": "false"})
         output = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode != 0
         assert "No space left on device" in output
@@ -124,7 +124,7 @@ def test_full_disk_fails_clearly_then_resumes_cleanly(reference: Path, tmp_path:
         for path in out.glob("**/*.parquet"):
             pq.read_metadata(path)  # every visible file is whole
         subprocess.run(["mount", "-o", "remount,size=200m", str(out)], check=True)
-        proc = flowkeeper(out, recovery, {"FLOWKEEPER_DUCKDB": "false"})
+        proc = flowkeeper(out, recovery, {"FLOWKEEPER_SINKS__DUCKDB": "false"})
         output = proc.communicate(timeout=300)[0].decode()
         assert proc.returncode == 0, output
         for table in TABLES:

@@ -57,7 +57,7 @@ def by_label(samples: Samples, name: str) -> dict[str, float]:
 def observed() -> Iterator[tuple[Rows, Samples, str]]:
     """A 300-instance run with its own metrics registry served on a free port and INFO logs
     captured: the rows it wrote, what the endpoint served afterwards, and the log lines."""
-    settings = Settings(sim_instances=300, sim_seed=13, out=Path("unused"))
+    settings = Settings.from_flags(sim_instances=300, sim_seed=13, out=Path("unused"))
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     registry = CollectorRegistry()
     telemetry = Telemetry(registry, clock=lambda: NOW)
