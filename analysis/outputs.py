@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 
@@ -17,6 +17,7 @@ from schemas.errors import ConfigError
 from state.catalog import Catalog
 
 Source = Literal["duckdb", "parquet"]
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,10 @@ def open_outputs(out: Path, source: Source = "duckdb",
         create_views(conn, source="parquet", root=run.parquet_dir, catalog=catalog)
     conn.execute("SET TimeZone = 'UTC'")
     return conn
+
+
+def rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[Row]:
+    """Every row of a query as a dict by column name."""
+    cursor = conn.execute(sql, params or [])
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

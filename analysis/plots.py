@@ -7,6 +7,7 @@ displays the figure, the report embeds `png_bytes(figure)`.
 
 from __future__ import annotations
 
+import base64
 import io
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -29,6 +30,11 @@ def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def png_data_uri(figure: Figure, dpi: int = 100) -> str:
+    """The figure as a `data:` URI, for an `<img src>` that loads nothing from elsewhere."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(figure, dpi)).decode("ascii")
 
 
 def bucket_minutes(first: datetime, last: datetime, max_bars: int = 120) -> int:

@@ -8,7 +8,6 @@ attached to a ticket and opens offline. Each table has an `id` and each headline
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,8 +197,7 @@ def _table_html(table: HtmlTable) -> str:
 
 
 def _figure_html(figure: Figure, alt: str) -> str:
-    data = base64.b64encode(plots.png_bytes(figure)).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="{plots.png_data_uri(figure)}">'
 
 
 def render_report(conn: duckdb.DuckDBPyConnection, title: str) -> str:

@@ -25,13 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from analysis.formatting import DASH, deadline_action, human_ms, json_ready, utc
+from analysis.outputs import Row, rows
 from connectors.archive_format import records_of
 from schemas.decode import DecodeRules, decode
 from schemas.errors import ConfigError
 from schemas.event import DeadLetter
 from schemas.tables import ARCHIVE
 
-Row = dict[str, Any]
 # Order of entries at one instant: what caused something before what it caused.
 RANK = {"event": 0, "deadline_fired": 1, "command:deadline": 2, "transition": 3,
         "deadline_armed": 4, "command:compensation": 5, "anomaly": 6, "correction": 7,
@@ -99,15 +99,9 @@ class Timeline:
 _MS = timedelta(milliseconds=1)
 
 
-def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
-    cursor = conn.execute(sql, params)
-    names = [d[0] for d in cursor.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
 def find_workflow(conn: duckdb.DuckDBPyConnection, instance_id: str, workflow: str | None) -> str:
     """The workflow type of the instance; instance ids are unique per type only."""
-    found = sorted(r["workflow_type"] for r in _rows(conn, """
+    found = sorted(r["workflow_type"] for r in rows(conn, """
         SELECT workflow_type FROM ledger WHERE instance_id = $1 UNION
         SELECT workflow_type FROM transitions WHERE instance_id = $1 UNION
         SELECT workflow_type FROM anomalies WHERE instance_id = $1""", [instance_id]))
@@ -130,7 +124,7 @@ def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, work
     key = [workflow_type, instance_id]
 
     def table(sql: str) -> list[Row]:
-        return _rows(conn, sql, key)
+        return rows(conn, sql, key)
 
     where = "WHERE workflow_type = $1 AND instance_id = $2"
     ledger = table('SELECT row_id, source, partition, "offset", event_id, disposition, '
@@ -140,12 +134,12 @@ def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, work
     anomalies = table(f"SELECT * FROM anomalies {where} ORDER BY detected_at, row_id")
     corrections = table(f"SELECT * FROM corrections {where} ORDER BY detected_at, row_id")
     outcome = next(iter(table(f"SELECT * FROM outcomes {where}")), None)
-    deadlines = _rows(conn, "SELECT * FROM step_deadlines WHERE workflow_type = $1 "
+    deadlines = rows(conn, "SELECT * FROM step_deadlines WHERE workflow_type = $1 "
                       "ORDER BY state, kind, position", [workflow_type])
     archive = archive if archive is not None and archive.is_dir() else None
     raw = _archived(archive, ledger, instance_id, rules) if archive else {}
     rejected = [row_id for row_id, found in raw.items() if isinstance(found, DeadLetter)]
-    dead = _rows(conn, "SELECT * FROM dead_letters WHERE list_contains($1::VARCHAR[], row_id)",
+    dead = rows(conn, "SELECT * FROM dead_letters WHERE list_contains($1::VARCHAR[], row_id)",
                  [rejected])
     types = {r["event_id"]: r["event_type"] for r in [*transitions, *anomalies] if r["event_type"]}
     types |= {c["late_event_id"]: c["late_event_type"] for c in corrections}

@@ -8,7 +8,6 @@ routed: the console never writes. With a token set, every request must carry it.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader
-from matplotlib.figure import Figure
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -30,10 +28,11 @@ from starlette.staticfiles import StaticFiles
 
 from analysis import plots
 from analysis.formatting import DASH, count, human_ms, json_ready, percent, utc
-from analysis.timeline import instance_timeline
+from analysis.timeline import find_workflow, instance_timeline
 from console import queries
 from console.reader import RunReader
 from schemas.decode import DecodeRules
+from schemas.errors import ConfigError
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -46,10 +45,6 @@ TOKEN_COOKIE = "flowkeeper_console"
 _WORKFLOW = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _MAX_ID = 1_000
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _png(figure: Figure) -> str:
-    return "data:image/png;base64," + base64.b64encode(plots.png_bytes(figure, dpi=80)).decode()
 
 
 def _checked_id(value: str, what: str) -> str:
@@ -137,7 +132,7 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
                        "outcomes": plots.outcomes_over_time(opened.conn),
                        "dead_letters": plots.dead_letter_mix(opened.conn)}
             return (queries.overview(opened.conn), opened.source,
-                    {name: _png(f) for name, f in figures.items()})
+                    {name: plots.png_data_uri(f, dpi=80) for name, f in figures.items()})
 
     def overview(request: Request) -> Response:
         data, source, charts = overview_data()
@@ -178,8 +173,10 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
             raise HTTPException(404, "no such workflow type")
         instance = _checked_id(request.path_params["instance_id"], "instance")
         with reader.open() as opened:
-            if not queries.known_instance(opened.conn, workflow, instance):
-                raise HTTPException(404, "no such instance in this run")
+            try:
+                find_workflow(opened.conn, instance, workflow)
+            except ConfigError:
+                raise HTTPException(404, "no such instance in this run") from None
             timeline = instance_timeline(opened.conn, instance, workflow=workflow,
                                          archive=reader.outputs.archive_dir, rules=rules)
             return timeline.to_json(), opened.source

@@ -17,9 +17,9 @@ import duckdb
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from analysis.outputs import Row, rows
 from schemas.tables import ARCHIVE
 
-Row = dict[str, Any]
 PAGE_SIZE = 50
 
 # Every instance, finished or open, one row each: the table the instance list pages through.
@@ -49,13 +49,6 @@ BREACHED_SQL = """
 
 SORTABLE = ("started_at", "last_at", "workflow_type", "instance_id", "state", "outcome",
             "corrections")
-
-
-def rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[Row]:
-    """Every row of a query as a dict by column name."""
-    cursor = conn.execute(sql, params or [])
-    names = [d[0] for d in cursor.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def overview(conn: duckdb.DuckDBPyConnection) -> Row:
@@ -152,24 +145,27 @@ def instances(conn: duckdb.DuckDBPyConnection, query: InstanceQuery) -> Page:
     where, params = query.where()
     sort = query.sort if query.sort in SORTABLE else "started_at"
     direction = "DESC" if query.descending else "ASC"
+
+    def page_of(number: int) -> list[Row]:
+        """One query gives the page and, in `matched`, the total."""
+        return rows(conn, f"SELECT *, count(*) OVER () AS matched FROM ({INSTANCES_SQL}){where} "
+                    f"ORDER BY {sort} {direction} NULLS LAST, workflow_type, instance_id "
+                    "LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (number - 1) * PAGE_SIZE])
+
     page = max(query.page, 1)
-    while True:  # one query gives the page and the total; a page past the end asks for the last
-        found = rows(conn, f"SELECT *, count(*) OVER () AS matched FROM ({INSTANCES_SQL}){where} "
-                     f"ORDER BY {sort} {direction} NULLS LAST, workflow_type, instance_id "
-                     "LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
-        total = found[0].pop("matched") if found else _count(conn, where, params)
-        pages = max(1, -(-total // PAGE_SIZE))
-        if found or page <= pages:
-            break
-        page = pages
-    for row in found[1:]:
+    found = page_of(page)
+    total = found[0]["matched"] if found else int(conn.execute(
+        f"SELECT count(*) FROM ({INSTANCES_SQL}){where}", params).fetchall()[0][0])
+    if not found and page > _pages(total):  # past the end: the last page
+        page = _pages(total)
+        found = page_of(page)
+    for row in found:
         row.pop("matched")
-    return Page(found, total, page, pages, choices(conn))
+    return Page(found, total, page, _pages(total), choices(conn))
 
 
-def _count(conn: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM ({INSTANCES_SQL}){where}",
-                            params).fetchall()[0][0])
+def _pages(total: int) -> int:
+    return max(1, -(-total // PAGE_SIZE))
 
 
 def choices(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
@@ -187,19 +183,11 @@ def choices(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     }
 
 
-def known_instance(conn: duckdb.DuckDBPyConnection, workflow_type: str, instance_id: str) -> bool:
-    """Whether the run has this instance (its page is a 404 otherwise)."""
-    return bool(conn.execute(
-        "SELECT 1 FROM transitions WHERE workflow_type = ? AND instance_id = ? "
-        "UNION ALL SELECT 1 FROM ledger WHERE workflow_type = ? AND instance_id = ? LIMIT 1",
-        [workflow_type, instance_id, workflow_type, instance_id]).fetchall())
-
-
 def dead_letters(conn: duckdb.DuckDBPyConnection, reason: str, page: int) -> Page:
     """One page of dead letters (of one reason, or all), newest first, raw bytes included."""
     where, params = (" WHERE reason = ?", [reason]) if reason else ("", [])
     total = int(conn.execute(f"SELECT count(*) FROM dead_letters{where}", params).fetchall()[0][0])
-    pages = max(1, -(-total // PAGE_SIZE))
+    pages = _pages(total)
     page = min(max(page, 1), pages)
     found = rows(conn, f"SELECT * FROM dead_letters{where} ORDER BY arrived_at DESC, row_id "
                  "LIMIT ? OFFSET ?", [*params, PAGE_SIZE, (page - 1) * PAGE_SIZE])
