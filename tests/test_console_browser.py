@@ -18,6 +18,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 from console.app import create_app
 from console.reader import RunReader
@@ -84,6 +87,17 @@ def nothing_ran(driver: WebDriver) -> None:
                "[...e.attributes].some(a => a.name.startsWith('on'))).length") == 0
 
 
+def follow(driver: WebDriver, element: WebElement) -> None:
+    """Click a link or submit button and wait until the next page has replaced this one: a click
+    returns before the navigation it starts, so reading the page straight after it may read the
+    old one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def test_every_page_and_a_click_to_a_corrected_timeout(browser: WebDriver, demo_url: str,
                                                        tmp_path: Path) -> None:
     driver = browser
@@ -94,7 +108,7 @@ def test_every_page_and_a_click_to_a_corrected_timeout(browser: WebDriver, demo_
 
     rows = driver.find_elements(By.CSS_SELECTOR, "#corrections tbody tr")
     timed_out = next(r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == "timed_out")
-    timed_out.find_element(By.TAG_NAME, "a").click()
+    follow(driver, timed_out.find_element(By.TAG_NAME, "a"))
     assert urlparse(driver.current_url).path.startswith("/instances/")
     kinds = [e.get_attribute("data-kind")
              for e in driver.find_elements(By.CSS_SELECTOR, "#timeline > tbody > tr")]
@@ -106,7 +120,7 @@ def test_every_page_and_a_click_to_a_corrected_timeout(browser: WebDriver, demo_
     driver.get(demo_url + "/instances")
     driver.find_element(By.CSS_SELECTOR, 'select[name=outcome] option[value=timed_out]').click()
     driver.find_element(By.NAME, "corrected").click()
-    driver.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
     listed = driver.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
     assert listed and all(r.find_elements(By.TAG_NAME, "td")[3].text == "timed_out"
                           for r in listed)
@@ -128,11 +142,11 @@ def test_hostile_input_runs_nothing(browser: WebDriver, hostile_url: str, tmp_pa
         driver.get(hostile_url + path)
         nothing_ran(driver)
     driver.get(hostile_url + "/instances")
-    driver.find_element(By.CSS_SELECTOR, "#instances tbody a").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "#instances tbody a"))
     assert unquote(urlparse(driver.current_url).path) == f"/instances/tickets/{HOSTILE_ID}"
     assert driver.find_element(By.ID, "instance-id").text == HOSTILE_ID
     nothing_ran(driver)
-    driver.find_element(By.CSS_SELECTOR, "a.raw").click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "a.raw"))
     assert "<script>window.pwned=1</script>" in driver.find_element(By.ID, "raw-value").text
     nothing_ran(driver)
     driver.save_screenshot(str(tmp_path / "hostile_record.png"))
