@@ -1,19 +1,20 @@
 """Replay source: an input archive fed back through the dataflow, one partition per archived one.
 
 Each archived `(source, partition)` becomes one Bytewax source partition that yields its records in
-offset order, exactly as they were read (same bytes, key, headers, coordinates and arrival time),
-so each shard sees the same sequence and reaches the same watermarks and verdicts as the recorded
-run. Never the whole archive is read: a partition opens a file only when its merge by offset
-reaches it and turns its rows into records a batch at a time, so memory is bounded by about one
-file per partition (files hold at most the sink's `parquet_batch_rows` rows). Rows stored twice
-(a run that resumed after a crash writes some again) are yielded once. Resume state: the next
-offset.
+offset order, exactly as they were read (same bytes, key, headers, coordinates and arrival time).
+Records of event files (sources `file:<name>`) share one per partition, file after file in name
+order, as the file source read them. So each shard sees the same sequence and reaches the same
+watermarks and verdicts as the recorded run. Never the whole archive is read: a partition opens a
+file only when its merge by position reaches it and turns its rows into records a batch at a time,
+so memory is bounded by about one file per partition (files hold at most the sink's
+`parquet_batch_rows` rows). Rows stored twice (a run that resumed after a crash writes some again)
+are yielded once. Resume state: the next position (source, offset).
 
 Optional filters (arrival time range, workflow types, instance ids as record keys) and pacing at
 `speed` times the original arrival rate, against an injectable wall clock.
 
 Delivery guarantee: exactly the archived records once each, in order, on resume too (the state is
-the next offset to yield).
+the next position to yield).
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ from state.clock import Clock, utc_now
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _END = 2**63  # beyond every offset
+_LAST = ("\U0010ffff", _END)  # beyond every position
+
+ArchivePosition = tuple[str, int]
+"""Where a replay partition stands: the source and offset of the next record to yield."""
+
+
+def replay_part(source: str) -> str:
+    """The replay partition a source's records go to, beside their partition number: files share
+    one (their order across files is their names'); any other source has its own."""
+    return "file:" if source.startswith("file:") else source
 
 
 
@@ -106,7 +117,7 @@ def _event_type(record: RawRecord) -> str | None:
     return event_type if isinstance(event_type, str) else None
 
 
-class ArchiveSource(FixedPartitionedSource[RawRecord, int]):
+class ArchiveSource(FixedPartitionedSource[RawRecord, ArchivePosition]):
     """Replays an archive folder (see `connectors.archive_format.find_archive`)."""
 
     def __init__(self, archive: Path, *, replay_filter: ReplayFilter | None = None,
@@ -123,22 +134,26 @@ class ArchiveSource(FixedPartitionedSource[RawRecord, int]):
         return partition_files(self.archive, *self.filter.dates())
 
     def list_parts(self) -> list[str]:
-        """One part per archived `(source, partition)`, named `source/partition` like row ids."""
-        return sorted({f"{f.source}/{f.partition}" for f in self.files})
+        """One part per archived `(source, partition)`, named `source/partition` like row ids
+        (`file:/partition` for every file's records in that partition)."""
+        return sorted({f"{replay_part(f.source)}/{f.partition}" for f in self.files})
 
     def build_part(self, step_id: str, for_part: str,
-                   resume_state: int | None) -> _ArchivePartition:
+                   resume_state: ArchivePosition | int | None) -> _ArchivePartition:
         """A fresh paced start anchors every partition at the archive's first arrival (so they
-        keep step); a resumed one at its own next record (so it does not wait out the past)."""
-        source, partition = for_part.rsplit("/", 1)
-        files = [f for f in self.files if f.source == source and f.partition == int(partition)]
+        keep step); a resumed one at its own next record (so it does not wait out the past).
+        A bare offset is the resume state of a version before positions named their source."""
+        part, partition = for_part.rsplit("/", 1)
+        files = [f for f in self.files
+                 if replay_part(f.source) == part and f.partition == int(partition)]
         pacer = None
         if self.speed is not None and resume_state is None:
             since = self.filter.since_ms
             origin = since if since is not None else min(f.first_arrival_ms for f in self.files)
             self._started = self._started or self.clock()
             pacer = Pacer(self.speed, origin, self._started)
-        merge = _Merge(files, source, resume_state or 0, self.filter)
+        start = (part, resume_state) if isinstance(resume_state, int) else resume_state
+        merge = _Merge(files, start or ("", 0), self.filter)
         return _ArchivePartition(merge, self.filter, self.speed, pacer, self.clock, self.batch_size)
 
 
@@ -155,7 +170,7 @@ class Pacer:
         return self.started + timedelta(milliseconds=lag_ms)
 
 
-class _ArchivePartition(StatefulSourcePartition[RawRecord, int]):
+class _ArchivePartition(StatefulSourcePartition[RawRecord, ArchivePosition]):
     """Yields one archived partition's records in offset order, paced if asked."""
 
     def __init__(self, merge: _Merge, replay_filter: ReplayFilter, speed: float | None,
@@ -186,29 +201,32 @@ class _ArchivePartition(StatefulSourcePartition[RawRecord, int]):
             return self.pacer.due(self.held[0])
         return None
 
-    def snapshot(self) -> int:
-        """The next offset to yield: held records were not yielded yet."""
-        return self.held[0].offset if self.held else self.merge.next_offset
+    def snapshot(self) -> ArchivePosition:
+        """The next position to yield: held records were not yielded yet."""
+        return (self.held[0].source, self.held[0].offset) if self.held else self.merge.next
 
 
 @dataclass(order=True)
 class _Cursor:
-    """One file's rows of one archived partition, sorted by offset, converted a slice at a time."""
+    """One file's rows of one source and partition, sorted by offset, converted a slice at a
+    time."""
 
-    offset: int  # of the row at `pos`: the heap key
+    position: ArchivePosition  # of the row at `pos`: the heap key
     path: Path = field(compare=False)
     table: pa.Table = field(compare=False, repr=False)
     offsets: list[int] = field(compare=False, repr=False)
     pos: int = field(default=0, compare=False)
 
-    def take(self, most: int, bound: int) -> list[RawRecord]:
-        """Up to `most` rows from here with offsets at most `bound` (at least one row)."""
-        end = max(bisect.bisect_right(self.offsets, bound, self.pos), self.pos + 1)
+    def take(self, most: int, bound: ArchivePosition) -> list[RawRecord]:
+        """Up to `most` rows from here at positions at most `bound` (at least one row)."""
+        source = self.position[0]
+        last = bound[1] if bound[0] == source else _END
+        end = max(bisect.bisect_right(self.offsets, last, self.pos), self.pos + 1)
         end = min(end, self.pos + most, len(self.offsets))
         records = records_of(self.table.slice(self.pos, end - self.pos))
         self.pos = end
         if end < len(self.offsets):
-            self.offset = self.offsets[end]
+            self.position = (source, self.offsets[end])
         return records
 
     @property
@@ -217,12 +235,13 @@ class _Cursor:
 
 
 class _Merge:
-    """Merges one partition's files by offset, opening each file only when the merge reaches it."""
+    """Merges one replay partition's files by position (source, then offset), opening each file
+    only when the merge reaches it."""
 
-    def __init__(self, files: list[ArchiveFile], source: str, next_offset: int,
+    def __init__(self, files: list[ArchiveFile], start: ArchivePosition,
                  replay_filter: ReplayFilter) -> None:
-        self.pending = deque(f for f in sorted(files) if f.last_offset >= next_offset)
-        self.source, self.next_offset, self.filter = source, next_offset, replay_filter
+        self.pending = deque(f for f in sorted(files, key=_first) if _last(f) >= start)
+        self.next, self.filter = start, replay_filter
         self.open: list[_Cursor] = []
 
     @property
@@ -230,19 +249,19 @@ class _Merge:
         return not self.open and not self.pending
 
     def take(self, most: int) -> list[RawRecord]:
-        """The next records after `next_offset`, at most `most`, each offset once."""
+        """The next records from `next` on, at most `most`, each position once."""
         batch: list[RawRecord] = []
         while len(batch) < most:
             self._open_due()
             if not self.open:
                 break
             cursor = heapq.heappop(self.open)
-            bound = min(self.open[0].offset if self.open else _END,
-                        self.pending[0].first_offset if self.pending else _END)
+            bound = min(self.open[0].position if self.open else _LAST,
+                        _first(self.pending[0]) if self.pending else _LAST)
             for record in cursor.take(most - len(batch), bound):
-                if record.offset >= self.next_offset:
+                if (record.source, record.offset) >= self.next:
                     batch.append(record)
-                    self.next_offset = record.offset + 1
+                    self.next = (record.source, record.offset + 1)
             if not cursor.exhausted:
                 heapq.heappush(self.open, cursor)
         return batch
@@ -250,18 +269,18 @@ class _Merge:
     def _open_due(self) -> None:
         """Open the next files while they start at or before the merge's position."""
         while self.pending and (not self.open
-                                or self.pending[0].first_offset <= self.open[0].offset):
+                                or _first(self.pending[0]) <= self.open[0].position):
             cursor = self._cursor(self.pending.popleft())
             if cursor is not None:
                 heapq.heappush(self.open, cursor)
 
     def _cursor(self, file: ArchiveFile) -> _Cursor | None:
-        """The file's rows of this partition from `next_offset` on that the filter keeps."""
+        """The file's rows of its source in this partition from `next` on that the filter keeps."""
         table = pq.ParquetFile(file.path, pre_buffer=False).read(use_threads=False)
         if file.shared:
-            table = table.filter(pc.equal(table["source"], self.source))
-        if file.first_offset < self.next_offset:
-            table = table.filter(pc.greater_equal(table["offset"], self.next_offset))
+            table = table.filter(pc.equal(table["source"], file.source))
+        if file.source == self.next[0] and file.first_offset < self.next[1]:
+            table = table.filter(pc.greater_equal(table["offset"], self.next[1]))
         table = self.filter.rows(table)
         offsets = table["offset"].to_pylist()
         if not offsets:
@@ -269,4 +288,12 @@ class _Merge:
         if any(a > b for a, b in pairwise(offsets)):
             table = table.sort_by("offset")
             offsets.sort()
-        return _Cursor(offsets[0], file.path, table, offsets)
+        return _Cursor((file.source, offsets[0]), file.path, table, offsets)
+
+
+def _first(file: ArchiveFile) -> ArchivePosition:
+    return (file.source, file.first_offset)
+
+
+def _last(file: ArchiveFile) -> ArchivePosition:
+    return (file.source, file.last_offset)

@@ -1,6 +1,7 @@
 """Writing records into a topic with kafka-python, for `flowkeeper produce`: the simulator's or an
 archive's records exactly as they were read (same partition, key, bytes and arrival time as the
-Kafka timestamp, so consuming them reproduces the embedded run), or a file of CloudEvents.
+Kafka timestamp, so consuming them reproduces the embedded run), or event files' records as the
+file source reads them.
 """
 
 from __future__ import annotations
@@ -8,14 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from kafka import KafkaProducer
 
 from connectors.cloudevents_binary import to_binary_mode
 from connectors.kafka_connection import KafkaUnavailableError
-from schemas.decode import DecodeRules, decode
-from schemas.event import Event, RawRecord
+from schemas.event import RawRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +41,6 @@ def replayed(records: Iterable[RawRecord]) -> Iterator[Outgoing]:
     """Records as they were read: same partition, key, value, headers and arrival time."""
     for r in records:
         yield Outgoing(r.value, r.key, r.headers, r.partition, r.arrived_ms or None)
-
-
-def from_file(path: Path, rules: DecodeRules) -> Iterator[Outgoing]:
-    """One CloudEvent per line, keyed by its instance id as the decoder finds it (lines it would
-    reject are sent unkeyed: the pipeline dead-letters them), stamped on sending."""
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines):
-            value = line.rstrip(b"\r\n")
-            if not value.strip():
-                continue
-            decoded = decode(RawRecord(str(path), 0, number, value), rules)
-            key = decoded.instance_id.encode() if isinstance(decoded, Event) else None
-            yield Outgoing(value, key)
 
 
 def produce(producer: KafkaProducer, topic: str, messages: Iterable[Outgoing], *,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dataflows.analysis_cli import add_inspect, add_report
 from dataflows.archive_cli import add_import_log, add_replay, add_verify
@@ -14,11 +14,8 @@ from dataflows.bench_cli import add_bench
 from dataflows.console_cli import add_console
 from dataflows.kafka_tools import add_produce, add_tail, add_topics
 from dataflows.run_command import cmd_run, settings_arguments
+from dataflows.settings import field_info
 from schemas.errors import FlowkeeperError
-
-if TYPE_CHECKING:
-
-    pass
 
 
 def cmd_check_definitions(args: argparse.Namespace) -> int:
@@ -43,6 +40,9 @@ def _add_run(sub: Any) -> Handler:
     run = sub.add_parser("run",
                          help="run the pipeline (default: the embedded simulator) into --out",
                          description="Run the main dataflow and print a summary at the end.")
+    run.add_argument("files", nargs="*", type=Path, metavar="PATH", help=(
+        "with --source file: the event files to read, e.g. `flowkeeper run --source file "
+        "events/*.jsonl.gz` (" + field_info("files").description + ")"))
     settings_arguments(run)
     run.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     return cmd_run

@@ -23,7 +23,7 @@ CONNECTION = ("kafka_brokers", "kafka_timeout", "kafka_security_protocol", "kafk
               "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca", "kafka_ssl_cert",
               "kafka_ssl_key")
 SIMULATION = ("definitions", "out", "allowed_lateness", "max_future_skew", "buckets", "sim_seed",
-              "sim_instances", "sim_partitions", "sim_rate")
+              "sim_instances", "sim_partitions", "sim_rate", "arrival_field")
 
 
 def _settings_flags(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:
@@ -92,8 +92,11 @@ def add_produce(sub: Any) -> Handler:
     produce.add_argument("--topic", dest="kafka_topic", metavar="TOPIC", required=True,
                          help="the topic to write")
     what = produce.add_mutually_exclusive_group()
-    what.add_argument("--file", type=Path, help="a file of CloudEvents, one JSON object per line, "
-                      "keyed by instance id")
+    what.add_argument("--file", dest="event_files", metavar="PATH", type=Path, nargs="+", help=(
+        "event files, as `run --source file` reads them (.jsonl/.ndjson, optionally compressed, "
+        ".csv, .parquet): each record keyed by its instance id, to the partition Kafka's default "
+        "partitioner gives that key, with its arrival time (--arrival-field, else the event "
+        "time) as the Kafka timestamp"))
     what.add_argument("--archive", dest="archive_dir", metavar="DIR", type=Path,
                       help="an input archive (a run's --out folder), each record to its "
                       "archived partition with its arrival time")
@@ -133,16 +136,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def _messages(args: argparse.Namespace, settings: Settings,
               partitions: int) -> tuple[Iterator[Outgoing], int | None]:
     """The messages to send and how many (None: not known up front)."""
-    from connectors.kafka_produce import from_file, replayed
+    from connectors.file_source import file_records
+    from connectors.kafka_produce import replayed
     from connectors.simulator import simulate, write_ground_truth
-    from dataflows.sources import simulator_config
+    from dataflows.sources import file_source, simulator_config
     from schemas.errors import ConfigError
-    from schemas.payloads.bundled import bundled_registry
     from state.catalog import load_catalog
 
     catalog = load_catalog(settings.definitions)
-    if args.file is not None:
-        return from_file(args.file, catalog.decode_rules(bundled_registry())), None
+    if args.event_files:
+        files = settings.with_flags(source="file", files=args.event_files,
+                                    file_partitions=partitions)
+        return replayed(file_records(file_source(files, catalog))), None
     if args.archive_dir is not None:
         return replayed(_archived(args.archive_dir, partitions)), None
     needed = settings.source.sim_partitions

@@ -31,9 +31,9 @@ def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = 
     """One flag per setting (but those in `omit`, by flag name), documented from the settings
     model; unset flags fall back to the setting's environment variable, then to the default."""
     for name in FLAGS:
-        if name in omit:
-            continue
         info = field_info(name)
+        if name in omit or info.annotation == list[Path]:  # lists: the command's positionals
+            continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description} (env {variable(name)}; default {shown_default(name)})"
         if info.annotation is bool:
@@ -46,7 +46,7 @@ def settings_arguments(parser: argparse.ArgumentParser, omit: Collection[str] = 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the flags given, then the environment, then defaults."""
-    given = {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
+    given = {k: v for k, v in vars(args).items() if k in FLAGS and v not in (None, [])}
     try:
         return Settings.from_flags(**given)
     except ValidationError as e:

@@ -81,9 +81,10 @@ class _Group(BaseModel):
 class SourceSettings(_Group):
     """Where events come from, and the source-specific settings of each kind."""
 
-    kind: Literal["simulator", "archive", "kafka"] = Field("simulator", description=(
+    kind: Literal["simulator", "archive", "kafka", "file"] = Field("simulator", description=(
         "where events come from: the embedded simulator, an input archive to replay "
-        "(--archive-path), or a Kafka topic (--kafka-topic)"))
+        "(--archive-path), a Kafka topic (--kafka-topic), or event files (run --source file "
+        "PATH...)"))
     max_event_bytes: int = Field(1_048_576, ge=1024, description=(
         "larger records are dead-lettered unparsed"))
 
@@ -100,6 +101,17 @@ class SourceSettings(_Group):
         "archive: only events of these workflow types (comma-separated)"))
     replay_instances: str = Field("", description=(
         "archive: only records with these keys, i.e. instance ids (comma-separated)"))
+
+    files: list[Path] = Field([], description=(
+        "source 'file': CloudEvents files, .jsonl/.ndjson (optionally .gz, .zst, .bz2), .csv or "
+        ".parquet with a column per attribute; read in name order (the variable takes a JSON "
+        "list)"))
+    file_partitions: int = Field(4, ge=1, le=1024, description=(
+        "file: virtual input partitions the records are spread over by instance id (Kafka's "
+        "default partitioner), the unit of order and of work per worker"))
+    arrival_field: str | None = Field(None, description=(
+        "file: the attribute or column holding each record's arrival time (RFC 3339 or epoch "
+        "ms; default: the event time)"))
 
     sim_seed: int = Field(7, description="simulator: random seed")
     sim_instances: int = Field(2_000, ge=1, description="simulator: workflow instances")
@@ -264,11 +276,17 @@ class Settings(BaseSettings):
         return self.model_copy(update=update)
 
     @model_validator(mode="after")
-    def _replay_needs_an_archive(self) -> Settings:
+    def _replays_need_their_input(self) -> Settings:
         if self.source.kind == "archive" and self.source.archive_path is None:
             raise ValueError("source 'archive' needs --archive-path "
                              f"({variable('archive_path')})")
-        if self.source.kind == "archive" and self.time.idle_grace is not None:
+        if self.source.kind == "file" and not self.source.files:
+            raise ValueError("source 'file' needs files: flowkeeper run --source file "
+                             f"events.jsonl ... ({variable('files')} takes a JSON list)")
+        if self.source.kind != "file" and self.source.files:
+            raise ValueError(f"files are given but the source is {self.source.kind!r}: add "
+                             "--source file to read them")
+        if self.source.kind in ("archive", "file") and self.time.idle_grace is not None:
             raise ValueError("a replay never follows the wall clock: leave --idle-grace off")
         return self
 
@@ -357,8 +375,10 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # The variables from before the groups, for one release: old name -> (new name, flag name).
+NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field"})  # no flat old variable
 OLD_VARIABLES = {f"{PREFIX}{flag.upper()}": (variable(flag), flag)
-                 for flag, (group, _) in FLAGS.items() if group is not None}
+                 for flag, (group, _) in FLAGS.items()
+                 if group is not None and flag not in NEWER_FLAGS}
 
 
 class _EnvWithOldNames(EnvSettingsSource):

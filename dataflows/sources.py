@@ -6,12 +6,15 @@ from pathlib import Path
 
 from bytewax.inputs import Source
 
+from connectors.event_files import event_files
+from connectors.file_source import FileSource
 from connectors.simulator import SimulatorConfig, SimulatorSource, simulate, write_ground_truth
 from connectors.simulator.truth import Simulation
 from dataflows.kafka_wiring import check_kafka_topics, kafka_input
 from dataflows.replay import replay_source
 from dataflows.settings import Settings
 from schemas.event import RawRecord
+from schemas.payloads.registry import PayloadRegistry
 from state.catalog import Catalog, load_catalog
 from state.durations import to_ms
 
@@ -35,6 +38,8 @@ def make_source(settings: Settings, catalog: Catalog) -> Source[RawRecord]:
         return replay_source(settings, catalog)
     if settings.source.kind == "kafka":
         return kafka_input(settings)
+    if settings.source.kind == "file":
+        return file_source(settings, catalog)
     return simulator_source(settings, simulate(simulator_config(settings), catalog))
 
 
@@ -48,10 +53,20 @@ def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
         return replay_source(settings, load_catalog(settings.definitions)), None
     if settings.source.kind == "kafka":
         return _checked_kafka_input(settings)
+    if settings.source.kind == "file":
+        return file_source(settings, load_catalog(settings.definitions)), None
     simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
     truth_dir = settings.out / "ground_truth"
     write_ground_truth(simulation, settings.out)
     return simulator_source(settings, simulation), truth_dir
+
+
+def file_source(settings: Settings, catalog: Catalog) -> FileSource:
+    """The event files of `settings.source.files`, checked up front (a missing file, a wrong
+    format: a `ConfigError` naming it). Keys need only the routes, not the payload models."""
+    rules = catalog.decode_rules(PayloadRegistry(), settings.source.max_event_bytes)
+    return FileSource(event_files(settings.source.files), rules, settings.source.file_partitions,
+                      settings.source.arrival_field)
 
 
 def _checked_kafka_input(settings: Settings) -> tuple[Source[RawRecord], Path | None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import cache, lru_cache
@@ -413,6 +413,23 @@ def _instance_id(value: Any, route: Route, event_id: str, event_type: str) -> st
                "a string of at most 512 characters or a whole number")
         raise _Reject("invalid_attribute", msg, event_id, event_type)
     return str(value)
+
+
+def instance_id_of(envelope: Mapping[str, Any], rules: DecodeRules) -> str | None:
+    """The instance id of a parsed structured-mode event, found where `decode` finds it (the
+    subject or the route's data field); None where decoding would reject the event first. For
+    sources that key records themselves (event files), so an instance's records share a key."""
+    event_type = envelope.get("type")
+    route = rules.route(event_type) if isinstance(event_type, str) else None
+    if route is None or not isinstance(event_type, str):
+        return None
+    data = envelope.get("data")
+    value = (envelope.get("subject") if route.id_field is None
+             else data.get(route.id_field) if isinstance(data, dict) else None)
+    try:
+        return _instance_id(value, route, "", event_type)
+    except _Reject:
+        return None
 
 
 def _field(data: BaseModel | dict[str, Any], name: str) -> Any:

@@ -3,7 +3,8 @@ watermark passes them.
 
 The order is by time; at equal times an event comes before a timer (a payment at exactly the
 deadline is in time), events then by `sequence` and arrival, timers by kind (deadline, eviction,
-forget) and arrival. Arrival numbers are unique, so no comparison reaches an event or a key.
+forget, re-judge) and arrival. Arrival numbers are unique, so no comparison reaches an event or a
+key.
 
 Two heaps, not one: events wait only the allowed lateness while timers wait hours or days (about
 2,000 per shard at 20k orders), and a pop from a small heap is cheap. Entries are named tuples:
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 from schemas.event import Event
 from state.machine import DeadlineRef
 
-EVENT, DEADLINE, EVICT, FORGET = 0, 1, 2, 3
+EVENT, DEADLINE, EVICT, FORGET, REJUDGE = 0, 1, 2, 3, 4
 
 
 class Buffered(NamedTuple):
@@ -34,11 +35,11 @@ class Buffered(NamedTuple):
 
 
 class Timer(NamedTuple):
-    """An armed deadline (with the reference the instance armed it under), or the eviction or
-    forgetting of a key."""
+    """An armed deadline (with the reference the instance armed it under), the eviction or
+    forgetting of a key, or when a correction's in-time run reaches its next deadline."""
 
     due_ms: int
-    kind: int  # DEADLINE | EVICT | FORGET
+    kind: int  # DEADLINE | EVICT | FORGET | REJUDGE
     arrival: int
     key: str
     ref: DeadlineRef | None

@@ -12,7 +12,10 @@ A shard sees the records of its slice in partition order, decoded and stamped by
 
 Every record ends in exactly one `ledger` row: applied, ignored, anomalous, duplicate, late or
 dead_lettered. An event behind the watermark is `late`: recorded, never applied; if applying it in
-its place would have changed the instance's verdict, a `corrections` row says so.
+its place would have changed the instance's verdict, a `corrections` row says so. When that
+in-time run has not ended yet, the shard follows it: each later event of the instance and each
+deadline of the in-time run re-judges it, and a further row (`.../correction/<event id>/2`, ...)
+states every change until it ends.
 
 Everything is a pure function of the records received and the watermarks given, so a replay of
 the same partitions gives the same rows at any speed and worker count.
@@ -52,13 +55,19 @@ from state.machine import (
     deadline_ref,
 )
 from state.output import CommandKeys, Out
-from state.scheduler import DEADLINE, EVENT, EVICT, FORGET, Buffered, Scheduler
+from state.scheduler import DEADLINE, EVENT, EVICT, FORGET, REJUDGE, Buffered, Scheduler
 from state.snapshot import encode_instance, layouts, readers
 
 SNAPSHOT_VERSION = 4
 END_OF_TIME = 2**62
 
 Instance = MachineInstance | CaseInstance
+Verdict = tuple[str | None, str]  # (outcome, state)
+Judged = tuple[tuple[Any, ...], int, Verdict, bool, str | None]
+"""What judging a late event needs: history, definition version, verdict, ended, trace id."""
+Stated = tuple[Verdict, Verdict, tuple[str, ...], tuple[str, ...]]
+"""What a correction row states: this run's verdict, the in-time run's, and the idempotency keys
+of the commands the in-time run would have sent and would not have sent."""
 HISTORY_WIDTH = 3  # per applied event in `Shard.history`: type, time, sequence
 _EVENTS, _OUT_OF_ORDER = COUNT_KEYS.index("events"), COUNT_KEYS.index("out_of_order")
 _COUNTER = {disposition: COUNT_KEYS.index(name) for disposition, name in (
@@ -89,6 +98,29 @@ class Tombstone:
     trace_id: str | None = None
 
 
+@dataclass(slots=True)
+class Followed:
+    """A late event with a correction while this run or the in-time one had not ended: what its
+    latest correction row stated (`Stated`), that row's revision, and when a re-judge is
+    scheduled (None: none)."""
+
+    late: Event
+    stated: Stated
+    revision: int
+    due_ms: int | None = None
+
+    def to_data(self) -> tuple[Any, ...]:
+        late = self.late
+        return (late.workflow_type, late.instance_id, late.event_id, late.type, late.time_ms,
+                late.sequence, [list(part) for part in self.stated], self.revision, self.due_ms)
+
+    @classmethod
+    def from_data(cls, row: Any) -> Followed:
+        *event, stated, revision, due_ms = row
+        before, after, would, would_not = (tuple(part) for part in stated)
+        return cls(_what_if_event(*event), (before, after, would, would_not), revision, due_ms)
+
+
 # A tombstone in a snapshot: its fields in this order, restored by name (older snapshots wrote
 # only the first three; the rest then take their defaults).
 _TOMBSTONE_FIELDS = tuple(f.name for f in fields(Tombstone))
@@ -114,6 +146,7 @@ class Shard:
         self.open_by_workflow: dict[str, int] = {}
         self._open_before: dict[str, int] = {}  # changed since `gauge_facts`: the count before
         self.early_counts: dict[str, Counts] = {}  # events settled before their instance began
+        self.followed: dict[str, list[Followed]] = {}  # corrections whose in-time run is open
 
     # -- input -----------------------------------------------------------------------------
 
@@ -206,10 +239,14 @@ class Shard:
                     assert entry.ref is not None
                     instance.fire(entry.ref, entry.due_ms, out)
                     self._after(entry.key, instance, out)
+                    if entry.key in self.followed:
+                        self._follow(entry.key, entry.due_ms, out)
             elif entry.kind == EVICT:
                 self._evict(entry.key, entry.due_ms)
-            else:
+            elif entry.kind == FORGET:
                 self._forget(entry.key, entry.due_ms)
+            else:
+                self._follow(entry.key, entry.due_ms, out, timer=True)
         self.fact_clock = out.fact_clock
 
     def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
@@ -224,6 +261,8 @@ class Shard:
                 self._settle(event, ANOMALOUS, out)
                 if tombstone.history is not None:  # a what-if replays it, as a live one would
                     tombstone.history += (event.type, event.time_ms, event.sequence)
+                    if key in self.followed:
+                        self._follow(key, event.time_ms, out)
                 return
             instance = self._start(event, key, out)
             if instance is None:
@@ -247,6 +286,8 @@ class Shard:
         self.history[key] += (event.type, event.time_ms, event.sequence)
         self._settle(event, disposition, out, instance)
         self._after(key, instance, out)
+        if key in self.followed:
+            self._follow(key, event.time_ms, out)
 
     def _start(self, event: Event, key: str, out: Out) -> Instance | None:
         definition = self.catalog.latest(event.workflow_type)
@@ -300,6 +341,7 @@ class Shard:
         self.tombstones.pop(key, None)
         self.seen.pop(key, None)
         self.early_counts.pop(key, None)
+        self.followed.pop(key, None)
 
     # -- dispositions ----------------------------------------------------------------------
 
@@ -359,27 +401,59 @@ class Shard:
                                          f"{lag} ms behind the watermark", None))
         self._settle(event, "late", out)
         judged = self._judged(key)
-        if judged is None:
-            return
+        if judged is not None:
+            self._correct(key, event, judged, None, out, self.watermark, self.watermark)
+
+    def _follow(self, key: str, at_ms: int, out: Out, *, timer: bool = False) -> None:
+        """Re-judge the followed late events of `key` as of event time `at_ms`: after a later
+        event or a deadline of the instance at that time, or at a re-judge timer due then (one
+        still waited for). As of the trigger's own time, not the watermark, so the rows do not
+        depend on how records are batched or shared out. Forgotten keys have nothing left to
+        judge by."""
+        followed = self.followed.pop(key, [])
+        judged = self._judged(key)
+        for entry in followed:
+            if judged is None or (timer and entry.due_ms != at_ms):
+                if judged is not None:
+                    self.followed.setdefault(key, []).append(entry)
+                continue
+            self._correct(key, entry.late, judged, entry, out, at_ms + 1, at_ms)
+
+    def _correct(self, key: str, late: Event, judged: Judged, followed: Followed | None,
+                 out: Out, until_ms: int, detected_at: int) -> None:
+        """Write a correction when a run with `late` in time has, before event time `until_ms`,
+        another verdict than this one, and a further row each time what it states changes
+        (either run moved on, by an event or a deadline); follow it until both runs have
+        ended."""
         history, version, before, ended, trace_id = judged
-        what_if, in_time_commands = self._recompute(history, version, event)
+        what_if, in_time_commands, next_due = self._recompute(history, version, late, until_ms)
         after = (what_if.outcome, what_if.state) if what_if is not None else (None, "")
-        if before != after:
-            _, sent = self._recompute(history, version, event, in_time=False)
+        if followed is None and after == before:
+            return
+        _, sent, _ = self._recompute(history, version, late, until_ms, in_time=False)
+        stated = (before, after, tuple(sorted(in_time_commands - sent)),
+                  tuple(sorted(sent - in_time_commands)))
+        revision = followed.revision if followed is not None else 0
+        if followed is None or stated != followed.stated:
+            revision += 1
+            row_id = f"{late.workflow_type}/{late.instance_id}/correction/{late.event_id}"
             out.row("corrections", {
-                "row_id": f"{event.workflow_type}/{event.instance_id}/correction/{event.event_id}",
-                "workflow_type": event.workflow_type, "instance_id": event.instance_id,
+                "row_id": row_id if revision == 1 else f"{row_id}/{revision}",
+                "workflow_type": late.workflow_type, "instance_id": late.instance_id,
                 "corrects_row_id": f"{key}/outcome" if ended else None,
                 "original_outcome": before[0], "corrected_outcome": after[0],
-                "corrected_state": after[1] or None, "late_event_id": event.event_id,
-                "late_event_type": event.type, "late_event_time": event.time_ms,
-                "detected_at": self.watermark, "trace_id": trace_id,
-                "would_have_sent": sorted(in_time_commands - sent),
-                "would_not_have_sent": sorted(sent - in_time_commands),
+                "corrected_state": after[1] or None, "late_event_id": late.event_id,
+                "late_event_type": late.type, "late_event_time": late.time_ms,
+                "detected_at": detected_at, "trace_id": trace_id,
+                "would_have_sent": list(stated[2]), "would_not_have_sent": list(stated[3]),
             })
+        if ended and (what_if is None or what_if.ended):
+            return
+        self.followed.setdefault(key, []).append(Followed(late, stated, revision, next_due))
+        if next_due is not None and (followed is None or followed.due_ms != next_due):
+            self.scheduler.schedule(next_due, REJUDGE, key)
 
-    def _judged(self, key: str) -> tuple[tuple[Any, ...], int, tuple[str | None, str], bool,
-                                         str | None] | None:
+    def _judged(self, key: str) -> Judged | None:
         """What judging a late event of `key` needs: applied history, definition version,
         (outcome, state), whether it ended, trace id; from the instance, or from its tombstone
         until that is forgotten; None when neither is kept (never started, or forgotten)."""
@@ -393,21 +467,22 @@ class Shard:
         return (tombstone.history, tombstone.version, (tombstone.outcome, tombstone.state), True,
                 tombstone.trace_id)
 
-    def _recompute(self, history: tuple[Any, ...], version: int, late: Event, *,
-                   in_time: bool = True) -> tuple[Instance | None, set[str]]:
+    def _recompute(self, history: tuple[Any, ...], version: int, late: Event, until_ms: int, *,
+                   in_time: bool = True) -> tuple[Instance | None, set[str], int | None]:
         """The instance as it would be had `late` arrived in time (`in_time=False`: the history
-        alone, as this run has it), and the idempotency keys of the commands it sends up to the
-        watermark: same engine, scratch shard, which never evicts (the verdict is wanted however
-        long ago the instance ended)."""
+        alone, as this run has it) once everything before event time `until_ms` is released,
+        the idempotency keys of the commands it sends by then, and when its next deadline is
+        due: same engine, scratch shard, which never evicts (the verdict is wanted however long
+        ago the instance ended)."""
         scratch = Shard(self.name, self.catalog, self.rules, self.config)
         scratch.evicts = False
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
         for event in [*_history_events(history, late), *([late] if in_time else [])]:
             scratch.scheduler.buffer(event, False)
-        scratch.watermark = self.watermark
+        scratch.watermark = until_ms
         commands = CommandKeys(self.name)
         scratch._release(commands)
-        return scratch.instances.get(late.instance_key), commands.keys
+        return scratch.instances.get(late.instance_key), commands.keys, scratch.next_due()
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -430,6 +505,7 @@ class Shard:
             "tombstones": {k: _tombstone_row(t) for k, t in self.tombstones.items()},
             "seen": {k: v if isinstance(v, tuple) else dict(v) for k, v in self.seen.items()},
             "early_counts": dict(self.early_counts),
+            "followed": {k: [f.to_data() for f in v] for k, v in self.followed.items()},
         }
 
     @classmethod
@@ -463,6 +539,8 @@ class Shard:
         shard.tombstones = {k: Tombstone(**dict(zip(_TOMBSTONE_FIELDS, t, strict=False)))
                             for k, t in data["tombstones"].items()}
         shard.early_counts = dict(data["early_counts"])
+        shard.followed = {sys.intern(k): [Followed.from_data(row) for row in rows]
+                          for k, rows in data.get("followed", {}).items()}  # older: none
         return shard
 
 
@@ -555,13 +633,16 @@ def _key(event: Event) -> str:
 
 
 def _history_events(history: tuple[Any, ...], late: Event) -> list[Event]:
-    """The applied events of `late`'s instance as a what-if recomputation needs them: its verdict
-    reads their type, time and sequence only (ids and coordinates go into discarded rows)."""
-    events = []
-    for i in range(0, len(history), HISTORY_WIDTH):
-        event_type, time_ms, sequence = history[i:i + HISTORY_WIDTH]
-        events.append(Event(event_id="", type=event_type, time_ms=time_ms,
-                            workflow_type=late.workflow_type, instance_id=late.instance_id,
-                            source="", partition=-1, offset=-1, arrived_ms=0, body_crc=0,
-                            sequence=sequence))
-    return events
+    """The applied events of `late`'s instance as a what-if recomputation needs them."""
+    return [_what_if_event(late.workflow_type, late.instance_id, "",
+                           *history[i:i + HISTORY_WIDTH])
+            for i in range(0, len(history), HISTORY_WIDTH)]
+
+
+def _what_if_event(workflow_type: str, instance_id: str, event_id: str, event_type: str,
+                   time_ms: int, sequence: int | None) -> Event:
+    """An event of an instance as a what-if reads it: type, time and sequence (other ids and the
+    coordinates only go into rows the what-if discards)."""
+    return Event(event_id=event_id, type=event_type, time_ms=time_ms, workflow_type=workflow_type,
+                 instance_id=instance_id, source="", partition=-1, offset=-1, arrived_ms=0,
+                 body_crc=0, sequence=sequence)

@@ -133,5 +133,10 @@ class Harness:
     def commands(self, instance: str = "o1") -> list[str]:
         return [r["command"] for r in self.tables()["commands"] if r["instance_id"] == instance]
 
+    def commands_keys(self, commands: list[str], instance: str = "o1") -> list[str]:
+        """The idempotency keys of the instance's commands of these names, sorted."""
+        return sorted(r["idempotency_key"] for r in self.tables()["commands"]
+                      if r["instance_id"] == instance and r["command"] in commands)
+
     def dispositions(self) -> dict[int, str]:
         return {r["offset"]: r["disposition"] for r in self.tables()["ledger"]}

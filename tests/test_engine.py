@@ -8,7 +8,7 @@ import pytest
 
 from state.catalog import Catalog
 from state.shard import Shard
-from tests.engine_kit import CASES, ORDER_V1, Harness, ce, write_catalog
+from tests.engine_kit import CASES, ORDER_V1, T0, Harness, ce, write_catalog
 
 MIN = 60_000
 
@@ -177,6 +177,75 @@ def test_a_what_if_after_eviction_replays_the_events_that_came_after_the_end(
     (correction,) = h.tables()["corrections"]
     assert (correction["original_outcome"], correction["corrected_outcome"],
             correction["corrected_state"]) == ("compensation_failed", "completed", "delivered")
+
+
+def corrections_of(h: Harness) -> list[tuple[str, str | None, str | None, int]]:
+    """Each correction's row id, corrected outcome and state, and when it was detected (min)."""
+    t0 = int(T0.timestamp() * 1000)
+    return [(c["row_id"], c["corrected_outcome"], c["corrected_state"],
+             (c["detected_at"] - t0) // MIN) for c in h.tables().get("corrections", [])]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_correction_still_open_is_followed_to_the_verdict_its_deadline_brings(
+        catalog: Catalog, resume: bool) -> None:
+    """The payment arrives just after the timeout: in time, the order would be reserving, with
+    10 minutes left. That correction has no outcome yet; when the reserving deadline would have
+    fired, a further row says where it would be (failed, refunding the payment), and when that
+    refund's acknowledgement would have been overdue another states the verdict, each at the
+    event time it happened; also across a snapshot."""
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("o2", "OrderPlaced", 31, "o2"),
+                                               ce("e2", "PaymentAuthorized", 25))
+    assert corrections_of(h) == [("shop_order/o1/correction/e2", None, "reserving", 30)]
+    if resume:
+        h.shard = Shard.restore(h.shard.snapshot(), h.shard.catalog, h.shard.rules,
+                                h.shard.config)
+    h.feed(ce("o3", "OrderPlaced", 50, "o3"))
+    assert corrections_of(h)[1:] == [
+        ("shop_order/o1/correction/e2/2", None, "reserving", 30),  # o1's own timeout fires
+        ("shop_order/o1/correction/e2/3", None, "failed", 35)]  # in time, reserving would end
+    h.feed(ce("o4", "OrderPlaced", 500, "o4")).drain()  # the refund is never acknowledged
+    assert corrections_of(h)[3:] == [
+        ("shop_order/o1/correction/e2/4", "compensation_failed", "failed", 95)]
+    last = h.tables()["corrections"][3]
+    assert (last["original_outcome"], last["corrects_row_id"]) == (
+        "timed_out", "shop_order/o1/outcome")
+    assert [k.rsplit("/", 2)[1] for k in last["would_have_sent"]] == ["RefundPayment"]
+    assert [k.rsplit("/", 2)[1] for k in last["would_not_have_sent"]] == ["CancelOrder"]
+
+
+def test_a_followed_correction_takes_in_the_events_that_come_after_the_end(
+        catalog: Catalog) -> None:
+    """After the late payment, the order's stock reservation arrives too (after its end, so
+    ignored by this run): the in-time run moves on to packing, then times out there by the end
+    of input. Each change is a correction row at the event time it happened, and the last states
+    what a run with the payment in time concludes."""
+    h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
+                                               ce("o2", "OrderPlaced", 31, "o2"),
+                                               ce("e2", "PaymentAuthorized", 25),
+                                               ce("e3", "InventoryReserved", 32),
+                                               ce("o3", "OrderPlaced", 40, "o3")).drain()
+    in_time = Harness(catalog, lateness_ms=MIN).feed(
+        ce("e1", "OrderPlaced", 0), ce("e2", "PaymentAuthorized", 25),
+        ce("o2", "OrderPlaced", 31, "o2"), ce("e3", "InventoryReserved", 32),
+        ce("o3", "OrderPlaced", 40, "o3")).drain()
+    final = in_time.outcome()
+    assert (final["outcome"], final["timed_out_step"]) == ("compensation_failed", "packing")
+    rows = h.tables()["corrections"]
+    assert [(r["original_outcome"], r["corrected_outcome"], r["corrected_state"])
+            for r in rows] == [
+        (None, None, "reserving"),  # o1's own timeout is due at 30: not yet fired at 30
+        ("timed_out", None, "reserving"),  # then it fires, and cancels the order
+        ("timed_out", None, "packing"),  # the reservation, ignored here, moves the in-time run
+        ("timed_out", None, "timed_out"),  # its packing deadline fires: compensating
+        ("timed_out", final["outcome"], final["final_state"])]  # never acknowledged
+    assert [r["row_id"].rsplit("/", 1)[1] for r in rows] == ["e2", "2", "3", "4", "5"]
+    assert [(r["detected_at"] - rows[0]["detected_at"]) // MIN for r in rows] == [
+        0, 0, 2, 62, 122]  # at 30, 30, 32, 92 (packing's hour), 152 (the compensation's)
+    assert rows[-1]["would_not_have_sent"] == h.commands_keys(["CancelOrder"])
+    assert sorted(rows[-1]["would_have_sent"]) == in_time.commands_keys(
+        ["RefundPayment", "ReleaseInventory"])
 
 
 def test_late_payment_after_the_tombstone_is_forgotten_has_no_correction(

@@ -127,6 +127,8 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
 
 ORDER_TYPES = sorted({t for script in SCRIPTS.values() for t in script})
 MINUTE = 60_000
+LATE_TYPES = ["PaymentAuthorized", "InventoryReserved", "ItemsPicked", "InvoiceSent",
+              "LabelPrinted", "OrderShipped"]
 
 
 def verdict_of(h: Harness, key: str) -> tuple[str | None, str]:
@@ -136,6 +138,17 @@ def verdict_of(h: Harness, key: str) -> tuple[str | None, str]:
         return instance.outcome, instance.state
     tombstone = h.shard.tombstones.get(key)
     return (tombstone.outcome, tombstone.state) if tombstone is not None else (None, "")
+
+
+def order_history(data: st.DataObject) -> tuple[list[tuple[int, bytes]], int]:
+    """A random script of order o1 as (minute, event) pairs, 1-40 min apart, and a minute within
+    it for a late event."""
+    script = SCRIPTS[data.draw(st.sampled_from(sorted(SCRIPTS)))]
+    history, at = [], 0
+    for i, event_type in enumerate(script):
+        at += data.draw(st.integers(1, 40))
+        history.append((at, ce(f"a{i}", event_type, at)))
+    return history, data.draw(st.integers(0, at))
 
 
 @PROPERTY
@@ -148,13 +161,8 @@ def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
     that this one did not, and the other way round; whether the instance is still
     live or already evicted (its `retention` is 1h) when the late event arrives, and with events
     of the instance that came after its end (released by a second pusher) replayed too."""
-    script = SCRIPTS[data.draw(st.sampled_from(sorted(SCRIPTS)))]
-    minutes, at = [], 0
-    for _ in script:
-        at += data.draw(st.integers(1, 40))
-        minutes.append(at)
-    history = [(m, ce(f"a{i}", t, m)) for i, (t, m) in enumerate(zip(script, minutes, strict=True))]
-    late_minute = data.draw(st.integers(0, minutes[-1]))
+    history, late_minute = order_history(data)
+    minutes = [m for m, _ in history]
     late = (late_minute, ce("late", data.draw(st.sampled_from(ORDER_TYPES)), late_minute))
     push = data.draw(st.integers(minutes[-1] + 2, minutes[-1] + 600))
     tail = [(m, ce(f"t{i}", data.draw(st.sampled_from(ORDER_TYPES)), m)) for i, m in enumerate(
@@ -180,3 +188,42 @@ def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
              if c["instance_id"] == "o1"} for h in (real, fresh))
         assert correction["would_have_sent"] == sorted(in_time_sent - sent)
         assert correction["would_not_have_sent"] == sorted(sent - in_time_sent)
+
+
+@settings(PROPERTY, max_examples=300)  # about 1 in 15 examples gets a correction: ~20 a run
+@given(data=st.data())
+def test_a_followed_correction_ends_at_the_verdict_of_a_run_with_the_late_event_in_time(
+        catalog: Catalog, data: st.DataObject) -> None:
+    """A random order history, a random late event, then more of the instance's events and the
+    end of input: when corrections were written for the late event, the last one states the
+    final (outcome, state) of a fresh run with that event delivered in time, and the commands
+    that run sends that this one did not, and the other way round."""
+    history, late_minute = order_history(data)
+    minutes = [m for m, _ in history]
+    # Late, mostly with a type the order may be waiting for: a correction is then likely.
+    late_type = data.draw(st.sampled_from(ORDER_TYPES) | st.sampled_from(LATE_TYPES))
+    late = (late_minute, ce("late", late_type, late_minute))
+    push = data.draw(st.integers(minutes[-1] + 2, minutes[-1] + 40))
+    after = [(m, ce(f"t{i}", data.draw(st.sampled_from(ORDER_TYPES)), m)) for i, m in enumerate(
+        sorted(data.draw(st.lists(st.integers(push + 1, push + 120), max_size=3))))]
+    pusher = ce("p1", "OrderPlaced", push, "other")
+    real = Harness(catalog, MINUTE).feed(*(v for _, v in history), pusher, late[1],
+                                         *(v for _, v in after)).drain()
+    in_time = sorted([*history, late], key=lambda timed: timed[0])  # stable: late after ties
+    fresh = Harness(catalog, MINUTE).feed(*(v for _, v in in_time), pusher,
+                                          *(v for _, v in after)).drain()
+    corrections = [c for c in real.tables().get("corrections", [])
+                   if c["late_event_id"] == "late"]
+    if not corrections:
+        return
+    last = corrections[-1]
+    revision = "" if len(corrections) == 1 else f"/{len(corrections)}"
+    assert last["row_id"] == f"shop_order/o1/correction/late{revision}"
+    ended = [(o["outcome"], o["final_state"]) for o in fresh.tables()["outcomes"]
+             if o["instance_id"] == "o1"]  # the drain evicted it: its outcome row tells
+    assert [(last["corrected_outcome"], last["corrected_state"])] == ended
+    sent, in_time_sent = (
+        {c["idempotency_key"] for c in h.tables().get("commands", []) if c["instance_id"] == "o1"}
+        for h in (real, fresh))
+    assert last["would_have_sent"] == sorted(in_time_sent - sent)
+    assert last["would_not_have_sent"] == sorted(sent - in_time_sent)

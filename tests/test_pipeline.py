@@ -73,7 +73,7 @@ def test_every_instance_gets_the_true_outcome_and_commands(simulation: Simulatio
 
 def test_corrections_exactly_where_late_events_would_change_a_verdict(simulation: Simulation,
                                                                      rows: Rows) -> None:
-    """Late events that would have changed a verdict produce one correction each, and only those."""
+    """Late events that would have changed a verdict, and only those, produce corrections."""
     expected = {(t.workflow_type, t.instance_id) for t in simulation.truth_instances
                 if t.expects_correction}
     got = {(c["workflow_type"], c["instance_id"]) for c in table(rows, "corrections")}

@@ -16,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 from dataflows.bytewax_run import reconcile
 from dataflows.cli import parser
 from dataflows.run_command import settings_from
-from dataflows.settings import FLAGS, OLD_VARIABLES, Settings, variable
+from dataflows.settings import FLAGS, NEWER_FLAGS, OLD_VARIABLES, Settings, variable
 from schemas.errors import ConfigError
 
 # The flags as they were before the groups: their names must not change.
@@ -101,9 +101,9 @@ def value_of(settings: Settings, flag: str) -> Any:
 
 
 def test_the_flags_keep_their_names_and_every_grouped_one_has_a_sample() -> None:
-    assert sorted(FLAGS) == sorted(FLAG_NAMES)
+    assert sorted(FLAGS) == sorted([*FLAG_NAMES, *NEWER_FLAGS])
     assert sorted(SAMPLES) == sorted(OLD_VARIABLES[f"FLOWKEEPER_{f.upper()}"][1]
-                                     for f in FLAGS if FLAGS[f][0])
+                                     for f in FLAGS if FLAGS[f][0] and f not in NEWER_FLAGS)
 
 
 def test_grouped_variables_set_their_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,6 +120,19 @@ def test_grouped_variables_set_their_fields(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.sinks.duckdb is False
     assert settings.telemetry.log_level == "debug"
     assert settings.recovery.model_fields_set == {"snapshot_interval"}
+
+
+def test_the_file_source_settings_come_from_their_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings added since the groups have only grouped variables; the file list is JSON."""
+    monkeypatch.setenv("FLOWKEEPER_SOURCE__KIND", "file")
+    monkeypatch.setenv("FLOWKEEPER_SOURCE__FILES", '["a.jsonl", "b.csv.gz"]')
+    monkeypatch.setenv("FLOWKEEPER_SOURCE__FILE_PARTITIONS", "8")
+    monkeypatch.setenv("FLOWKEEPER_SOURCE__ARRIVAL_FIELD", "arrivedat")
+    source = Settings().source
+    assert (source.files, source.file_partitions, source.arrival_field) == (
+        [Path("a.jsonl"), Path("b.csv.gz")], 8, "arrivedat")
+    assert not NEWER_FLAGS & {flag for _, flag in OLD_VARIABLES.values()}
 
 
 @pytest.mark.parametrize("flag", sorted(SAMPLES))
