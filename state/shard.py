@@ -138,18 +138,18 @@ class Shard:
         crc = seen_crc(seen, event.event_id)
         if crc is not None:
             if crc == event.body_crc:
-                self._settle(event, "duplicate", out)
+                self._settle(event, key, "duplicate", out)
             else:
-                self._conflicting_duplicate(event, out)
+                self._conflicting_duplicate(event, key, out)
             return
         self.seen[key] = with_seen(seen, event.event_id, event.body_crc)
         if event.time_ms < self.watermark:
-            self._late(event, out)
+            self._late(event, key, out)
             return
         out_of_order = event.time_ms < self.frontier
         self.frontier = max(self.frontier, event.time_ms)
         self.watermark = max(self.watermark, self.frontier - self.config.allowed_lateness_ms)
-        self.scheduler.buffer(event, out_of_order)
+        self.scheduler.buffer(event, out_of_order, key)
 
     def take(self, items: list[Admitted], out: Out) -> None:
         """`receive` each item of a slice in order, each followed by `release` and `gauge_facts`,
@@ -216,7 +216,7 @@ class Shard:
         pop_due = self.scheduler.pop_due
         while (entry := pop_due(self.watermark)) is not None:
             if isinstance(entry, Buffered):
-                self._apply(entry.event, entry.out_of_order, out)
+                self._apply(entry.event, entry.key, entry.out_of_order, out)
             elif entry.kind == DEADLINE:
                 instance = self.instances.get(entry.key)
                 if instance is not None:
@@ -229,8 +229,7 @@ class Shard:
                 self._forget(entry.key, entry.due_ms)
         self.fact_clock = out.fact_clock
 
-    def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
-        key = _key(event)
+    def _apply(self, event: Event, key: str, out_of_order: bool, out: Out) -> None:
         instance = self.instances.get(key)
         if instance is None:
             tombstone = self.tombstones.get(key)
@@ -238,20 +237,20 @@ class Shard:
                 out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                                  "after_terminal", None, event, event.time_ms,
                                                  "instance already ended and was evicted", None))
-                self._settle(event, ANOMALOUS, out)
+                self._settle(event, key, ANOMALOUS, out)
                 if tombstone.history is not None:  # a what-if replays it, as a live one would
                     tombstone.history += (event.type, event.time_ms, event.sequence)
                 return
             instance = self._start(event, key, out)
             if instance is None:
                 if event.type in getattr(self.catalog.latest(event.workflow_type), "ignore", ()):
-                    self._settle(event, "ignored", out)
+                    self._settle(event, key, "ignored", out)
                 else:
                     detail = f"{event.type} for an instance that never started"
                     out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                                      "orphan_event", None, event, event.time_ms,
                                                      detail, None))
-                    self._settle(event, ANOMALOUS, out)
+                    self._settle(event, key, ANOMALOUS, out)
                 self.scheduler.schedule(event.time_ms + self.config.tombstone_retention_ms,
                                         FORGET, key)
                 return
@@ -262,7 +261,7 @@ class Shard:
         if out_of_order:
             instance.counts = counted(instance.counts, _OUT_OF_ORDER)
         self.history[key] += (event.type, event.time_ms, event.sequence)
-        self._settle(event, disposition, out, instance)
+        self._settle(event, key, disposition, out, instance)
         self._after(key, instance, out)
 
     def _start(self, event: Event, key: str, out: Out) -> Instance | None:
@@ -320,14 +319,13 @@ class Shard:
 
     # -- dispositions ----------------------------------------------------------------------
 
-    def _settle(self, event: Event, disposition: str, out: Out,
+    def _settle(self, event: Event, key: str, disposition: str, out: Out,
                 instance: Instance | None = None) -> None:
         """Write the ledger row of an event and count it on its instance."""
-        instance = instance or self.instances.get(event.instance_key)
+        instance = instance or self.instances.get(key)
         if instance is not None:
             instance.counts = counted(instance.counts, _EVENTS, _COUNTER[disposition])
         else:
-            key = _key(event)
             self.early_counts[key] = counted(self.early_counts.get(key, NO_COUNTS), _EVENTS,
                                              _COUNTER[disposition])
         out.row("ledger", {
@@ -354,27 +352,27 @@ class Shard:
         workflow = route.workflow_type if route else "unknown"
         out.fact(workflow, max(self.frontier, 0), "dead_letter")
 
-    def _conflicting_duplicate(self, event: Event, out: Out) -> None:
+    def _conflicting_duplicate(self, event: Event, key: str, out: Out) -> None:
         detail = "same event id as an earlier event but a different body"
-        instance = self.instances.get(event.instance_key)
+        instance = self.instances.get(key)
         state = instance.state if instance is not None else None
-        key = f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"
+        row_key = f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"
         out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                          "conflicting_duplicate", state, event,
-                                         max(self.watermark, event.time_ms), detail, None, key=key))
-        self._settle(event, ANOMALOUS, out)
+                                         max(self.watermark, event.time_ms), detail, None,
+                                         key=row_key))
+        self._settle(event, key, ANOMALOUS, out)
 
-    def _late(self, event: Event, out: Out) -> None:
+    def _late(self, event: Event, key: str, out: Out) -> None:
         """Record a late event; emit a correction if it would have changed the verdict."""
         self._release(out)
-        key = event.instance_key
         instance = self.instances.get(key)
         state = instance.state if instance is not None else None
         lag = self.watermark - event.time_ms
         out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "late_event",
                                          state, event, self.watermark,
                                          f"{lag} ms behind the watermark", None))
-        self._settle(event, "late", out)
+        self._settle(event, key, "late", out)
         judged = self._judged(key)
         if judged is None:
             return
@@ -420,7 +418,7 @@ class Shard:
         scratch.evicts = False
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
         for event in [*_history_events(history, late), *([late] if in_time else [])]:
-            scratch.scheduler.buffer(event, False)
+            scratch.scheduler.buffer(event, False, _key(event))
         scratch.watermark = self.watermark
         commands = CommandKeys(self.name)
         scratch._release(commands)
