@@ -287,7 +287,7 @@ class Shard:
         for due, ref in instance.armed:
             self.scheduler.schedule(due, DEADLINE, key, ref)
         instance.armed = ()
-        if instance.ended and key not in self._finished:
+        if instance.outcome is not None and key not in self._finished:  # ended
             self._finished.add(key)
             self._count_open(instance.workflow_type, -1)
             out.row("outcomes", instance.outcome_row())
