@@ -146,6 +146,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     from runtime.progress import PROGRESS
 
     configure_logging(settings.telemetry.log_level)
+    PROGRESS.reset()
     flow = build_flow(settings, source=source)
     started = time.monotonic()
     stop = threading.Event()

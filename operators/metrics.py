@@ -12,8 +12,10 @@ Each window adds up tallies, so the rows do not depend on how the input was batc
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import bytewax.operators as op
@@ -70,10 +72,7 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
     workflow_type, shard = key.split("|", 1)
     c = acc.counts
     sketch = acc.latency
-
-    def q(p: float) -> float | None:
-        value = sketch.get_quantile_value(p) if sketch is not None else None
-        return None if value is None else float(value)
+    p50, p95, p99 = _quantiles(sketch) if sketch is not None else (None, None, None)
 
     return {
         "row_id": f"{workflow_type}/{shard}/{window_start_ms}",
@@ -85,8 +84,29 @@ def metric_row(key: str, window_start_ms: int, acc: MetricsWindow) -> dict[str, 
         "anomalies": c.get("anomalous", 0), "dead_letters": c.get("dead_letter", 0),
         "open_at_end": acc.open_at_end,
         "latency_count": int(sketch.count) if sketch is not None else 0,
-        "latency_p50_ms": q(0.5), "latency_p95_ms": q(0.95), "latency_p99_ms": q(0.99),
+        "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
     }
+
+
+def _quantiles(sketch: DDSketch) -> list[float | None]:
+    """p50, p95 and p99 exactly as `sketch.get_quantile_value` gives them, from one running sum
+    of the bins (bisected) instead of a Python loop over hundreds of bins per quantile: windows
+    close by the thousand. Latencies are clamped at 0 (`MetricsWindow.add`), so the negative
+    store is empty and the zero bin comes first."""
+    if sketch.count == 0:
+        return [None, None, None]
+    store, zeros = sketch._store, sketch._zero_count
+    running = list(accumulate(store.bins))  # the sums `DenseStore.key_at_rank` compares, in order
+    values: list[float | None] = []
+    for p in (0.5, 0.95, 0.99):
+        rank = p * (sketch.count - 1)
+        if rank < zeros:
+            values.append(0.0)
+            continue
+        index = bisect_right(running, rank - zeros)  # the first bin whose running sum exceeds it
+        key = index + store.offset if index < len(running) else store.max_key
+        values.append(float(sketch._mapping.value(key)))
+    return values
 
 
 

@@ -74,12 +74,9 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
         records = 0
         for _, items in values:
             records += _records(items)
-            for admitted in items:
-                # Release after every record, not every batch: outcome counts and metric stamps
-                # then depend on the records alone, not on how the source batched them.
-                shard.receive(admitted, out)
-                shard.release(out)
-                shard.gauge_facts(out)
+            # Released after every record, not every batch: outcome counts and metric stamps
+            # then depend on the records alone, not on how the source batched them.
+            shard.take(items, out)
         self.last_input = self.config.clock()
         dead = sum(1 for table, _ in out.rows if table == "dead_letters")
         PROGRESS.add(shard.name, records, dead, shard.open_instances)

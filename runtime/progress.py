@@ -20,6 +20,13 @@ class Progress:
     restore_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def reset(self) -> None:
+        """Start counting a new run (a process may run several, as tests and notebooks do)."""
+        with self.lock:
+            self.records = self.dead_letters = self.moved = self.restored_shards = 0
+            self.restored_instances, self.restore_seconds = 0, 0.0
+            self.open_by_shard.clear()
+
     def restored(self, instances: int, seconds: float) -> None:
         """Count one shard rebuilt from a recovery snapshot."""
         with self.lock:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from schemas.decode import DecodeRules, decode
 from schemas.event import DeadLetter, Event, RawRecord
-from state.sharding import partition_shards, shard_of
+from state.sharding import bucket_of, partition_shards
 
 NEVER = -(2**62)
 
@@ -37,9 +37,10 @@ class Admission:
         groups: dict[str, list[Admitted]] = {}
         rules, buckets = self.rules, self.buckets
         start = frontier = self.frontier
+        names = partition_shards(records[0].partition, buckets) if records else ()
         for record in records:
             decoded = decode(record, rules)
-            name = shard_of(record.partition, record.key, buckets)
+            name = names[bucket_of(record.key, buckets)]
             group = groups.get(name)
             if group is None:
                 groups[name] = [(frontier, decoded)]
@@ -48,7 +49,7 @@ class Admission:
             if type(decoded) is Event and decoded.time_ms > frontier:
                 frontier = decoded.time_ms
         self.frontier = frontier
-        if frontier > start and records:
-            for name in partition_shards(records[0].partition, buckets):
+        if frontier > start:
+            for name in names:
                 groups.setdefault(name, []).append((frontier, None))
         return groups

@@ -133,14 +133,15 @@ class MachineInstance(InstanceBase):
         """Apply one in-order event; returns its disposition (applied, ignored or anomalous)."""
         self._note_first(event)
         self.trace_id = self.trace_id or event.trace_id
-        if self.ended:
+        if self.outcome is not None:
             return self._anomaly("after_terminal", event, out,
                                  f"instance already ended as {self.outcome}")
-        if self.compensating:
+        if self.pending_acks is not None:  # compensating
             return self._on_ack(event, out)
         state = self.definition.states[self.state]
-        if event.type in state.on:
-            self._leave_to(state.on[event.type], event.time_ms, "event", event, out)
+        target = state.on.get(event.type)
+        if target is not None:
+            self._leave_to(target, event.time_ms, "event", event, out)
             return APPLIED
         if state.parallel is not None:
             for name, branch in state.parallel.items():
@@ -198,12 +199,12 @@ class MachineInstance(InstanceBase):
 
     def _leave_to(self, target: str, at_ms: int, trigger: str, event: Event | None,
                   out: Out) -> None:
-        current = self.definition.states[self.state]
-        goal = self.definition.states[target]
+        states = self.definition.states
+        current, goal = states[self.state], states[target]
         duration = at_ms - self.entered_ms
         self.step_durations += ((self.state, duration),)
-        out.fact(self.workflow_type, at_ms, "step_latency", float(duration))
-        forward = not goal.is_terminal or goal.outcome == "completed"
+        out.fact(self.definition.workflow, at_ms, "step_latency", float(duration))
+        forward = goal.outcome is None or goal.outcome == "completed"
         if forward and current.compensation:
             undo = current.compensation
             self.completed = extended(self.completed, (self.state, undo.command, undo.ack))
@@ -211,18 +212,19 @@ class MachineInstance(InstanceBase):
 
     def _enter(self, target: str, at_ms: int, trigger: str, event: Event | None, out: Out) -> None:
         previous, previous_entered = self.state, self.entered_ms
-        self.visit += 1
+        definition = self.definition
+        self.visit = visit = self.visit + 1
         out.row("transitions", {
-            "row_id": f"{self.key}/t{self.visit}",
-            "workflow_type": self.workflow_type,
-            "definition_version": self.definition.version,
+            "row_id": f"{self.key}/t{visit}",
+            "workflow_type": definition.workflow,
+            "definition_version": definition.version,
             "instance_id": self.instance_id,
-            "seq": self.visit,
+            "seq": visit,
             "from_state": previous or None,
             "to_state": target,
             "trigger": trigger,
-            "event_type": event.type if event else None,
-            "event_id": event.event_id if event else None,
+            "event_type": event.type if event is not None else None,
+            "event_id": event.event_id if event is not None else None,
             "at": at_ms,
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
@@ -230,9 +232,8 @@ class MachineInstance(InstanceBase):
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)
         self.branches_done = ()
-        state = self.definition.states[target]
-        if state.is_terminal:
-            assert state.outcome is not None
+        state = definition.states[target]
+        if state.outcome is not None:  # terminal
             if state.compensates and self.completed:
                 self._compensate(at_ms, out)
             else:
@@ -241,7 +242,7 @@ class MachineInstance(InstanceBase):
         for index, deadline in enumerate(state.deadlines):
             base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
             if base is not None:
-                ref = deadline_ref(self.visit, "state", index)
+                ref = deadline_ref(visit, "state", index)
                 self.armed += ((base + deadline.after_ms, ref),)
 
     def _compensate(self, at_ms: int, out: Out) -> None:

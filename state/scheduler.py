@@ -14,6 +14,7 @@ compared as tuples, read by name.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ class Buffered(NamedTuple):
     arrival: int
     event: Event
     out_of_order: bool
+    key: str  # the event's interned instance key (not in snapshots: it follows from the event)
 
 
 class Timer(NamedTuple):
@@ -53,11 +55,11 @@ class Scheduler:
         self.timers: list[Timer] = []
         self.arrivals = arrivals
 
-    def buffer(self, event: Event, out_of_order: bool) -> None:
+    def buffer(self, event: Event, out_of_order: bool, key: str) -> None:
         self.arrivals += 1
         sequence = event.sequence if event.sequence is not None else 0
         heapq.heappush(self.events, Buffered(event.time_ms, EVENT, sequence, self.arrivals, event,
-                                             out_of_order))
+                                             out_of_order, key))
 
     def schedule(self, due_ms: int, kind: int, key: str, ref: DeadlineRef | None = None) -> None:
         self.arrivals += 1
@@ -90,8 +92,10 @@ class Scheduler:
     @classmethod
     def from_data(cls, queue: Sequence[Sequence[Any]], arrivals: int) -> Scheduler:
         scheduler = cls(arrivals)
-        scheduler.events = [Buffered(e[0], e[1], e[2], e[3], _event_from_data(e[4]), e[5])
-                            for e in queue if e[1] == EVENT]
+        scheduler.events = [Buffered(e[0], e[1], e[2], e[3], event, e[5],
+                                     sys.intern(event.instance_key))
+                            for e in queue if e[1] == EVENT
+                            for event in [_event_from_data(e[4])]]
         scheduler.timers = [Timer(*e) for e in queue if e[1] != EVENT]
         heapq.heapify(scheduler.events)
         heapq.heapify(scheduler.timers)

@@ -171,18 +171,35 @@ class Shard:
         crc = seen_crc(seen, event.event_id)
         if crc is not None:
             if crc == event.body_crc:
-                self._settle(event, "duplicate", out)
+                self._settle(event, key, "duplicate", out)
             else:
-                self._conflicting_duplicate(event, out)
+                self._conflicting_duplicate(event, key, out)
             return
         self.seen[key] = with_seen(seen, event.event_id, event.body_crc)
         if event.time_ms < self.watermark:
-            self._late(event, out)
+            self._late(event, key, out)
             return
         out_of_order = event.time_ms < self.frontier
         self.frontier = max(self.frontier, event.time_ms)
         self.watermark = max(self.watermark, self.frontier - self.config.allowed_lateness_ms)
-        self.scheduler.buffer(event, out_of_order)
+        self.scheduler.buffer(event, out_of_order, key)
+
+    def take(self, items: list[Admitted], out: Out) -> None:
+        """`receive` each item of a slice in order, each followed by `release` and `gauge_facts`,
+        as the dataflow runs a shard: those two are called only when the scheduler's head is due
+        or a gauge changed, which most records leave as they were."""
+        receive, release = self.receive, self._release
+        events, timers = self.scheduler.events, self.scheduler.timers
+        out.fact_clock = max(out.fact_clock, self.fact_clock)
+        for admitted in items:
+            receive(admitted, out)
+            watermark = self.watermark
+            if (events and events[0].time_ms < watermark) or (
+                    timers and timers[0].due_ms < watermark):
+                release(out)
+            if self._open_before:
+                self.gauge_facts(out)
+        self.fact_clock = out.fact_clock
 
     def advance_to(self, watermark_ms: int, out: Out) -> None:
         """Move the watermark (never back) and release everything now due.
@@ -232,7 +249,7 @@ class Shard:
         pop_due = self.scheduler.pop_due
         while (entry := pop_due(self.watermark)) is not None:
             if isinstance(entry, Buffered):
-                self._apply(entry.event, entry.out_of_order, out)
+                self._apply(entry.event, entry.key, entry.out_of_order, out)
             elif entry.kind == DEADLINE:
                 instance = self.instances.get(entry.key)
                 if instance is not None:
@@ -249,8 +266,7 @@ class Shard:
                 self._follow(entry.key, entry.due_ms, out, timer=True)
         self.fact_clock = out.fact_clock
 
-    def _apply(self, event: Event, out_of_order: bool, out: Out) -> None:
-        key = _key(event)
+    def _apply(self, event: Event, key: str, out_of_order: bool, out: Out) -> None:
         instance = self.instances.get(key)
         if instance is None:
             tombstone = self.tombstones.get(key)
@@ -258,7 +274,7 @@ class Shard:
                 out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                                  "after_terminal", None, event, event.time_ms,
                                                  "instance already ended and was evicted", None))
-                self._settle(event, ANOMALOUS, out)
+                self._settle(event, key, ANOMALOUS, out)
                 if tombstone.history is not None:  # a what-if replays it, as a live one would
                     tombstone.history += (event.type, event.time_ms, event.sequence)
                     if key in self.followed:
@@ -267,13 +283,13 @@ class Shard:
             instance = self._start(event, key, out)
             if instance is None:
                 if event.type in getattr(self.catalog.latest(event.workflow_type), "ignore", ()):
-                    self._settle(event, "ignored", out)
+                    self._settle(event, key, "ignored", out)
                 else:
                     detail = f"{event.type} for an instance that never started"
                     out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                                      "orphan_event", None, event, event.time_ms,
                                                      detail, None))
-                    self._settle(event, ANOMALOUS, out)
+                    self._settle(event, key, ANOMALOUS, out)
                 self.scheduler.schedule(event.time_ms + self.config.tombstone_retention_ms,
                                         FORGET, key)
                 return
@@ -284,7 +300,7 @@ class Shard:
         if out_of_order:
             instance.counts = counted(instance.counts, _OUT_OF_ORDER)
         self.history[key] += (event.type, event.time_ms, event.sequence)
-        self._settle(event, disposition, out, instance)
+        self._settle(event, key, disposition, out, instance)
         self._after(key, instance, out)
         if key in self.followed:
             self._follow(key, event.time_ms, out)
@@ -312,7 +328,7 @@ class Shard:
         for due, ref in instance.armed:
             self.scheduler.schedule(due, DEADLINE, key, ref)
         instance.armed = ()
-        if instance.ended and key not in self._finished:
+        if instance.outcome is not None and key not in self._finished:  # ended
             self._finished.add(key)
             self._count_open(instance.workflow_type, -1)
             out.row("outcomes", instance.outcome_row())
@@ -345,14 +361,13 @@ class Shard:
 
     # -- dispositions ----------------------------------------------------------------------
 
-    def _settle(self, event: Event, disposition: str, out: Out,
+    def _settle(self, event: Event, key: str, disposition: str, out: Out,
                 instance: Instance | None = None) -> None:
         """Write the ledger row of an event and count it on its instance."""
-        instance = instance or self.instances.get(event.instance_key)
+        instance = instance or self.instances.get(key)
         if instance is not None:
             instance.counts = counted(instance.counts, _EVENTS, _COUNTER[disposition])
         else:
-            key = _key(event)
             self.early_counts[key] = counted(self.early_counts.get(key, NO_COUNTS), _EVENTS,
                                              _COUNTER[disposition])
         out.row("ledger", {
@@ -379,27 +394,27 @@ class Shard:
         workflow = route.workflow_type if route else "unknown"
         out.fact(workflow, max(self.frontier, 0), "dead_letter")
 
-    def _conflicting_duplicate(self, event: Event, out: Out) -> None:
+    def _conflicting_duplicate(self, event: Event, key: str, out: Out) -> None:
         detail = "same event id as an earlier event but a different body"
-        instance = self.instances.get(event.instance_key)
+        instance = self.instances.get(key)
         state = instance.state if instance is not None else None
-        key = f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"
+        row_key = f"{event.event_id}/{event.source}/{event.partition}/{event.offset}"
         out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id,
                                          "conflicting_duplicate", state, event,
-                                         max(self.watermark, event.time_ms), detail, None, key=key))
-        self._settle(event, ANOMALOUS, out)
+                                         max(self.watermark, event.time_ms), detail, None,
+                                         key=row_key))
+        self._settle(event, key, ANOMALOUS, out)
 
-    def _late(self, event: Event, out: Out) -> None:
+    def _late(self, event: Event, key: str, out: Out) -> None:
         """Record a late event; emit a correction if it would have changed the verdict."""
         self._release(out)
-        key = event.instance_key
         instance = self.instances.get(key)
         state = instance.state if instance is not None else None
         lag = self.watermark - event.time_ms
         out.row("anomalies", anomaly_row(event.workflow_type, event.instance_id, "late_event",
                                          state, event, self.watermark,
                                          f"{lag} ms behind the watermark", None))
-        self._settle(event, "late", out)
+        self._settle(event, key, "late", out)
         judged = self._judged(key)
         if judged is not None:
             self._correct(key, event, judged, None, out, self.watermark, self.watermark)
@@ -478,7 +493,7 @@ class Shard:
         scratch.evicts = False
         scratch.catalog = _pinned(self.catalog, late.workflow_type, version)
         for event in [*_history_events(history, late), *([late] if in_time else [])]:
-            scratch.scheduler.buffer(event, False)
+            scratch.scheduler.buffer(event, False, _key(event))
         scratch.watermark = until_ms
         commands = CommandKeys(self.name)
         scratch._release(commands)

@@ -22,8 +22,12 @@ _MASK = (1 << 64) - 1
 
 def shard_of(partition: int, key: bytes | None, buckets: int) -> str:
     """The shard name `"{partition}/{bucket}"`; records without a key share bucket 0."""
-    bucket = zlib.crc32(key) % buckets if key else 0
-    return partition_shards(partition, buckets)[bucket]
+    return partition_shards(partition, buckets)[bucket_of(key, buckets)]
+
+
+def bucket_of(key: bytes | None, buckets: int) -> int:
+    """The bucket of a record key within its partition (`shard_of`)."""
+    return zlib.crc32(key) % buckets if key else 0
 
 
 @lru_cache(maxsize=1024)
