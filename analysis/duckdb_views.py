@@ -38,7 +38,7 @@ VIEWS: list[tuple[str, str, str]] = [
            SELECT e.workflow_type, e.step, e.entered, coalesce(b.breached, 0) AS breached,
                   round(coalesce(b.breached, 0) / e.entered, 4) AS breach_rate
            FROM entered e LEFT JOIN breached b USING (workflow_type, step)
-           ORDER BY e.workflow_type, breach_rate DESC""",
+           ORDER BY e.workflow_type, breach_rate DESC, e.step""",
     ),
     (
         "step_latency_percentiles",
@@ -63,14 +63,14 @@ VIEWS: list[tuple[str, str, str]] = [
         "dead_letters_by_reason",
         "rejected input records per reason, with an example message",
         """SELECT reason, count(*) AS records, min(message) AS example
-           FROM dead_letters GROUP BY ALL ORDER BY records DESC""",
+           FROM dead_letters GROUP BY ALL ORDER BY records DESC, reason""",
     ),
     (
         "input_accounting",
         "every input record by disposition: applied, ignored, anomalous, duplicate, late, "
         "dead_lettered",
         """SELECT disposition, count(*) AS records FROM ledger
-           GROUP BY ALL ORDER BY records DESC""",
+           GROUP BY ALL ORDER BY records DESC, disposition""",
     ),
     (
         "metrics_per_minute",

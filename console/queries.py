@@ -67,7 +67,8 @@ def overview(conn: duckdb.DuckDBPyConnection) -> Row:
         "dead_letters": rows(conn, "FROM dead_letters_by_reason"),
         "corrections": rows(conn, "SELECT workflow_type, instance_id, original_outcome, "
                             "corrected_outcome, late_event_type, detected_at FROM corrections "
-                            "ORDER BY detected_at DESC, workflow_type, instance_id LIMIT 20"),
+                            "ORDER BY detected_at DESC, workflow_type, instance_id, row_id "
+                            "LIMIT 20"),
         "corrections_total": rows(conn, "SELECT count(*) AS n FROM corrections")[0]["n"],
         "partitions": partitions(conn),
     }
