@@ -104,11 +104,11 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
             file, event = found
             instance = instance_id_of(event.envelope, source.rules) if event.envelope else None
             key = instance.encode() if instance is not None else None
-            self.position = (file.name, event.number + 1, self.position[2])
-            if partition_of(key, partitions) != self.partition:
-                continue
-            arrived = self._arrival(event)
+            mine = partition_of(key, partitions) == self.partition
+            arrived = self._arrival(event) if mine else self.position[2]
             self.position = (file.name, event.number + 1, arrived)
+            if not mine:
+                continue
             batch.append(RawRecord(file.source, self.partition, event.number, event.value(), key,
                                    (), arrived, event.error))
             if len(batch) >= source.batch_size:

@@ -146,7 +146,7 @@ class Shard:
         self.open_by_workflow: dict[str, int] = {}
         self._open_before: dict[str, int] = {}  # changed since `gauge_facts`: the count before
         self.early_counts: dict[str, Counts] = {}  # events settled before their instance began
-        self.followed: dict[str, list[Followed]] = {}  # corrections whose in-time run is open
+        self.followed: dict[str, list[Followed]] = {}  # corrections while a run is still open
 
     # -- input -----------------------------------------------------------------------------
 
@@ -427,12 +427,13 @@ class Shard:
         judge by."""
         followed = self.followed.pop(key, [])
         judged = self._judged(key)
+        if judged is None:
+            return
         for entry in followed:
-            if judged is None or (timer and entry.due_ms != at_ms):
-                if judged is not None:
-                    self.followed.setdefault(key, []).append(entry)
-                continue
-            self._correct(key, entry.late, judged, entry, out, at_ms + 1, at_ms)
+            if timer and entry.due_ms != at_ms:  # a timer it no longer waits for
+                self.followed.setdefault(key, []).append(entry)
+            else:
+                self._correct(key, entry.late, judged, entry, out, at_ms + 1, at_ms)
 
     def _correct(self, key: str, late: Event, judged: Judged, followed: Followed | None,
                  out: Out, until_ms: int, detected_at: int) -> None:
