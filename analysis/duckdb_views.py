@@ -66,6 +66,27 @@ VIEWS: list[tuple[str, str, str]] = [
            FROM dead_letters GROUP BY ALL ORDER BY records DESC, reason""",
     ),
     (
+        "event_time_jumps_per_partition",
+        "per input partition: records stamped more than --max-future-skew ahead of its event "
+        "time, admitted (jumped) or dead-lettered (refused), the first of them, and how many "
+        "records were late after the first jump",
+        """WITH firsts AS (
+               SELECT "partition", kind, count(*) AS records, max(ahead_ms) AS max_ahead_ms,
+                      min(from_time) AS since,
+                      arg_min(source, (from_time, source, "offset")) AS source,
+                      arg_min("offset", (from_time, source, "offset")) AS first_offset
+               FROM event_time_jumps GROUP BY ALL)
+           SELECT f."partition", f.kind, f.records, f.max_ahead_ms, f.since,
+                  f.source || '/' || f.first_offset AS first_record,
+                  CASE WHEN f.kind = 'jumped' THEN (
+                      SELECT count(*) FROM ledger l
+                      WHERE l."partition" = f."partition" AND l.disposition = 'late'
+                        AND (l.source > f.source
+                             OR (l.source = f.source AND l."offset" > f.first_offset)))
+                  ELSE 0 END AS late_after
+           FROM firsts f ORDER BY f."partition", f.kind""",
+    ),
+    (
         "input_accounting",
         "every input record by disposition: applied, ignored, anomalous, duplicate, late, "
         "dead_lettered",

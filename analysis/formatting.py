@@ -48,6 +48,11 @@ def utc(moment: datetime | None) -> str:
     return DASH if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def utc_text(text: str | None) -> str:
+    """`utc` of an ISO 8601 string (the JSON form of a time): whole, whatever its precision."""
+    return DASH if not text else utc(datetime.fromisoformat(text))
+
+
 def utc_ms(ms: int | None) -> str:
     """`utc` of epoch milliseconds."""
     return DASH if ms is None else utc(_EPOCH + timedelta(milliseconds=ms))

@@ -104,15 +104,23 @@ def _engine(partitions: Partitions, settings: Settings,
         out: list[Row] = []
         for partition, records in group_by_partition(batch):
             admission = admissions.get(partition) or admissions.setdefault(
-                partition, AdmissionLogic(config.rules, config.buckets, None))
+                partition, AdmissionLogic(config.rules, config.buckets, None, None,
+                                          config.shard.allowed_lateness_ms))
             for key, items in next(iter(admission.on_batch([(partition, records)])[0])):
                 logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
                 for chunk in logic.on_batch([(key, items)])[0]:
                     out += without_facts(chunk)
         rows += len(out)
         write(out, batch)
-    out = [row for logic in logics.values() for chunk in logic.on_eof()[0]
-           for row in without_facts(chunk)]
+    out = []
+    for admission in admissions.values():  # records still held for far-ahead stamps
+        for slices in admission.on_eof()[0]:
+            for key, items in slices:
+                logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
+                out += [row for chunk in logic.on_batch([(key, items)])[0]
+                        for row in without_facts(chunk)]
+    out += [row for logic in logics.values() for chunk in logic.on_eof()[0]
+            for row in without_facts(chunk)]
     write(out, [])
     return rows + len(out)
 

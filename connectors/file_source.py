@@ -9,7 +9,9 @@ is the files' name order, then row order. Every partition reads every file and k
 records, so no partition waits for another or for another worker.
 
 Arrival time: the `arrival_field` attribute or column if named and readable, else the event time,
-else the arrival of the partition's record before. Resume state: the file and row to read next.
+else (a row that is not an event) the arrival of the file's row before it, or at the very start
+of the input that of the next row with a time. Resume state: the file and row to read next, and
+the last arrival.
 
 Delivery guarantee: every row once, in order, on resume too.
 """
@@ -17,25 +19,18 @@ Delivery guarantee: every row once, in order, on resume too.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
-from functools import lru_cache
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from kafka.partitioner.default import murmur2
 
 from connectors.event_files import EventFile, FileEvent, read_events, time_ms
+from connectors.partitioner import partition_of
 from schemas.decode import DecodeRules, instance_id_of
 from schemas.errors import ConfigError
-from schemas.event import RawRecord
+from schemas.event import ARRIVAL_FIELD_HEADER, RawRecord
 
 FilePosition = tuple[str, int, int]
 """Resume state: the file's name, the row to read next in it, and the last arrival time."""
-
-
-@lru_cache(maxsize=65_536)
-def partition_of(key: bytes | None, partitions: int) -> int:
-    """Kafka's default partitioner (the Java client's, and kafka-python's) for a keyed record."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions if key is not None else 0
 
 
 class FileSource(FixedPartitionedSource[RawRecord, FilePosition]):
@@ -45,6 +40,10 @@ class FileSource(FixedPartitionedSource[RawRecord, FilePosition]):
                  arrival_field: str | None = None, batch_size: int = 2_000) -> None:
         self.files, self.rules, self.partitions = files, rules, partitions
         self.arrival_field, self.batch_size = arrival_field, batch_size
+        # JSON lines keep the arrival attribute in the value: the decoder leaves it out of the
+        # duplicate comparison (columnar rows drop the arrival column from the event already).
+        self.headers: tuple[tuple[str, bytes], ...] = (
+            ((ARRIVAL_FIELD_HEADER, arrival_field.encode()),) if arrival_field else ())
 
     def list_parts(self) -> list[str]:
         return [str(p) for p in range(self.partitions)]
@@ -80,6 +79,7 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
                               f"the input files ({', '.join(names)}): give the same files, or "
                               "start over with a new recovery folder")
         self.position: FilePosition = (name, row, arrived)
+        self.previous: FileEvent | None = None  # the file's last row with an event, any partition
         self.rows = self._rows(names.index(name), row)
 
     def _rows(self, index: int, first: int) -> Generator[tuple[EventFile, FileEvent]]:
@@ -95,9 +95,14 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
         partition with few records still hands control back often."""
         batch: list[RawRecord] = []
         source, partitions = self.source, self.source.partitions
-        for _ in range(source.batch_size * partitions):
+        undated: list[tuple[EventFile, FileEvent, bytes | None]] = []
+        rows = 0
+        while rows < source.batch_size * partitions or undated:
+            rows += 1
             found = next(self.rows, None)
             if found is None:
+                if undated:  # a file with no time at all: when it was written
+                    self._place(batch, undated, int(undated[0][0].path.stat().st_mtime * 1000))
                 if batch:
                     return batch
                 raise StopIteration
@@ -105,17 +110,44 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
             instance = instance_id_of(event.envelope, source.rules) if event.envelope else None
             key = instance.encode() if instance is not None else None
             mine = partition_of(key, partitions) == self.partition
-            arrived = self._arrival(event) if mine else self.position[2]
-            self.position = (file.name, event.number + 1, arrived)
-            if not mine:
-                continue
-            batch.append(RawRecord(file.source, self.partition, event.number, event.value(), key,
-                                   (), arrived, event.error))
-            if len(batch) >= source.batch_size:
+            if undated and (dated := self._dated(event)) is not None:
+                self._place(batch, undated, dated)
+            if mine:
+                arrived = self._arrival(event)
+                if arrived is None:
+                    undated.append((file, event, key))  # dated by the next row with a time
+                    continue
+                self.position = (file.name, event.number + 1, arrived)
+                batch.append(RawRecord(file.source, self.partition, event.number, event.value(),
+                                       key, source.headers, arrived, event.error))
+            else:
+                self.position = (file.name, event.number + 1, self.position[2])
+            if event.envelope is not None:
+                self.previous = event
+            if len(batch) >= source.batch_size and not undated:
                 break
         return batch
 
-    def _arrival(self, event: FileEvent) -> int:
+    def _place(self, batch: list[RawRecord], undated: list[tuple[EventFile, FileEvent,
+                                                                   bytes | None]],
+               arrived: int) -> None:
+        """The first rows of the input, which had no time to read, with the arrival `arrived`."""
+        for file, event, key in undated:
+            self.position = (file.name, event.number + 1, arrived)
+            batch.append(RawRecord(file.source, self.partition, event.number, event.value(), key,
+                                   self.source.headers, arrived, event.error))
+        undated.clear()
+
+    def _arrival(self, event: FileEvent) -> int | None:
+        """The named arrival attribute or column, else the event time; a row with neither (not
+        JSON, no time) arrives with the file's row before it (never at the epoch), or, at the
+        start of the input, with the next row that has a time (None: not known yet)."""
+        for candidate in (event, self.previous):
+            if candidate is not None and (ms := self._dated(candidate)) is not None:
+                return ms
+        return self.position[2] if self.position[2] != 0 else None
+
+    def _dated(self, event: FileEvent) -> int | None:
         field = self.source.arrival_field
         envelope: dict[str, Any] = event.envelope or {}
         named = event.arrival if event.arrival is not None else (
@@ -124,7 +156,7 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
             ms = time_ms(value) if value is not None else None
             if ms is not None:
                 return ms
-        return self.position[2]
+        return None
 
     def snapshot(self) -> FilePosition:
         return self.position

@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from analysis import plots
-from analysis.formatting import DASH, count, human_ms, json_ready, percent, utc
+from analysis.formatting import DASH, count, human_ms, json_ready, percent, utc, utc_text
 from analysis.timeline import find_workflow, instance_timeline
 from console import queries
 from console.reader import RunReader
@@ -118,7 +118,7 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
     """The console over `reader`'s run; `rules` decode the archive for the instance pages."""
     reader.check()
     env = Environment(loader=PackageLoader("console", "templates"), autoescape=True)
-    env.filters.update(count=count, ms=human_ms, percent=percent, utc=utc,
+    env.filters.update(count=count, ms=human_ms, percent=percent, utc=utc, utc_text=utc_text,
                        url=lambda v: quote(str(v), safe=""), shown=queries.shown)
     env.globals.update(DASH=DASH, out=str(reader.out))
 

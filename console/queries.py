@@ -53,7 +53,8 @@ SORTABLE = ("started_at", "last_at", "workflow_type", "instance_id", "state", "o
 
 def overview(conn: duckdb.DuckDBPyConnection) -> Row:
     """The one-pane numbers: input by disposition, outcomes, open instances by state, SLA
-    breaches per step, dead letters by reason, corrections, and each partition's watermark."""
+    breaches per step, dead letters by reason, corrections, each partition's watermark, and where
+    partitions' event time jumped (or a record far ahead was refused)."""
     accounting = {r["disposition"]: r["records"] for r in rows(conn, "FROM input_accounting")}
     return {
         "input": {"records": sum(accounting.values()), "by_disposition": accounting},
@@ -71,6 +72,7 @@ def overview(conn: duckdb.DuckDBPyConnection) -> Row:
                             "LIMIT 20"),
         "corrections_total": rows(conn, "SELECT count(*) AS n FROM corrections")[0]["n"],
         "partitions": partitions(conn),
+        "event_time_jumps": rows(conn, "FROM event_time_jumps_per_partition"),
     }
 
 

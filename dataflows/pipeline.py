@@ -16,7 +16,8 @@ environment variables).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from functools import partial
 from itertools import chain
 
@@ -39,6 +40,7 @@ from operators.admission_step import admit
 from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
+from operators.timeutil import to_ms as moment_ms
 from runtime.fatal import exit_with_message
 from runtime.gc_tuning import tune_gc
 from schemas.errors import ConfigError
@@ -72,6 +74,14 @@ def archive_batches(records: Iterable[RawRecord],
 def without_facts(rows: Iterable[Row]) -> list[Row]:
     """The table rows of one engine call (its fact tallies feed the metrics windows)."""
     return [row for row in rows if row[0] != FACT_TABLE]
+
+
+def wall_vouch(clock: Clock, idle_grace: timedelta | None) -> Callable[[], int] | None:
+    """On a live stream (`--idle-grace`), the event time the wall clock vouches for: now minus
+    the grace, as the idle shards' watermark follows it. None on bounded inputs: never wall time."""
+    if idle_grace is None:
+        return None
+    return lambda: moment_ms(clock() - idle_grace)
 
 
 def build_flow(
@@ -119,7 +129,8 @@ def build_flow(
                                                 f"{flow.flow_id}.admission",
                                                 f"{flow.flow_id}.workflow_state")
     slices = admit("admission", records, config.rules, config.buckets, saved_partitions,
-                   saved_shards)
+                   saved_shards, wall_vouch(clock, settings.time.idle_grace),
+                   config.shard.allowed_lateness_ms)
     # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
     # in every step it crosses.
     chunks = run_shards("workflow_state", slices, config)

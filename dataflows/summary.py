@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 
+from state.admission import span
+
 
 @dataclass(frozen=True)
 class Accuracy:
@@ -45,6 +47,23 @@ def accuracy(conn: duckdb.DuckDBPyConnection, truth_dir: Path) -> Accuracy:
     return Accuracy(*row)
 
 
+def jump_lines(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Per partition, where its event time jumped and what was refused as a broken clock."""
+    lines = []
+    for partition, kind, records, ahead_ms, first, late_after in conn.sql(
+            "SELECT partition, kind, records, max_ahead_ms, first_record, late_after "
+            "FROM event_time_jumps_per_partition").fetchall():
+        if kind == "refused":
+            lines.append(f"  partition {partition}: {records:,} records stamped up to "
+                         f"{span(ahead_ms)} ahead of its event time were dead-lettered "
+                         f"(time_out_of_range), the first at {first}")
+        else:
+            lines.append(f"  partition {partition}: event time jumped {records:,} times (up to "
+                         f"{span(ahead_ms)} at once), the first at {first}; {late_after:,} "
+                         "records late after it")
+    return ["event time:", *lines] if lines else []
+
+
 def processed_line(records: int, seconds: float, moved: int) -> str:
     """`processed N records in S s (R/s), M moved to another worker`."""
     rate = records / max(seconds, 1e-9)
@@ -72,6 +91,7 @@ def render(db_path: Path, parquet_dir: Path, truth_dir: Path | None, seconds: fl
         dead = conn.sql("SELECT reason, records FROM dead_letters_by_reason").fetchall()
         if dead:
             lines.append("dead letters: " + ", ".join(f"{r} {n}" for r, n in dead))
+        lines += jump_lines(conn)
         if truth_dir is not None and (truth_dir / "instances.parquet").exists():
             acc = accuracy(conn, truth_dir)
             lines.append(

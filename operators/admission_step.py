@@ -6,7 +6,7 @@ stay on the worker that reads the partition (`operators.locality`), so records n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import bytewax.operators as op
@@ -24,11 +24,16 @@ ShardSlice = tuple[str, list[Admitted]]
 
 class AdmissionLogic(StatefulBatchLogic[tuple[str, list[RawRecord]], list[ShardSlice],
                                         dict[str, Any]]):
-    """Bytewax glue around one partition's `Admission`; its snapshot is the frontier."""
+    """Bytewax glue around one partition's `Admission`; its snapshot is the frontier and the
+    records held back for stamps far ahead of it. `vouch`: the wall clock's trusted event time on
+    a live stream (`--idle-grace`), else None; `lateness_ms`: the run's allowed lateness."""
 
-    def __init__(self, rules: DecodeRules, buckets: int, resume: dict[str, Any] | None) -> None:
-        frontier = resume["frontier"] if resume is not None else NEVER
-        self.admission = Admission(rules, buckets, frontier)
+    def __init__(self, rules: DecodeRules, buckets: int, resume: dict[str, Any] | None,
+                 vouch: Callable[[], int] | None = None, lateness_ms: int = 0) -> None:
+        self.admission = Admission(rules, buckets, NEVER, rules.max_future_skew_ms, vouch,
+                                   lateness_ms)
+        if resume is not None:
+            self.admission.restore(resume)
 
     def on_batch(self, values: list[tuple[str, list[RawRecord]]]
                  ) -> tuple[Iterable[list[ShardSlice]], bool]:
@@ -36,8 +41,12 @@ class AdmissionLogic(StatefulBatchLogic[tuple[str, list[RawRecord]], list[ShardS
                    else [record for _, group in values for record in group])
         return [list(self.admission.admit(records).items())], False
 
+    def on_eof(self) -> tuple[Iterable[list[ShardSlice]], bool]:
+        groups = self.admission.finish()
+        return ([list(groups.items())] if groups else []), False
+
     def snapshot(self) -> dict[str, Any]:
-        return {"version": 1, "frontier": self.admission.frontier}
+        return self.admission.snapshot()
 
 
 def group_by_partition(records: list[RawRecord]) -> list[tuple[str, list[RawRecord]]]:
@@ -55,17 +64,19 @@ def group_by_partition(records: list[RawRecord]) -> list[tuple[str, list[RawReco
 
 
 def admit(step_id: str, records: Stream[RawRecord], rules: DecodeRules, buckets: int,
-          saved: Mapping[str, str], saved_shards: Mapping[str, str]
+          saved: Mapping[str, str], saved_shards: Mapping[str, str],
+          vouch: Callable[[], int] | None = None, lateness_ms: int = 0
           ) -> Stream[tuple[str, ReadGroup[ShardSlice]]]:
     """Admit every partition's records on the worker that read them, and key each shard's slice
     to that worker for the shard step. `saved`, `saved_shards`: the keys the partitions and the
-    shards have state under in the recovery folder, by name."""
+    shards have state under in the recovery folder, by name; `vouch`, `lateness_ms` as
+    `AdmissionLogic`'s."""
     probe_workers(f"{step_id}_worker_probe", records.flow())
     grouped = op.flat_map_batch(f"{step_id}_group", records,
                                 lambda batch: to_this_worker(group_by_partition(batch), saved))
     slices = op.stateful_batch(
         step_id, grouped,
-        lambda resume: CountMoved(AdmissionLogic(rules, buckets, resume),
+        lambda resume: CountMoved(AdmissionLogic(rules, buckets, resume, vouch, lateness_ms),
                                   lambda named: len(named[1])))
     return op.flat_map(f"{step_id}_to_shards", slices,
                        lambda key_slices: to_this_worker(key_slices[1], saved_shards))

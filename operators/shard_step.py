@@ -33,7 +33,7 @@ from runtime.crash_points import crash_point
 from runtime.progress import PROGRESS
 from schemas.decode import DecodeRules
 from schemas.event import DeadLetter
-from state.admission import Admitted
+from state.admission import Admitted, TimeJump
 from state.catalog import Catalog
 from state.clock import Clock, utc_now
 from state.output import Out, Row
@@ -134,13 +134,14 @@ def _origin(values: list[ShardSlice]) -> str:
     decoded = first[1]
     if decoded is None:
         return f"tick/{first[0]}"
-    record = decoded.record if isinstance(decoded, DeadLetter) else decoded
+    record = (decoded.record if isinstance(decoded, DeadLetter)
+              else decoded.event if isinstance(decoded, TimeJump) else decoded)
     return f"{record.source}/{record.partition}/{record.offset}"
 
 
 def _records(items: list[Admitted]) -> int:
-    """Records (not ticks) in a shard's slice: a tick comes last, if at all."""
-    return len(items) - (items[-1][1] is None)
+    """Records in a shard's slice: not its tick (last, if any) nor event-time jump notes."""
+    return sum(1 for _, decoded in items if decoded is not None and type(decoded) is not TimeJump)
 
 
 def run_shards(step_id: str, slices: Stream[tuple[str, ReadGroup[ShardSlice]]],

@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from functools import cache
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -89,6 +96,15 @@ class Telemetry:
                                        ["workflow_type"], registry=registry)
         self.late_events = Counter("flowkeeper_late_events", "events behind the watermark",
                                    ["workflow_type"], registry=registry)
+        self.time_jumps = Counter("flowkeeper_event_time_jumps",
+                                  "records stamped more than --max-future-skew ahead of their "
+                                  "partition's event time, per partition and kind (jumped: "
+                                  "corroborated and admitted; refused: dead-lettered)",
+                                  ["partition", "kind"], registry=registry)
+        self.last_jump = Gauge("flowkeeper_event_time_last_jump_seconds",
+                               "how far the partition's event time last jumped at once, or would "
+                               "have (kind refused), in seconds", ["partition", "kind"],
+                               registry=registry)
         self.snapshot_seconds = Histogram("flowkeeper_snapshot_duration_seconds",
                                           "time spent snapshotting one shard", registry=registry)
         self._shards: dict[str, ShardView] = {}
@@ -110,6 +126,10 @@ class Telemetry:
             tables[table] += 1
             if table == "dead_letters":
                 reasons[row["reason"]] += 1
+            elif table == "event_time_jumps":
+                labels = (str(row["partition"]), row["kind"])
+                self.time_jumps.labels(*labels).inc()
+                self.last_jump.labels(*labels).set(row["ahead_ms"] / 1000)
         if records:
             self.events_in.inc(records)
         for counter, tally in ((self.rows_out, tables), (self.dead_letters, reasons),

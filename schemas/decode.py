@@ -12,6 +12,7 @@ each record, so a replay reaches the same verdict.
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from pydantic_core import from_json
 
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers, is_binary_mode
 from schemas.errors import HeaderError, UnknownVersion
-from schemas.event import DeadLetter, Event, RawRecord
+from schemas.event import ARRIVAL_FIELD_HEADER, DeadLetter, Event, RawRecord
 from schemas.payloads.registry import PayloadRegistry
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older stamps are clock bugs, not business events
@@ -135,9 +136,24 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
     value = envelope.subject if route.id_field is None else _field(data, route.id_field)
     return Event(event_id, event_type, time_ms, route.workflow_type,
                  _instance_id(value, route, event_id, event_type), record.source,
-                 record.partition, record.offset, record.arrived_ms, zlib.crc32(record.value),
+                 record.partition, record.offset, record.arrived_ms, _body_crc(record),
                  _sequence(envelope.sequence, event_id, event_type),
                  _trace_id(envelope.traceparent))
+
+
+def _body_crc(record: RawRecord) -> int:
+    """The CRC that tells a redelivery (same id, same content) from a conflicting duplicate: of
+    the bytes, or, when a header names the attribute holding the arrival time (event files with
+    `--arrival-field`), of the content without it, so two deliveries that differ only in when
+    they arrived are the same event."""
+    for name, value in record.headers:
+        if name == ARRIVAL_FIELD_HEADER:
+            content = from_json(record.value)
+            if isinstance(content, dict):
+                content.pop(value.decode("utf-8", "replace"), None)
+            return zlib.crc32(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                         ensure_ascii=False).encode())
+    return zlib.crc32(record.value)
 
 
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,256})"')
@@ -182,7 +198,7 @@ def _typed_event(record: RawRecord, rules: DecodeRules) -> Event | None:
     sequence = envelope.sequence
     traceparent = envelope.traceparent
     return Event(event_id, event_type, time_ms, route.workflow_type, value, record.source,
-                 record.partition, record.offset, record.arrived_ms, zlib.crc32(record.value),
+                 record.partition, record.offset, record.arrived_ms, _body_crc(record),
                  None if sequence is None else _sequence(sequence, event_id, event_type),
                  None if traceparent is None else _trace_id(traceparent))
 

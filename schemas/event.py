@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ARRIVAL_FIELD_HEADER = "flowkeeper-arrival-field"
+"""A record header naming the value's attribute that holds its arrival time (`--arrival-field`
+of event files): transport metadata, left out when telling a duplicate from a conflicting one."""
+
 
 # Records and events are never changed after they are built, but are not `frozen`: a frozen
 # dataclass sets each field through `object.__setattr__`, which made building an `Event` 3 times

@@ -175,6 +175,29 @@ METRICS = pa.schema(
     ]
 )
 
+# A record stamped more than --max-future-skew ahead of its partition's event time
+# (`state.admission`): `jumped` when the partition's later traffic corroborated it and the clock
+# moved there, `refused` when it did not and the record became a `time_out_of_range` dead letter.
+EVENT_TIME_JUMPS = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("workflow_type", pa.string()),
+        ("instance_id", pa.string()),
+        ("kind", pa.string()),
+        ("from_time", TS),
+        ("to_time", TS),
+        ("ahead_ms", pa.int64()),
+        ("votes_with", pa.int32()),
+        ("votes_against", pa.int32()),
+        ("shard", pa.string()),
+    ]
+)
+
 # Every record a source read, exactly as received, for replay (`flowkeeper replay`). `error` is set
 # only when the source reported a read error instead of a record (replayed as `source_error`).
 ARCHIVE = pa.schema(
@@ -200,6 +223,7 @@ TABLES: dict[str, pa.Schema] = {
     "dead_letters": DEAD_LETTERS,
     "ledger": LEDGER,
     "metrics": METRICS,
+    "event_time_jumps": EVENT_TIME_JUMPS,
     "archive": ARCHIVE,
 }
 
@@ -217,6 +241,7 @@ TIME_COLUMN: dict[str, str] = {
     "dead_letters": "arrived_at",
     "ledger": "arrived_at",
     "metrics": "window_start",
+    "event_time_jumps": "from_time",
     "archive": "arrived_at",
 }
 

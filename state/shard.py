@@ -37,7 +37,7 @@ from typing import Any
 from schemas.decode import DecodeRules
 from schemas.errors import SnapshotError
 from schemas.event import DeadLetter, Event
-from state.admission import NEVER, Admitted
+from state.admission import NEVER, Admitted, TimeJump
 from state.cases import CaseInstance
 from state.catalog import Catalog
 from state.dedupe import Seen, seen_crc, seen_from_dict, with_seen
@@ -161,6 +161,9 @@ class Shard:
                 self.watermark = watermark
                 self._release(out)
         if decoded is None:
+            return
+        if isinstance(decoded, TimeJump):
+            out.row("event_time_jumps", decoded.to_row())
             return
         if isinstance(decoded, DeadLetter):
             self._dead_letter(decoded, out)

@@ -22,6 +22,15 @@ from dataflows.cli import main
 INSTANCES, SEED = 400, 7
 
 
+def run_command(out: Path, *args: str) -> str:
+    """`flowkeeper run --out OUT --overwrite ARGS` in this process; returns what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["run", "--out", str(out), "--overwrite", *args])
+    assert code == 0, printed.getvalue()
+    return printed.getvalue()
+
+
 @cache
 def demo_run() -> Path:
     """The `--out` folder of a finished 400-instance simulator run, with its truth and archive."""

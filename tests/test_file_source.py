@@ -26,7 +26,7 @@ import pytest
 
 from analysis.output_diff import compare_outputs
 from connectors.event_files import columnar_event, time_ms
-from connectors.file_source import partition_of
+from connectors.partitioner import partition_of
 from connectors.simulator import SimulatorConfig, simulate
 from dataflows.cli import main
 from dataflows.settings import BUNDLED_DEFINITIONS
@@ -34,6 +34,7 @@ from schemas.decode import instance_id_of
 from schemas.payloads.registry import PayloadRegistry
 from state.catalog import load_catalog
 from tests.crash_kit import parquet_rows
+from tests.demo_kit import run_command as run
 from tests.kafka_broker import Broker
 
 VERDICTS = ("outcomes", "commands", "transitions", "anomalies", "corrections")
@@ -63,15 +64,6 @@ def write_lines(path: Path, lines: list[bytes]) -> Path:
     with opener(path, "wb") as f:
         f.writelines(line + b"\n" for line in lines)
     return path
-
-
-def run(out: Path, *args: str) -> str:
-    """`flowkeeper run` in this process; returns what it printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["run", "--out", str(out), "--overwrite", *args])
-    assert code == 0, printed.getvalue()
-    return printed.getvalue()
 
 
 def query(out: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -386,3 +378,37 @@ def test_the_readme_example_runs_as_pasted(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert query(tmp_path / "out" / "file", "SELECT outcome, timed_out_step FROM outcomes") == [
         ("compensation_failed", "reserving_inventory")]
+
+
+def test_duplicates_that_differ_only_in_arrival_are_duplicates(lines: list[bytes],
+                                                               tmp_path: Path) -> None:
+    """The --arrival-field attribute is transport metadata: the same event delivered twice with
+    two arrival stamps is a `duplicate`, while one whose content differs is still a conflicting
+    duplicate (`anomalous`)."""
+    events = [json.loads(line) for line in lines[:30]]
+    for event in events:
+        event["arrivedat"] = event["time"]
+    again = {**events[10], "arrivedat": "2026-01-01T23:59:00Z"}
+    changed = {**events[10], "arrivedat": "2026-01-01T23:59:30Z", "source": "/elsewhere"}
+    path = write_lines(tmp_path / "redelivered.jsonl",
+                       [json.dumps(e).encode() for e in [*events, again, changed]])
+    out = tmp_path / "out"
+    run(out, "--source", "file", str(path), "--arrival-field", "arrivedat")
+    dispositions = dict(query(out, 'SELECT "offset", disposition FROM ledger WHERE "offset" > 30'))
+    assert dispositions == {31: "duplicate", 32: "anomalous"}
+
+
+def test_lines_that_are_no_event_arrive_with_their_neighbours(lines: list[bytes],
+                                                             tmp_path: Path) -> None:
+    """A line that cannot be decoded arrives with the file's line before it, and at the very start
+    with the first line that has a time: never at the epoch."""
+    mixed = [b"not json at the start", b"\xff\xfe", *lines[:20], b"not json inside", *lines[20:40]]
+    path = write_lines(tmp_path / "mixed.jsonl", mixed)
+    out = tmp_path / "out"
+    run(out, "--source", "file", str(path))
+    arrived = dict(query(out, 'SELECT "offset", epoch_ms(arrived_at) FROM ledger'))
+    times = {n: time_ms(json.loads(line)["time"]) for n, line in enumerate(mixed, start=1)
+             if line.startswith(b"{")}
+    assert arrived[1] == arrived[2] == times[3]
+    assert arrived[23] == times[22]
+    assert min(arrived.values()) == min(times.values())

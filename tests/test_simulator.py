@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import AbortExecution, StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
+from kafka.partitioner.default import murmur2
 
 from connectors.simulator import (
     Faults,
@@ -129,13 +129,15 @@ def test_offsets_are_contiguous_per_partition(sim: Simulation) -> None:
 
 
 def test_all_events_of_an_instance_share_one_partition(sim: Simulation) -> None:
-    """An instance's records all go to partition crc32(instance id) mod partitions, keyed by it."""
+    """An instance's records all go to the partition Kafka's default partitioner gives its id
+    (murmur2, as event files and `produce` place records), keyed by it."""
     partitions = collections.defaultdict(set)
     for record, truth in zip(sim.records(), sim.truth_records, strict=True):
         assert record.key == truth.instance_id.encode()
         partitions[truth.instance_id].add(record.partition)
     for instance_id, found in partitions.items():
-        assert found == {zlib.crc32(instance_id.encode()) % sim.config.partitions}
+        want = (murmur2(instance_id.encode()) & 0x7FFFFFFF) % sim.config.partitions
+        assert found == {want}
 
 
 def test_arrival_times_never_decrease_within_a_partition(sim: Simulation) -> None:

@@ -15,11 +15,11 @@ import bisect
 import itertools
 import random
 import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from connectors.partitioner import partition_of
 from connectors.simulator.config import SimulatorConfig
 from connectors.simulator.oracle import Arrival, Meta, arrivals, judge
 from connectors.simulator.payloads import ID_PREFIX, Facts, sample
@@ -76,10 +76,12 @@ class _Context:
 
     @property
     def partition(self) -> int:
-        return zlib.crc32(self.key) % self.config.partitions
+        return partition_of(self.key, self.config.partitions)
 
     def delay(self) -> int:
-        return self.rng.randint(0, self.config.allowed_lateness_ms // 4)
+        """Milliseconds between an event's stamp and its arrival: never none, since an arrival
+        equal to the stamp reads as a copy of it (`state.admission`), not a measurement."""
+        return self.rng.randint(0, self.config.allowed_lateness_ms // 4) + 1
 
     def meta(self, **fields: Any) -> Meta:
         return Meta(self.plan.workflow, self.plan.instance_id, **fields)
