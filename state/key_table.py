@@ -59,7 +59,10 @@ class KeyTable:
     def remember(self, key: str, event: Event) -> int:
         """Record that `key` has seen `event`: `NEW`, or an exact `DUPLICATE` of an id it has
         seen, or a `CONFLICTING` one (same id, other bytes)."""
-        seen = self.seen.get(key, ())
+        seen = self.seen.get(key)
+        if seen is None:  # a key's first event (`with_seen` of nothing, without the calls)
+            self.seen[key] = (event.event_id, event.body_crc)
+            return NEW
         crc = seen_crc(seen, event.event_id)
         if crc is None:
             self.seen[key] = with_seen(seen, event.event_id, event.body_crc)
