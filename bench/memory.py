@@ -67,7 +67,7 @@ def hold_open(instances: int) -> dict[str, Any]:
             shard.receive(admitted, out)
         shard.release(out)
     for shard in shards.values():  # apply the events still held back for lateness
-        shard.advance_to(shard.frontier + 1, Discard(shard.name))
+        shard.advance_to(shard.clock.frontier + 1, Discard(shard.name))
     gc.collect()
     held = rss_kib() - before
     opened = sum(s.open_instances for s in shards.values())

@@ -1,7 +1,7 @@
 """One source of truth for recovery and scaling under `python -m bytewax.run`.
 
 `flowkeeper run` applies the recovery folder, snapshot and backup intervals and worker count from
-the settings itself. Under `python -m bytewax.run "dataflows.pipeline:build_flow()"` Bytewax's own
+the settings itself. Under `python -m bytewax.run "dataflows.bytewax_main:flow()"` Bytewax's own
 flags decide them (`-r`, `-s`, `-b`, `-w`, or their `BYTEWAX_*` variables), while the dataflow
 needs the recovery folder too (its Parquet writers replace an earlier attempt's files only on a
 start without a snapshot). So there the flags win: a recovery folder given only as `-r` is taken
@@ -60,3 +60,4 @@ def reconcile(settings: Settings, flags: argparse.Namespace) -> Settings:
     if folder is not None and recovery.dir is None:
         return settings.with_flags(recovery_dir=folder)
     return settings
+

@@ -9,13 +9,12 @@
     records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
 
 Run it with `flowkeeper run`, or the Bytewax way:
-`python -m bytewax.run "dataflows.pipeline:build_flow()"` (settings then come from `FLOWKEEPER_*`
+`python -m bytewax.run "dataflows.bytewax_main:flow()"` (settings then come from `FLOWKEEPER_*`
 environment variables).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import partial
@@ -43,7 +42,6 @@ from operators.telemetry import Telemetry, start_telemetry
 from operators.timeutil import to_ms as moment_ms
 from runtime.fatal import exit_with_message
 from runtime.gc_tuning import tune_gc
-from schemas.errors import ConfigError
 from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
@@ -96,15 +94,12 @@ def build_flow(
     Without `telemetry`, `settings.telemetry.metrics_port` starts the process's metrics endpoint.
     Tunes the process's garbage collector for the engine (`runtime.gc_tuning`). Under `python -m
     bytewax.run`, its recovery and scaling flags are the ones that count
-    (`dataflows.bytewax_run`)."""
+    (`dataflows.bytewax_run`); a `ConfigError` names every setting that disagrees with them.
+    A library function: it raises, the commands print the error and exit."""
     settings = settings or Settings()
     flags = bytewax_run_flags() if source is None else None
     if flags is not None:
-        try:
-            settings = reconcile(settings, flags)
-        except ConfigError as e:
-            print(f"flowkeeper: error: {e}", file=sys.stderr)
-            sys.exit(2)
+        settings = reconcile(settings, flags)
     tune_gc()
     if telemetry is None and settings.telemetry.metrics_port:
         telemetry = start_telemetry(settings.telemetry.metrics_port)

@@ -28,7 +28,7 @@ from bytewax.operators import StatefulBatchLogic
 from operators.admission_step import ShardSlice
 from operators.locality import CountMoved, ReadGroup
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
-from operators.timeutil import from_ms, to_ms
+from operators.timeutil import to_ms
 from runtime.crash_points import crash_point
 from runtime.progress import PROGRESS
 from schemas.decode import DecodeRules
@@ -65,12 +65,12 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
         if resume is not None:
             started = time.perf_counter()
             self.shard = Shard.restore(resume, config.catalog, config.rules, config.shard)
-            PROGRESS.restored(len(self.shard.instances), time.perf_counter() - started)
+            PROGRESS.restored(len(self.shard.keys.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
     def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[list[Row]], bool]:
         shard = self._shard(values[0][0])
-        out = Out(shard.name, fact_clock=shard.fact_clock)
+        out = Out(shard.name)
         records = 0
         for _, items in values:
             records += _records(items)
@@ -88,18 +88,13 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
         grace = self.config.idle_grace
         if grace is None or self.shard is None:
             return None
-        due = self.shard.next_due()
-        if due is None or due >= END_OF_TIME:
-            return None
-        return max(self.last_input, from_ms(due)) + grace
+        return self.shard.wake_at(self.last_input, grace)
 
     def on_notify(self) -> tuple[Iterable[list[Row]], bool]:
         assert self.shard is not None and self.config.idle_grace is not None
         now = self.config.clock()
         out = Out(self.shard.name)
-        if now - self.last_input >= self.config.idle_grace:
-            self.shard.advance_to(to_ms(now - self.config.idle_grace), out)
-            self.shard.gauge_facts(out)
+        self.shard.idle_advance(now, self.last_input, self.config.idle_grace, out)
         rows = out.with_facts(f"idle/{to_ms(now)}")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
         return ([rows] if rows else []), False
@@ -109,7 +104,6 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
             return [], False
         out = Out(self.shard.name)
         self.shard.advance_to(END_OF_TIME, out)
-        self.shard.gauge_facts(out)
         rows = out.with_facts("eof")
         observe_batch(self.config.telemetry, self.shard, 0, rows)
         return ([rows] if rows else []), False

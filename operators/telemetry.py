@@ -136,7 +136,7 @@ class Telemetry:
                                (self.deadlines_fired, fired), (self.late_events, late)):
             for label, n in tally.items():
                 counter.labels(label).inc(n)
-        self._shards[shard.name] = (shard.watermark, dict(shard.open_by_workflow))
+        self._shards[shard.name] = (shard.clock.watermark, dict(shard.keys.open_by_workflow))
 
     def timing_snapshot(self) -> AbstractContextManager[object]:
         """Time one `snapshot()` call."""

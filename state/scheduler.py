@@ -14,9 +14,7 @@ compared as tuples, read by name.
 from __future__ import annotations
 
 import heapq
-import sys
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from schemas.event import Event
 from state.machine import DeadlineRef
@@ -80,35 +78,18 @@ class Scheduler:
         heads = [heap[0][0] for heap in (self.events, self.timers) if heap]
         return min(heads) if heads else None
 
+    def due(self, watermark: int) -> bool:
+        """Whether anything is before `watermark` (due for release): the head of either heap."""
+        events, timers = self.events, self.timers
+        return bool((events and events[0].time_ms < watermark)
+                    or (timers and timers[0].due_ms < watermark))
+
     def evictions(self) -> set[str]:
         """Keys with an eviction scheduled."""
         return {timer.key for timer in self.timers if timer.kind == EVICT}
 
-    def to_data(self) -> list[tuple[Any, ...]]:
-        """Both heaps as one list of plain tuples (a snapshot's `queue`)."""
-        return [*((*e[:4], _event_to_data(e.event), e.out_of_order) for e in self.events),
-                *(tuple(t) for t in self.timers)]
-
-    @classmethod
-    def from_data(cls, queue: Sequence[Sequence[Any]], arrivals: int) -> Scheduler:
-        scheduler = cls(arrivals)
-        scheduler.events = [Buffered(e[0], e[1], e[2], e[3], event, e[5],
-                                     sys.intern(event.instance_key))
-                            for e in queue if e[1] == EVENT
-                            for event in [_event_from_data(e[4])]]
-        scheduler.timers = [Timer(*e) for e in queue if e[1] != EVENT]
-        heapq.heapify(scheduler.events)
-        heapq.heapify(scheduler.timers)
-        return scheduler
-
-
-_EVENT_FIELDS = ("event_id", "type", "time_ms", "workflow_type", "instance_id", "source",
-                 "partition", "offset", "arrived_ms", "body_crc", "sequence", "trace_id")
-
-
-def _event_to_data(event: Event) -> tuple[Any, ...]:
-    return tuple(getattr(event, f) for f in _EVENT_FIELDS)
-
-
-def _event_from_data(data: Sequence[Any]) -> Event:
-    return Event(**dict(zip(_EVENT_FIELDS, data, strict=True)))
+    def restore(self, events: list[Buffered], timers: list[Timer], arrivals: int) -> None:
+        """Take the entries and arrival counter of a snapshot (`state.shard_snapshot`)."""
+        self.events, self.timers, self.arrivals = events, timers, arrivals
+        heapq.heapify(self.events)
+        heapq.heapify(self.timers)

@@ -5,7 +5,7 @@ workflow type, definition version, then its fields), not a dict. The snapshot na
 of each kind's rows once (`layouts`), and restoring maps values to fields by those names: adding,
 removing or reordering a dataclass field can never put a value into the wrong field. A field the
 snapshot lacks takes its default; a saved field this code no longer has stops the restore with a
-`SnapshotError` (write a migration step in `state.shard.migrate_snapshot`).
+`SnapshotError` (write a migration step in `state.shard_snapshot.migrate_snapshot`).
 
 The field list is the dataclass itself (`dataclasses.fields`), so it is written in one place.
 """
@@ -57,12 +57,12 @@ class InstanceCodec:
         unknown = [name for name in saved if name not in self.fields]
         if unknown:
             msg = (f"{self.kind} instances in this snapshot have fields {unknown} that this code "
-                   "does not know; add a migration step in state.shard.migrate_snapshot")
+                   "does not know; add a migration step in state.shard_snapshot.migrate_snapshot")
             raise SnapshotError(msg)
         missing = [name for name in self.fields if name not in saved and name not in self._defaults]
         if missing:
             msg = (f"{self.kind} instances in this snapshot lack the fields {missing}, which have "
-                   "no default; add a migration step in state.shard.migrate_snapshot")
+                   "no default; add a migration step in state.shard_snapshot.migrate_snapshot")
             raise SnapshotError(msg)
         cls, mutable = self.cls, self._mutable
         if saved == self.fields:

@@ -17,3 +17,20 @@ REST = [
     ce("e1", "OrderPlaced", 300, "e"),
 ]
 LATENESS_MS = 60_000
+
+# Behind `fixtures/shard_snapshot_v4.repr` (written by the code of 5df5bec, the last v4): a shard
+# with every kind of row a snapshot holds: open orders and a case, an evicted order's tombstone
+# with its history, a late payment still followed (with its re-judge timer), deadlines, evictions
+# and forgets pending, early counts, and events still held back for lateness.
+V4_PREFIX = [
+    *PREFIX,
+    ce("p1", "OrderPlaced", 100, "p"), ce("f1", "OrderPlaced", 131, "f"),
+    ce("g1", "OrderPlaced", 186, "g"), ce("p2", "PaymentAuthorized", 125, "p"),
+    ce("x1", "PaymentAuthorized", 150, "x"), ce("g2", "OrderViewed", 187, "g"),
+]
+V4_REST = [
+    ce("c3", "OrderCancelled", 8, "c"), ce("p3", "InventoryReserved", 132, "p"),
+    ce("h1", "OrderPlaced", 200, "h"), ce("b3", "PaymentAuthorized", 10, "b"),
+    ce("h2", "PaymentAuthorized", 201, "h"), ce("t3", "Closed", 260, subject="case-1"),
+    ce("k1", "OrderPlaced", 400, "k"),
+]

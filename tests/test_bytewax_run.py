@@ -4,6 +4,7 @@ apply stops the run with one line naming both (`dataflows.bytewax_run`)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tests.test_locality import finished, run, verify
 SIM = {"FLOWKEEPER_SOURCE__SIM_INSTANCES": "2000", "FLOWKEEPER_SOURCE__SIM_SEED": "23",
        "FLOWKEEPER_SINKS__FLUSH_INTERVAL": "0.05", "FLOWKEEPER_SINKS__PARQUET_BATCH_ROWS": "500",
        "FLOWKEEPER_SINKS__DUCKDB": "false"}
-FLOW = "dataflows.pipeline:build_flow()"
+FLOW = "dataflows.bytewax_main:flow()"
 
 
 def bytewax_run(out: Path, *flags: str, **env: str) -> subprocess.Popen[bytes]:
@@ -27,6 +28,21 @@ def bytewax_run(out: Path, *flags: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW, *flags], cwd=REPO,
                             env={**clean, **SIM, "FLOWKEEPER_OUT": str(out), **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_build_flow_raises_the_config_error_and_leaves_exiting_to_the_command(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`build_flow` is a library function: a setting bytewax.run would not apply is a
+    `ConfigError` for its caller (the command `dataflows.bytewax_main:flow` exits with it)."""
+    from dataflows import pipeline
+    from dataflows.settings import Settings
+    from schemas.errors import ConfigError
+
+    flags = argparse.Namespace(recovery_directory=None, snapshot_interval=None,
+                               backup_interval=None, workers_per_process=2)
+    monkeypatch.setattr(pipeline, "bytewax_run_flags", lambda: flags)
+    with pytest.raises(ConfigError, match="-w is 2"):
+        pipeline.build_flow(Settings.from_flags(out=tmp_path / "out", workers=1))
 
 
 def init_recovery(folder: Path) -> None:

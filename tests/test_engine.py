@@ -150,7 +150,8 @@ def test_late_payment_after_eviction_is_judged_from_the_tombstone(catalog: Catal
     also after a snapshot and restore in between."""
     h = Harness(catalog, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
                                                ce("o2", "OrderPlaced", 200, "o2"))
-    assert "shop_order/o1" in h.shard.tombstones and "shop_order/o1" not in h.shard.instances
+    keys = h.shard.keys
+    assert "shop_order/o1" in keys.tombstones and "shop_order/o1" not in keys.instances
     if resume:
         h.shard = Shard.restore(h.shard.snapshot(), h.shard.catalog, h.shard.rules,
                                 h.shard.config)
@@ -172,7 +173,7 @@ def test_a_what_if_after_eviction_replays_the_events_that_came_after_the_end(
         ce("e3", "InventoryReserved", 8), ce("e4", "ItemsPicked", 9), ce("e5", "LabelPrinted", 10),
         ce("p1", "OrderPlaced", 200, "other"), ce("e6", "OrderShipped", 201),
         ce("p2", "OrderCancelled", 205, "other"))  # moves the watermark past the shipment
-    assert h.shard.tombstones["shop_order/o1"].outcome == "compensation_failed"
+    assert h.shard.keys.tombstones["shop_order/o1"].outcome == "compensation_failed"
     h.feed(ce("e7", "InvoiceSent", 11))
     (correction,) = h.tables()["corrections"]
     assert (correction["original_outcome"], correction["corrected_outcome"],
@@ -306,10 +307,10 @@ def test_parallel_branches_must_all_finish(catalog: Catalog) -> None:
         ce("e3", "InventoryReserved", 2), ce("e4", "ItemsPicked", 3), ce("e5", "ItemsPicked", 4),
         ce("e6", "LabelPrinted", 5),
         ce("tick", "OrderPlaced", 6, "o2"))
-    assert h.shard.instances["shop_order/o1"].state == "packing"
+    assert h.shard.keys.instances["shop_order/o1"].state == "packing"
     assert h.dispositions()[4] == "anomalous"
     h.feed(ce("e7", "InvoiceSent", 7), ce("tick2", "OrderPlaced", 8, "o3"))
-    assert h.shard.instances["shop_order/o1"].state == "shipping"
+    assert h.shard.keys.instances["shop_order/o1"].state == "shipping"
 
 
 def test_deadline_measured_from_a_named_earlier_event(catalog: Catalog) -> None:
@@ -336,8 +337,8 @@ def test_finished_instances_are_evicted_leaving_a_tombstone(catalog: Catalog) ->
                                                ce("e2", "PaymentDeclined", 1),
                                                ce("o2", "OrderPlaced", 10, "o2"),
                                                ce("o3", "OrderPlaced", 200, "o3"))
-    assert "shop_order/o1" not in h.shard.instances
-    assert "shop_order/o1" in h.shard.tombstones
+    assert "shop_order/o1" not in h.shard.keys.instances
+    assert "shop_order/o1" in h.shard.keys.tombstones
     h.feed(ce("e1", "OrderPlaced", 0), ce("e9", "OrderShipped", 201),
            ce("o4", "OrderPlaced", 203, "o4"))
     assert h.dispositions()[4] == "duplicate"
@@ -351,10 +352,10 @@ def test_tombstones_expire_too(catalog: Catalog) -> None:
                                                ce("e2", "PaymentDeclined", 1),
                                                ce("o2", "OrderPlaced", 10, "o2"),
                                                ce("o3", "OrderPlaced", 200, "o3"))
-    assert "shop_order/o1" in h.shard.tombstones
+    assert "shop_order/o1" in h.shard.keys.tombstones
     h.feed(ce("o4", "OrderPlaced", 3 * 24 * 60, "o4"))
-    assert "shop_order/o1" not in h.shard.tombstones
-    assert "shop_order/o1" not in h.shard.seen
+    assert "shop_order/o1" not in h.shard.keys.tombstones
+    assert "shop_order/o1" not in h.shard.keys.seen
 
 
 def test_running_instances_keep_their_definition_version(tmp_path: Path) -> None:
@@ -362,7 +363,7 @@ def test_running_instances_keep_their_definition_version(tmp_path: Path) -> None
     v1 = write_catalog(tmp_path / "a", ORDER_V1)
     h = Harness(v1, lateness_ms=MIN).feed(ce("e1", "OrderPlaced", 0),
                                           ce("x", "OrderViewed", 2, "o9"))
-    assert "shop_order/o1" in h.shard.instances
+    assert "shop_order/o1" in h.shard.keys.instances
     snapshot = h.shard.snapshot()
     v2_text = ORDER_V1.replace("version: 1", "version: 2").replace("after: 30m", "after: 20m")
     both = write_catalog(tmp_path / "b", ORDER_V1, v2_text)

@@ -133,10 +133,10 @@ LATE_TYPES = ["PaymentAuthorized", "InventoryReserved", "ItemsPicked", "InvoiceS
 
 def verdict_of(h: Harness, key: str) -> tuple[str | None, str]:
     """(outcome, state) of an instance, live or from its tombstone; (None, "") if never started."""
-    instance = h.shard.instances.get(key)
+    instance = h.shard.keys.instances.get(key)
     if instance is not None:
         return instance.outcome, instance.state
-    tombstone = h.shard.tombstones.get(key)
+    tombstone = h.shard.keys.tombstones.get(key)
     return (tombstone.outcome, tombstone.state) if tombstone is not None else (None, "")
 
 
@@ -174,7 +174,7 @@ def test_a_correction_is_what_a_run_with_the_late_event_in_time_concludes(
     in_time = sorted([*history, late], key=lambda timed: timed[0])  # stable: late after ties
     fresh = Harness(catalog, MINUTE).feed(*(v for _, v in in_time), pushers[0],
                                           *(v for _, v in tail), pushers[1])
-    assert fresh.shard.watermark == real.shard.watermark
+    assert fresh.shard.clock.watermark == real.shard.clock.watermark
     want, before = verdict_of(fresh, "shop_order/o1"), verdict_of(real, "shop_order/o1")
     corrections = real.tables().get("corrections", [])
     if want == before:

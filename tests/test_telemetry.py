@@ -119,7 +119,7 @@ def test_watermark_lag_is_the_wall_clock_minus_the_partition_watermark() -> None
     catalog = load_catalog(Settings().definitions)
     for name, watermark_s in (("3/0", NOW - 90), ("3/1", NOW - 30), ("4/0", NOW - 5)):
         shard = Shard(name, catalog, catalog.decode_rules(PayloadRegistry()), ShardConfig())
-        shard.watermark = int(watermark_s * 1000)
+        shard.clock.watermark = int(watermark_s * 1000)
         telemetry.observe(shard, 0, [])
     lag = {s.labels["partition"]: s.value for s in registry.collect() for s in s.samples
            if s.name == "flowkeeper_watermark_lag_seconds"}
