@@ -1,0 +1,72 @@
+"""The input format a run reads (`--format`), loaded and checked before anything runs: a format
+that names a type no definition knows or a field of no payload model stops the run with one line
+naming it (`schemas.mapping`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from dataflows.settings import Settings
+from schemas.decode import DecodeRules
+from schemas.errors import ConfigError, DefinitionError
+from schemas.mapping import (
+    CLOUDEVENTS,
+    FORMATS_FILE,
+    FormatSpec,
+    MappingReader,
+    check_format,
+    format_spec,
+    known_types_of,
+    load_formats,
+)
+from schemas.payloads.bundled import bundled_registry
+from schemas.payloads.registry import PayloadRegistry
+from state.catalog import Catalog
+
+
+def formats_file(definitions: Path, named: Path | None) -> Path | None:
+    """The formats file: the one named, else `formats.yaml` beside the definitions, if any."""
+    if named is not None:
+        if not named.is_file():
+            raise ConfigError(f"--formats {named}: no such file; name the YAML file holding "
+                              "'formats:'")
+        return named
+    folder = definitions if definitions.is_dir() else definitions.parent
+    found = folder / FORMATS_FILE
+    return found if found.is_file() else None
+
+
+def loaded_formats(definitions: Path, named: Path | None) -> dict[str, FormatSpec]:
+    """Every format of the formats file (none without one)."""
+    file = formats_file(definitions, named)
+    return load_formats(file) if file is not None else {}
+
+
+def check_formats(formats: dict[str, FormatSpec], catalog: Catalog,
+                  registry: PayloadRegistry) -> list[str]:
+    """The problems of every format against the loaded definitions and payload models."""
+    rules = catalog.decode_rules(registry)
+    known = known_types_of(rules.routes, rules.catch_all is not None)
+    return [p for name, spec in sorted(formats.items())
+            for p in check_format(name, spec, known, registry)]
+
+
+def run_reader(settings: Settings, catalog: Catalog) -> MappingReader | None:
+    """The reader of `--format` (None: CloudEvents, today's decoder), checked against the
+    definitions; a `DefinitionError` (one line per problem) or `ConfigError` stops the run."""
+    name = settings.source.format
+    formats = loaded_formats(settings.definitions, settings.source.formats)
+    if name == CLOUDEVENTS:
+        return None
+    spec = format_spec(name, formats)
+    problems = check_formats({name: spec}, catalog, bundled_registry())
+    if problems:
+        raise DefinitionError("\n".join(problems))
+    return MappingReader(name, spec)
+
+
+def with_format(rules: DecodeRules, settings: Settings, catalog: Catalog) -> DecodeRules:
+    """The rules reading the run's `--format`."""
+    reader = run_reader(settings, catalog)
+    return rules if reader is None else replace(rules, reader=reader)
