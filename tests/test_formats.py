@@ -183,8 +183,8 @@ OUTBOX_HEADERS = (("id", b"e-1"), ("eventType", b"OrderPlaced"))
     (b'"not {json"', b"o-1", OUTBOX_HEADERS, "mapping_failed", "a string but not JSON"),
     (json.dumps(ORDER).encode(), b"o-1", (("id", b"e-1"),), "mapping_failed",
      "type (header 'eventType')"),
-    (json.dumps(ORDER).encode(), b"o-1", (("id", b"\xff"), ("eventType", b"OrderPlaced")), "mapping_failed",
-     "not UTF-8"),
+    (json.dumps(ORDER).encode(), b"o-1", (("id", b"\xff"), ("eventType", b"OrderPlaced")),
+     "mapping_failed", "not UTF-8"),
 ])
 def test_bad_outbox_messages_are_one_dead_letter_each(value: bytes, key: bytes,
                                                       headers: tuple[tuple[str, bytes], ...],
@@ -332,8 +332,8 @@ def ledger(out: Path) -> list[tuple[Any, ...]]:
 def test_a_mapped_file_run_and_its_replay_match_the_cloudevents_file(
         simulation: Simulation, formats_file: Path, tmp_path: Path) -> None:
     """The workload as JSON lines in the `shop` format, read by `run --source file --format
-    shop` (arrival from the event time, as the CloudEvents lines' default): the verdicts and dispositions of the CloudEvents lines, and its archive replays
-    identical."""
+    shop` (arrival from the event time, as the CloudEvents lines' default): the verdicts and
+    dispositions of the CloudEvents lines, and its archive replays identical."""
     records = [r for r in sorted(simulation.records(), key=lambda r: (r.arrived_ms, r.offset))
                if not r.headers and b"\n" not in r.value]
     writer = FormatWriter(spec_of("shop"), RULES)
