@@ -10,12 +10,16 @@ it stays bad input in any format.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastavro import parse_schema, schemaless_writer
+
+from schemas.avro_wire import MAGIC
 from schemas.decode import DecodeRules, decode
 from schemas.envelope import envelope_from_headers, is_binary_mode
 from schemas.event import Event, RawRecord
@@ -110,3 +114,11 @@ def _rendered_time(ms: int, field: Source) -> Any:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     zone = ZoneInfo(field.zone) if field.zone else UTC
     return moment.astimezone(zone).strftime(fmt)
+
+
+def confluent_avro(value: dict[str, Any], schema: Any, schema_id: int) -> bytes:
+    """`value` in Confluent's Avro wire format: magic 0, the schema id, Avro binary."""
+    stream = io.BytesIO()
+    stream.write(bytes([MAGIC]) + schema_id.to_bytes(4, "big"))
+    schemaless_writer(stream, parse_schema(schema), value)
+    return stream.getvalue()

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from connectors.schema_registry import SchemaRegistry
 from dataflows.settings import Settings
+from schemas.avro_wire import AvroDecoder, local_schemas
 from schemas.decode import DecodeRules
 from schemas.errors import ConfigError, DefinitionError
 from schemas.mapping import (
@@ -63,7 +65,23 @@ def run_reader(settings: Settings, catalog: Catalog) -> MappingReader | None:
     problems = check_formats({name: spec}, catalog, bundled_registry())
     if problems:
         raise DefinitionError("\n".join(problems))
-    return MappingReader(name, spec)
+    return MappingReader(name, spec, avro_decoder(settings) if spec.encoding == "avro" else None)
+
+
+def avro_decoder(settings: Settings) -> AvroDecoder | None:
+    """Avro schemas from the registry (checked reachable now) or the local folder; None when
+    neither is set (`MappingReader` then says what to give)."""
+    source = settings.source
+    if source.schema_registry_url:
+        password = source.schema_registry_password
+        registry = SchemaRegistry(source.schema_registry_url, source.schema_registry_username,
+                                  password.get_secret_value() if password else None,
+                                  source.schema_registry_ca)
+        registry.check()
+        return AvroDecoder(registry.schema)
+    if source.avro_schemas is not None:
+        return AvroDecoder(local_schemas(source.avro_schemas))
+    return None
 
 
 def with_format(rules: DecodeRules, settings: Settings, catalog: Catalog) -> DecodeRules:

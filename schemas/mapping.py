@@ -24,6 +24,9 @@ object, a JSON string, or either wrapped by Kafka Connect's JSON converter as
 timestamp; any of them can be named instead. The format of that name with no entry reads
 exactly those defaults.
 
+`encoding: avro` reads values in Confluent's Avro wire format (`schemas.avro_wire`) into the value
+the paths then read; Avro timestamps are read as the time as they are.
+
 A record the format cannot read raises `MappingFailed` (dead letter `mapping_failed`) naming the
 path; everything after (type known, time in range, payload valid) the decoder judges as for
 CloudEvents.
@@ -31,6 +34,7 @@ CloudEvents.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -42,6 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
+from schemas.avro_wire import AvroDecoder
 from schemas.errors import ConfigError, DefinitionError
 from schemas.event import RawRecord
 from schemas.mapped import Mapped, MappingFailed
@@ -105,6 +110,7 @@ class FormatSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base: Literal["json", "debezium-outbox"] = "json"
+    encoding: Literal["json", "avro"] = "json"  # avro: Confluent's wire format (`avro_wire`)
     id: Source | None = None
     type: Source | None = None
     time: Source | None = None
@@ -224,8 +230,11 @@ Getter = Callable[[Any, RawRecord | None], Any]
 class MappingReader:
     """A `FormatSpec` compiled into getters: reads records into `Mapped` (`RecordReader`)."""
 
-    def __init__(self, name: str, spec: FormatSpec) -> None:
-        self.name, self.spec = name, spec
+    def __init__(self, name: str, spec: FormatSpec, avro: AvroDecoder | None = None) -> None:
+        if spec.encoding == "avro" and avro is None:
+            raise ConfigError(f"format {name!r} reads Avro: give --schema-registry-url or "
+                              "--avro-schemas (a folder of <schema id>.avsc files)")
+        self.name, self.spec, self.avro = name, spec, avro if spec.encoding == "avro" else None
         outbox = spec.base == "debezium-outbox"
         self._outbox = outbox
         self._id = self._getter("id", spec.id or Source(header="id"))
@@ -249,6 +258,8 @@ class MappingReader:
         self._to_time = _time_reader(time)
 
     def read(self, record: RawRecord) -> Mapped:
+        if self.avro is not None:
+            return self._mapped(self._unwrap(self.avro.value(record.value)), record)
         try:
             value = from_json(record.value)
         except ValueError as e:
@@ -295,6 +306,9 @@ class MappingReader:
         data = self._payload(value, record) if self._payload else (
             {k: v for k, v in value.items() if k not in self._consumed} if self._consumed
             else value)
+        if isinstance(data, str):  # a payload column or Avro field holding JSON text
+            with contextlib.suppress(ValueError):  # not JSON: judged just below
+                data = from_json(data)
         if not isinstance(data, dict):
             raise self._failed("payload", f"{_shown(data)} is not a JSON object", event_id)
         if self._fields:
@@ -420,6 +434,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
     fmt = source.format or "rfc3339"
     if fmt == "rfc3339":
         def rfc3339(raw: Any) -> str | int:
+            if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
+                return (raw - _EPOCH) // _MS
             if not isinstance(raw, str):
                 raise ValueError(f"{_shown(raw)} is not RFC 3339 text such as "
                                  "'2026-01-01T10:00:00Z'")
