@@ -445,6 +445,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
         scale = _EPOCH_SCALE[fmt]
 
         def epoch(raw: Any) -> str | int:
+            if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
+                return (raw - _EPOCH) // _MS
             if isinstance(raw, str) and _DECIMAL.fullmatch(raw):
                 raw = float(raw) if "." in raw else int(raw)
             if isinstance(raw, bool) or not isinstance(raw, int | float) or raw != raw:
