@@ -122,3 +122,26 @@ def confluent_avro(value: dict[str, Any], schema: Any, schema_id: int) -> bytes:
     stream.write(bytes([MAGIC]) + schema_id.to_bytes(4, "big"))
     schemaless_writer(stream, parse_schema(schema), value)
     return stream.getvalue()
+
+
+def avro_value(value: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """A format's JSON value made to fit a record schema: a nested object or list where the schema
+    has a string is written as JSON text (a payload field holding JSON), RFC 3339 text where it
+    has an Avro timestamp as that time, a decimal string where it has a number as that number."""
+    fields = schema.get("fields", []) if isinstance(schema, dict) else []
+    fitted = dict(value)
+    for field in fields:
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        found = fitted.get(field["name"])
+        if isinstance(found, dict | list) and "string" in kinds:
+            fitted[field["name"]] = json.dumps(found, separators=(",", ":"))
+        elif isinstance(found, str) and _timestamp(kinds):
+            fitted[field["name"]] = datetime.fromisoformat(found.replace("Z", "+00:00"))
+        elif isinstance(found, str) and found.isdigit() and {"long", "int"} & set(map(str, kinds)):
+            fitted[field["name"]] = int(found)  # a decimal `sequence` or `dataversion`
+    return fitted
+
+
+def _timestamp(kinds: list[Any]) -> bool:
+    return any(isinstance(k, dict) and str(k.get("logicalType", "")).startswith("timestamp-")
+               for k in kinds)

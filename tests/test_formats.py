@@ -267,9 +267,11 @@ def simulation() -> Simulation:
     return simulate(simulator_config(SETTINGS), CATALOG)
 
 
-def run_flow(settings: Settings, partitions: list[list[RawRecord]], workers: int) -> Rows:
+def run_flow(settings: Settings, partitions: list[list[RawRecord]] | None, workers: int) -> Rows:
+    """The dataflow on these partitions (None: the source the settings name), rows collected."""
     rows: Rows = []
-    flow = build_flow(settings, source=SimulatorSource(partitions), sink=TestingSink(rows))
+    source = SimulatorSource(partitions) if partitions is not None else None
+    flow = build_flow(settings, source=source, sink=TestingSink(rows))
     if workers == 1:
         run_main(flow)
     else:
