@@ -265,12 +265,14 @@ class MappingReader:
         except ValueError as e:
             msg = f"format {self.name!r}: the value is not JSON ({e}); send one JSON object"
             raise MappingFailed("mapping_failed", msg) from e
-        return self._mapped(self._unwrap(value), record)
+        plain = type(value) is dict and not self._outbox
+        return self._mapped(value if plain else self._unwrap(value), record)
 
     def read_object(self, value: Any) -> Mapped:
         return self._mapped(self._unwrap(value), None)
 
     def _unwrap(self, value: Any) -> Any:
+        """The object the paths read: Connect's wrapping and a payload string undone (outbox)."""
         if self._outbox:
             value = _connect_payload(value)
             if isinstance(value, str):
@@ -288,13 +290,10 @@ class MappingReader:
 
     def _mapped(self, value: dict[str, Any], record: RawRecord | None) -> Mapped:
         event_id = self._id(value, record)
-        if isinstance(event_id, int) and not isinstance(event_id, bool):
-            event_id = str(event_id)
-        if not isinstance(event_id, str) or not 0 < len(event_id) <= 512:
-            raise self._failed("id", f"{_shown(event_id)} is no event id (text of 1 to 512 "
-                               "characters)")
+        if type(event_id) is not str or not 0 < len(event_id) <= 512:
+            event_id = self._event_id(event_id)
         raw_type = self._type(value, record)
-        if not isinstance(raw_type, str) or not 0 < len(raw_type) <= 256:
+        if type(raw_type) is not str or not 0 < len(raw_type) <= 256:
             raise self._failed("type", f"{_shown(raw_type)} is no event type (text of 1 to 256 "
                                "characters)", event_id)
         event_type = self._names.get(raw_type, raw_type)
@@ -332,6 +331,15 @@ class MappingReader:
             setattr(mapped, name, found)
         return mapped
 
+    def _event_id(self, found: Any) -> str:
+        """An id that is not plain text: a whole number as text, anything else a failure."""
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found)
+        if not isinstance(found, str) or not 0 < len(found) <= 512:
+            raise self._failed("id", f"{_shown(found)} is no event id (text of 1 to 512 "
+                               "characters)")
+        return found
+
     def _failed(self, attribute: str, problem: str, event_id: str | None = None) -> MappingFailed:
         source = {"id": self.spec.id or Source(header="id"),
                   "type": self.spec.type or Source(header="eventType"),
@@ -357,6 +365,13 @@ class MappingReader:
             return lambda value, record: constant
         if source.path is not None:
             steps = [int(s) if s.isdigit() else s for s in source.path.split(".")]
+            if len(steps) == 1 and isinstance(steps[0], str):  # the common case, one lookup
+                name = steps[0]
+
+                def at_key(value: dict[str, Any], record: RawRecord | None) -> Any:
+                    found = value.get(name)  # the value is a dict (`_unwrap`)
+                    return absent() if found is None else found
+                return at_key
 
             def at_path(value: Any, record: RawRecord | None) -> Any:
                 for step in steps:
