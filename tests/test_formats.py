@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -355,3 +358,27 @@ def test_a_mapped_file_run_and_its_replay_match_the_cloudevents_file(
                      "--formats", str(formats_file)]) == 0
     for diff in compare_outputs(got, replayed, (*tables, "ledger", "dead_letters")):
         assert diff.identical, (diff.table, diff.differences[:3])
+
+
+def test_the_readme_format_runs_as_pasted(tmp_path: Path) -> None:
+    """The README's five-line mapping and its two-event file, pasted into an empty folder, run:
+    both events applied, the order paid before it times out."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Your own event format", 1)[1]
+    mapping = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert len(mapping.strip().splitlines()) == 5
+    (tmp_path / "formats.yaml").write_text(mapping)
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / "shop"
+    conn = duckdb.connect(str(out / "flowkeeper.duckdb"), read_only=True)
+    try:
+        assert conn.execute("SELECT event_id, disposition FROM ledger ORDER BY 1").fetchall() == [
+            ("e1", "applied"), ("e2", "applied")]
+        assert conn.execute("SELECT timed_out_step FROM outcomes").fetchall() == [
+            ("reserving_inventory",)]
+    finally:
+        conn.close()
