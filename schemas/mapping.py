@@ -318,7 +318,8 @@ class MappingReader:
                     data[name] = found
         mapped = Mapped(event_id, event_type, time, data)
         if self._instance is not None:
-            mapped.instance_id = self._instance(value, record)
+            found = self._instance(value, record)
+            mapped.instance_id = None if found is _MISSING else found  # None: the route's
         for name, get in self._optional:
             found = get(value, record)
             if found is _MISSING:

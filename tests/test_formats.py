@@ -382,3 +382,36 @@ def test_the_readme_format_runs_as_pasted(tmp_path: Path) -> None:
             ("reserving_inventory",)]
     finally:
         conn.close()
+
+
+def test_an_optional_instance_id_falls_back_to_the_definitions_field() -> None:
+    """`instance_id: {path: ..., optional: true}` absent: the id is where the definition finds it
+    (order_fulfilment: `data.order_id`); present: the format's id wins."""
+    spec = FormatSpec.model_validate({"id": "id", "type": {"constant": "OrderPlaced"},
+                                      "time": "at", "data_version": {"constant": 2},
+                                      "payload": "order",
+                                      "instance_id": {"path": "ref", "optional": True}})
+    rules = rules_for("x", spec)
+    value = {"id": "e-1", "at": "2026-01-01T10:00:00Z", "order": ORDER}
+    absent = decode(RawRecord("t", 0, 0, json.dumps(value).encode()), rules)
+    present = decode(RawRecord("t", 0, 1, json.dumps({**value, "ref": "r-9"}).encode()), rules)
+    assert isinstance(absent, Event) and isinstance(present, Event)
+    assert (absent.instance_id, present.instance_id) == ("o-1", "r-9")
+
+
+def test_fields_rename_a_services_keys_to_the_payload_models() -> None:
+    """The issue's own shape (`orderId`, `customerId`, camelCase): `fields` rename them; the keys
+    they were read from leave the payload, the rest stays."""
+    spec = FormatSpec.model_validate({
+        "id": "eventId", "type": {"path": "eventType", "names": {"order.placed": "OrderPlaced"}},
+        "time": {"path": "occurredAt", "format": "epoch_ms"},
+        "fields": {"order_id": "orderId", "customer_id": "customerId"}})
+    value = {"eventId": "e-1", "eventType": "order.placed", "occurredAt": 1767261600000,
+             "orderId": "o-1", "customerId": "c-1", "total": 12.5, "items": ["MUG-01"]}
+    rules = rules_for("x", spec)
+    event = decode(RawRecord("t", 0, 0, json.dumps(value).encode()), rules)
+    assert isinstance(event, Event), event
+    assert event.instance_id == "o-1"
+    extra = decode(RawRecord("t", 0, 0, json.dumps({**value, "note": "x"}).encode()), rules)
+    assert isinstance(extra, DeadLetter) and extra.reason == "payload_invalid"
+    assert "data.note" in extra.message
