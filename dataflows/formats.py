@@ -4,6 +4,8 @@ naming it (`schemas.mapping`)."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,15 +59,28 @@ def check_formats(formats: dict[str, FormatSpec], catalog: Catalog,
 def run_reader(settings: Settings, catalog: Catalog) -> MappingReader | None:
     """The reader of `--format` (None: CloudEvents, today's decoder), checked against the
     definitions; a `DefinitionError` (one line per problem) or `ConfigError` stops the run."""
-    name = settings.source.format
-    formats = loaded_formats(settings.definitions, settings.source.formats)
+    return named_reader(settings.source.format, settings.definitions, settings.source.formats,
+                        catalog, lambda: avro_decoder(settings))
+
+
+def named_reader(name: str, definitions: Path, named: Path | None, catalog: Catalog,
+                 avro: Callable[[], AvroDecoder | None] = lambda: None) -> MappingReader | None:
+    """The checked reader of the format `name` (None: CloudEvents)."""
+    formats = loaded_formats(definitions, named)
     if name == CLOUDEVENTS:
         return None
     spec = format_spec(name, formats)
     problems = check_formats({name: spec}, catalog, bundled_registry())
     if problems:
         raise DefinitionError("\n".join(problems))
-    return MappingReader(name, spec, avro_decoder(settings) if spec.encoding == "avro" else None)
+    return MappingReader(name, spec, avro() if spec.encoding == "avro" else None)
+
+
+def archive_rules(args: argparse.Namespace, catalog: Catalog) -> DecodeRules:
+    """Rules decoding a run's archive as the run did (`dataflows.format_flags`)."""
+    rules = catalog.decode_rules(bundled_registry())
+    reader = named_reader(args.format, args.definitions, args.formats, catalog)
+    return rules if reader is None else replace(rules, reader=reader)
 
 
 def avro_decoder(settings: Settings) -> AvroDecoder | None:
