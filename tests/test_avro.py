@@ -8,6 +8,8 @@ import base64
 import contextlib
 import io
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -71,9 +73,10 @@ class Registry:
 
 
 @contextlib.contextmanager
-def registry_server(registry: Registry) -> Iterator[Registry]:
+def registry_server(registry: Registry, tls: tuple[Path, Path] | None = None,
+                    ) -> Iterator[Registry]:
     """A schema registry on localhost serving `GET /subjects` and `GET /schemas/ids/{id}` as
-    Confluent's does."""
+    Confluent's does; over https with `tls` (certificate, key)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -106,9 +109,14 @@ def registry_server(registry: Registry) -> Iterator[Registry]:
             """Quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    registry.url = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "https" if tls is not None else "http"
+    registry.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     try:
         yield registry
     finally:
@@ -188,6 +196,21 @@ def test_the_registry_client_caches_retries_and_authenticates() -> None:
         assert registry.paths == ["/subjects", *["/schemas/ids/7"] * 3, "/schemas/ids/12"]
         with pytest.raises(ConfigError, match="HTTP 401"):
             SchemaRegistry(registry.url, "fk", "wrong").check()
+
+
+def test_the_registry_client_trusts_the_ca_it_is_given(tmp_path: Path) -> None:
+    """Over https, the registry's certificate is verified against `--schema-registry-ca`: with it
+    the schema comes back, without it the start check stops with one line."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with registry_server(Registry({SCHEMA_ID: SCHEMA}), tls=(cert, key)) as registry:
+        trusting = SchemaRegistry(registry.url, ca_file=cert)
+        trusting.check()
+        assert trusting.schema(SCHEMA_ID) == SCHEMA
+        with pytest.raises(ConfigError, match="CERTIFICATE_VERIFY_FAILED"):
+            SchemaRegistry(registry.url).check()
 
 
 def test_an_unreachable_registry_stops_the_run_with_one_line(tmp_path: Path) -> None:
