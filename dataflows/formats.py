@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from connectors.schema_registry import SchemaRegistry
 from dataflows.settings import Settings
 from schemas.avro_wire import AvroDecoder, local_schemas
@@ -103,3 +105,30 @@ def with_format(rules: DecodeRules, settings: Settings, catalog: Catalog) -> Dec
     """The rules reading the run's `--format`."""
     reader = run_reader(settings, catalog)
     return rules if reader is None else replace(rules, reader=reader)
+
+
+RUN_FORMAT_FILE = "input_format.yaml"
+"""Written into a run's --out: the one format its input was read with, so `replay` reads the
+archive the same way without being told."""
+
+
+def record_format(settings: Settings) -> None:
+    """Keep the run's format beside its outputs (none for CloudEvents)."""
+    path = settings.out / RUN_FORMAT_FILE
+    name = settings.source.format
+    if name == CLOUDEVENTS:
+        path.unlink(missing_ok=True)
+        return
+    spec = format_spec(name, loaded_formats(settings.definitions, settings.source.formats))
+    settings.out.mkdir(parents=True, exist_ok=True)
+    document = {"formats": {name: spec.model_dump(mode="json", exclude_defaults=True)}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def recorded_format(out: Path) -> tuple[str, Path] | None:
+    """The format a run in `out` read (its name and the file holding it), if it left one."""
+    path = out / RUN_FORMAT_FILE
+    if not path.is_file():
+        return None
+    (name,) = load_formats(path)
+    return name, path

@@ -338,8 +338,8 @@ def test_a_mapped_file_run_and_its_replay_match_the_cloudevents_file(
         simulation: Simulation, formats_file: Path, tmp_path: Path) -> None:
     """The workload as JSON lines in the `shop` format, read by `run --source file --format
     shop` (arrival from the event time, as the CloudEvents lines' default): the verdicts and
-    dispositions of the CloudEvents lines; its archive replays identical and `inspect --format`
-    reads it."""
+    dispositions of the CloudEvents lines; its archive replays identical (the run recorded its
+    format) and `inspect --format` reads it."""
     records = [r for r in sorted(simulation.records(), key=lambda r: (r.arrived_ms, r.offset))
                if not r.headers and b"\n" not in r.value]
     writer = FormatWriter(spec_of("shop"), RULES)
@@ -355,8 +355,7 @@ def test_a_mapped_file_run_and_its_replay_match_the_cloudevents_file(
                                                                        diff.differences[:3])
     assert ledger(got) == ledger(want)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["replay", str(got), "--out", str(replayed), "--format", "shop",
-                     "--formats", str(formats_file)]) == 0
+        assert main(["replay", str(got), "--out", str(replayed)]) == 0
     for diff in compare_outputs(got, replayed, (*tables, "ledger", "dead_letters")):
         assert diff.identical, (diff.table, diff.differences[:3])
     instance = json.loads(writer.write(records[0]).value)["instance"]
