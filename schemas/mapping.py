@@ -157,6 +157,11 @@ def load_formats(file: Path) -> dict[str, FormatSpec]:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p not in ("function-after",)) or "(top)"
         msg = str(first.get("ctx", {}).get("error", first["msg"]))
+        if first["type"] == "extra_forbidden":
+            depth = len(first["loc"])
+            model = FormatsFile if depth == 1 else FormatSpec if depth == 3 else Source
+            msg = (f"unknown key {first['loc'][-1]!r}; the keys here are "
+                   f"{', '.join(model.model_fields)}")
         raise DefinitionError(f"{file}: at {where}: {msg}") from e
     for name in parsed.formats:
         if name in BUILT_IN and name != DEBEZIUM_OUTBOX:

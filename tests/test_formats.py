@@ -422,3 +422,23 @@ def test_fields_rename_a_services_keys_to_the_payload_models() -> None:
     extra = decode(RawRecord("t", 0, 0, json.dumps({**value, "note": "x"}).encode()), rules)
     assert isinstance(extra, DeadLetter) and extra.reason == "payload_invalid"
     assert "data.note" in extra.message
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    ({"id": "id", "tyep": "t", "type": "t", "time": "at"}, "formats.mine.tyep: unknown key"),
+    ({"id": {"path": "id", "optinal": True}, "type": "t", "time": "at"}, "are path, header"),
+    ({"type": "t", "time": "at"}, "map 'id'"),
+    ({"id": {"path": "id", "header": "id"}, "type": "t", "time": "at"}, "exactly one of"),
+])
+def test_a_formats_file_that_does_not_parse_names_the_place(tmp_path: Path, entry: dict[str, Any],
+                                                            named: str) -> None:
+    """A misspelt key, a missing attribute, a source in two places: `check-definitions` says
+    where in the formats file, in one line, exit 2."""
+    formats = tmp_path / "formats.yaml"
+    formats.write_text(yaml.safe_dump({"formats": {"mine": entry}}))
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["check-definitions", str(BUNDLED_DEFINITIONS), "--formats",
+                     str(formats)]) == 2
+    lines = printed.getvalue().strip().splitlines()
+    assert len(lines) == 1 and str(formats) in lines[0] and named in lines[0], lines
