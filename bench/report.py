@@ -11,6 +11,8 @@ RATIOS = [
     ("pipeline / twin", "pipeline", "twin", 0.25, "min"),
     ("pipeline_sinks / twin", "pipeline_sinks", "twin", 0.15, "min"),
     ("decode_only / twin", "decode_only", "twin", 0.6, "min"),
+    ("decode_mapped / decode_only", "decode_mapped", "decode_only", 0.8, "min"),
+    ("decode_avro / decode_only", "decode_avro", "decode_only", 0.8, "min"),
     ("baseline / twin", "baseline", "twin", None, "min"),
     ("pipeline / baseline", "pipeline", "baseline", None, "min"),  # what the runtime keeps
     ("recovery on / off", "pipeline_recovery", "pipeline_sinks", 0.9, "min"),

@@ -38,6 +38,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.archive_format import ArchiveFile, find_archive, partition_files, records_of
 from schemas.decode import DecodeRules
 from schemas.event import RawRecord
+from schemas.mapped import MappingFailed
 from state.clock import Clock, utc_now
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -99,13 +100,19 @@ class ReplayFilter:
         """The workflow filter, per record (it needs the event type)."""
         if not self.workflows or self.rules is None:
             return True
-        event_type = _event_type(record)
+        event_type = _event_type(record, self.rules)
         route = self.rules.route(event_type) if event_type is not None else None
         return route is not None and route.workflow_type in self.workflows
 
 
-def _event_type(record: RawRecord) -> str | None:
-    """The CloudEvents `type`: the `ce_type` header (binary mode) or the JSON attribute."""
+def _event_type(record: RawRecord, rules: DecodeRules) -> str | None:
+    """The CloudEvents `type`: the `ce_type` header (binary mode) or the JSON attribute; or the
+    type the run's format reads."""
+    if rules.reader is not None:
+        try:
+            return rules.reader.read(record).event_type
+        except MappingFailed:
+            return None
     for key, value in record.headers:
         if key == "ce_type" and value is not None:
             return value.decode("utf-8", "replace")

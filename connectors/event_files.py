@@ -7,6 +7,8 @@ Formats, told by the file name:
   keeps only its first bytes (the decoder dead-letters it as too large).
 - `.parquet`: one column per CloudEvents attribute, `data` as a JSON string or a struct column.
 - `.csv`: the same with a header line; every cell is text and empty cells are left out.
+- `.avro`: an Avro object container file of a service's own records (its schema inside), each
+  record read as a JSON object by a `--format` mapping; Avro timestamps become RFC 3339 text.
 - JSON lines and CSV may be compressed: `.gz`, `.zst` / `.zstd` or `.bz2` after the format.
 A Parquet or CSV row becomes the structured-mode JSON of its event (attributes and `data`), so the
 archive and the dead letters hold what the row said.
@@ -29,13 +31,15 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic_core import from_json
 
 from schemas.errors import ConfigError
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv",
+           ".avro": "avro"}
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -101,11 +105,11 @@ def _event_file(path: Path) -> EventFile:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(f"{path}: {what}; name event files (.jsonl, .ndjson, .csv, .parquet)")
-    if kind not in FORMATS or (compression and FORMATS[kind] == "parquet"):
+    if kind not in FORMATS or (compression and FORMATS[kind] in ("parquet", "avro")):
         raise ConfigError(
             f"{path}: unknown event file format; name it .jsonl or .ndjson (CloudEvents JSON, one "
             "a line), .csv or .parquet (a column per attribute), the text ones optionally ending "
-            f"in {', '.join(COMPRESSIONS)}")
+            f"in {', '.join(COMPRESSIONS)}, or .avro (Avro container files, read by --format)")
     return EventFile(path, FORMATS[kind], compression)
 
 
@@ -114,10 +118,13 @@ def _probe(file: EventFile) -> None:
     try:
         if file.format == "parquet":
             pq.ParquetFile(file.path).schema_arrow  # noqa: B018 (reads the footer)
+        elif file.format == "avro":
+            with file.path.open("rb") as stream:
+                fastavro.reader(stream)  # reads the header and its schema
         else:
             with _open(file) as stream:
                 stream.read(65_536)
-    except (OSError, pa.ArrowException) as e:
+    except (OSError, pa.ArrowException, ValueError) as e:
         kind = f"a {file.compression} file of {file.format}" if file.compression else file.format
         raise ConfigError(f"{file.path}: not readable as {kind} ({e}); check the file and "
                           "its name's format and compression") from e
@@ -131,13 +138,14 @@ def read_events(file: EventFile, *, max_bytes: int, first: int = 1,
                 arrival_field: str | None = None) -> Iterator[FileEvent]:
     """The file's rows from row `first` on. A read failure part-way (a truncated gzip file) ends
     the file with one `FileEvent` carrying the error, so it is dead-lettered, not lost."""
-    rows = {"jsonl": _json_lines, "csv": _csv_rows, "parquet": _parquet_rows}[file.format]
+    rows = {"jsonl": _json_lines, "csv": _csv_rows, "parquet": _parquet_rows,
+            "avro": _avro_rows}[file.format]
     number = first - 1
     try:
         for event in rows(file, first, max_bytes, arrival_field):
             number = event.number
             yield event
-    except (OSError, pa.ArrowException, csv.Error, UnicodeError) as e:
+    except (OSError, pa.ArrowException, csv.Error, UnicodeError, ValueError, EOFError) as e:
         yield FileEvent(number + 1, None, b"", error=f"{file.name}: unreadable from row "
                         f"{number + 1} on: {e}")
 
@@ -186,6 +194,16 @@ def _parquet_rows(file: EventFile, first: int, max_bytes: int,
             if number >= first:
                 yield columnar_event(number, {k: v for k, v in row.items() if v is not None},
                                      arrival_field)
+
+
+def _avro_rows(file: EventFile, first: int, max_bytes: int,
+               arrival_field: str | None) -> Iterator[FileEvent]:
+    with file.path.open("rb") as stream:
+        for number, row in enumerate(fastavro.reader(stream), start=1):
+            if number < first:
+                continue
+            # Kept whole, as a JSON line is: the arrival field is read from it by name.
+            yield FileEvent(number, dict(row) if isinstance(row, dict) else {"value": row})
 
 
 def columnar_event(number: int, row: dict[str, Any], arrival_field: str | None) -> FileEvent:

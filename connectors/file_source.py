@@ -28,6 +28,7 @@ from connectors.partitioner import partition_of
 from schemas.decode import DecodeRules, instance_id_of
 from schemas.errors import ConfigError
 from schemas.event import ARRIVAL_FIELD_HEADER, RawRecord
+from schemas.mapped import MappingFailed
 
 FilePosition = tuple[str, int, int]
 """Resume state: the file's name, the row to read next in it, and the last arrival time."""
@@ -67,6 +68,11 @@ def file_records(source: FileSource) -> Iterator[RawRecord]:
             partition.close()
 
 
+def _written_ms(file: EventFile) -> int:
+    """When a file was last written: the arrival of rows nothing else dates."""
+    return int(file.path.stat().st_mtime * 1000)
+
+
 class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
     """Reads every file from the saved position on and yields this partition's records."""
 
@@ -99,10 +105,12 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
         rows = 0
         while rows < source.batch_size * partitions or undated:
             rows += 1
+            if len(undated) >= source.batch_size:  # no time in sight (a format without `time`)
+                self._place(batch, undated, _written_ms(undated[0][0]))
             found = next(self.rows, None)
             if found is None:
-                if undated:  # a file with no time at all: when it was written
-                    self._place(batch, undated, int(undated[0][0].path.stat().st_mtime * 1000))
+                if undated:  # no row of the input has a time
+                    self._place(batch, undated, _written_ms(undated[0][0]))
                 if batch:
                     return batch
                 raise StopIteration
@@ -148,15 +156,27 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
         return self.position[2] if self.position[2] != 0 else None
 
     def _dated(self, event: FileEvent) -> int | None:
+        """The row's arrival attribute or column, else its event time (where its `--format`
+        finds it), else None."""
         field = self.source.arrival_field
         envelope: dict[str, Any] = event.envelope or {}
         named = event.arrival if event.arrival is not None else (
             envelope.get(field) if field else None)
-        for value in (named, envelope.get("time")):
+        for value in (named, self._event_time(event, envelope)):
             ms = time_ms(value) if value is not None else None
             if ms is not None:
                 return ms
         return None
+
+    def _event_time(self, event: FileEvent, envelope: dict[str, Any]) -> Any:
+        reader = self.source.rules.reader
+        if reader is None or event.envelope is None:
+            return envelope.get("time")
+        try:
+            return reader.read(RawRecord("file", self.partition, event.number,
+                                         event.value())).time
+        except MappingFailed:  # unreadable by the format: the decoder dead-letters it, undated
+            return None
 
     def snapshot(self) -> FilePosition:
         return self.position

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataflows.format_flags import format_arguments
 from dataflows.settings import BUNDLED_DEFINITIONS
 from schemas.errors import ConfigError
 
@@ -68,6 +69,7 @@ def add_inspect(sub: Any) -> Handler:
     inspect.add_argument("--workflow", help="the workflow type, when the id exists in several")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a timeline")
     _output_arguments(inspect)
+    format_arguments(inspect)
     return cmd_inspect
 
 
@@ -75,7 +77,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Print one instance's timeline (or its JSON)."""
     from analysis.outputs import RunOutputs, open_outputs
     from analysis.timeline import instance_timeline
-    from schemas.payloads.bundled import bundled_registry
+    from dataflows.formats import archive_rules
     from state.catalog import load_catalog
 
     catalog = load_catalog(args.definitions)
@@ -83,7 +85,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         timeline = instance_timeline(conn, args.instance_id, workflow=args.workflow,
                                      archive=RunOutputs(args.out).archive_dir,
-                                     rules=catalog.decode_rules(bundled_registry()))
+                                     rules=archive_rules(args, catalog))
     finally:
         conn.close()
     if args.json:

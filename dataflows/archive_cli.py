@@ -47,6 +47,7 @@ def add_replay(sub: Any) -> Handler:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay ARCHIVE into --out and print the run summary."""
+    from dataflows.formats import recorded_format
     from dataflows.replay import replay_source
     from dataflows.run_command import execute, prepare_out, settings_from
     from state.catalog import load_catalog
@@ -59,6 +60,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         updates["definitions"] = imported_definition
     if "archive" not in settings.sinks.model_fields_set:
         updates["archive"] = False
+    recorded = recorded_format(args.archive_dir)
+    if recorded is not None and "format" not in settings.source.model_fields_set:
+        updates["format"], updates["formats"] = recorded  # read as the recorded run read it
     settings = settings.with_flags(**updates)
     source = replay_source(settings, load_catalog(settings.definitions))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):

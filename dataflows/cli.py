@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflows.analysis_cli import add_inspect, add_report
 from dataflows.archive_cli import add_import_log, add_replay, add_verify
@@ -16,6 +16,9 @@ from dataflows.kafka_tools import add_produce, add_tail, add_topics
 from dataflows.run_command import cmd_run, settings_arguments
 from dataflows.settings import field_info
 from schemas.errors import FlowkeeperError
+
+if TYPE_CHECKING:
+    from state.catalog import Catalog
 
 
 def cmd_check_definitions(args: argparse.Namespace) -> int:
@@ -30,6 +33,22 @@ def cmd_check_definitions(args: argparse.Namespace) -> int:
         source = catalog.files[(definition.workflow, definition.version)]
         print(f"ok  {definition.workflow} v{definition.version}: {kind}, "
               f"{len(definition.event_types())} event types  ({source})")
+    return _check_formats(catalog, Path(args.path), args.formats)
+
+
+def _check_formats(catalog: Catalog, definitions: Path, named: Path | None) -> int:
+    """The formats beside the definitions (or `--formats`), checked against them."""
+    from dataflows.formats import check_formats, formats_file, loaded_formats
+    from schemas.errors import DefinitionError
+    from schemas.payloads.bundled import bundled_registry
+
+    formats = loaded_formats(definitions, named)
+    problems = check_formats(formats, catalog, bundled_registry())
+    if problems:
+        raise DefinitionError("\n".join(f"{formats_file(definitions, named)}: {p}"
+                                        for p in problems))
+    for name in sorted(formats):
+        print(f"ok  format {name}  ({formats_file(definitions, named)})")
     return 0
 
 
@@ -53,6 +72,8 @@ def _add_check_definitions(sub: Any) -> Handler:
                            description="Load and statically check workflow definitions; "
                            "exit 2 with the file, the path in it and a fix on the first problem.")
     check.add_argument("path", help="a definition YAML file or a folder of them")
+    check.add_argument("--formats", type=Path, default=None, help=(
+        "the formats file to check too (default: formats.yaml in the folder, if there is one)"))
     return cmd_check_definitions
 
 

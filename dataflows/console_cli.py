@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataflows.format_flags import format_arguments
 from dataflows.settings import BUNDLED_DEFINITIONS
 from schemas.errors import ConfigError
 
@@ -41,6 +42,7 @@ def add_console(sub: Any) -> Handler:
                          "with --host")
     console.add_argument("--refresh", type=int, default=5, metavar="SECONDS",
                          help="the overview reloads itself this often (0: never; default 5)")
+    format_arguments(console)
     return cmd_console
 
 
@@ -55,12 +57,12 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     from console.app import create_app
     from console.reader import RunReader
-    from schemas.payloads.bundled import bundled_registry
+    from dataflows.formats import archive_rules
     from state.catalog import load_catalog
 
     catalog = load_catalog(args.definitions)
     app = create_app(RunReader(args.out, catalog, args.source),
-                     catalog.decode_rules(bundled_registry()), token=args.token,
+                     archive_rules(args, catalog), token=args.token,
                      refresh_seconds=max(args.refresh, 0))
     listener = socket.create_server((args.host, args.port))
     host, port = listener.getsockname()[:2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -104,7 +105,10 @@ def add_produce(sub: Any) -> Handler:
                          help="events per second at most (default 0: as fast as possible)")
     produce.add_argument("--binary-mode", action="store_true",
                          help="send CloudEvents attributes as ce_* headers and the data as value")
-    _settings_flags(produce, CONNECTION + SIMULATION)
+    produce.add_argument("--avro-schema", type=Path, metavar="ID.avsc", help=(
+        "a --format with 'encoding: avro': the Avro schema to write with, in a file named by "
+        "its schema id (e.g. 7.avsc): the id goes into each message"))
+    _settings_flags(produce, CONNECTION + SIMULATION + ("format", "formats"))
     return cmd_produce
 
 
@@ -119,7 +123,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     connection = kafka_connection(settings)
     partitions = topic_partitions(connection, settings.kafka.topic)
-    messages, total = _messages(args, settings, len(partitions))
+    from schemas.errors import ConfigError
+
+    messages, total = _messages(args, settings.with_flags(format="cloudevents"),
+                                len(partitions))
+    if settings.source.format != "cloudevents":
+        if args.binary_mode:
+            raise ConfigError("--binary-mode is for CloudEvents; leave it out with --format")
+        messages = _in_format(messages, settings, args.avro_schema)
     if args.binary_mode:
         messages = (m.binary() for m in messages)
     bar = ProgressBar(total)
@@ -159,6 +170,41 @@ def _messages(args: argparse.Namespace, settings: Settings,
     write_ground_truth(simulation, settings.out)
     records = heapq.merge(*simulation.partitions, key=lambda r: r.arrived_ms)
     return replayed(records), sum(map(len, simulation.partitions))
+
+
+def _in_format(messages: Iterator[Outgoing], settings: Settings,
+               avro_schema: Path | None) -> Iterator[Outgoing]:
+    """The CloudEvents messages rewritten in `--format` (`connectors.format_writer`); records
+    that are no valid CloudEvent go as they are."""
+    from connectors.format_writer import FormatWriter, avro_value, confluent_avro
+    from connectors.kafka_produce import Outgoing
+    from dataflows.formats import loaded_formats
+    from schemas.errors import ConfigError
+    from schemas.event import RawRecord
+    from schemas.mapping import format_spec
+    from schemas.payloads.bundled import bundled_registry
+    from state.catalog import load_catalog
+
+    spec = format_spec(settings.source.format,
+                       loaded_formats(settings.definitions, settings.source.formats))
+    schema: Any = None
+    schema_id = 0
+    if spec.encoding == "avro":
+        if avro_schema is None or not avro_schema.stem.isdigit():
+            raise ConfigError("an Avro --format needs --avro-schema ID.avsc (named by its "
+                              "schema id) to write with")
+        schema, schema_id = json.loads(avro_schema.read_text("utf-8")), int(avro_schema.stem)
+    writer = FormatWriter(spec, load_catalog(settings.definitions).decode_rules(
+        bundled_registry()))
+    for m in messages:
+        record = RawRecord("produce", m.partition or 0, 0, m.value, m.key, m.headers,
+                           m.timestamp_ms or 0)
+        written = writer.write(record)
+        value = written.value
+        if schema is not None and written is not record:
+            value = confluent_avro(avro_value(json.loads(value), schema), schema, schema_id)
+        yield Outgoing(value, written.key, written.headers, m.partition,
+                       written.arrived_ms or None)
 
 
 def _archived(archive: Path, partitions: int) -> Iterator[RawRecord]:

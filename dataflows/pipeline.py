@@ -31,6 +31,7 @@ from connectors.arrow_rows import RowBatch, row_batches
 from connectors.duckdb_sink import DuckDBSink
 from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.bytewax_run import bytewax_run_flags, reconcile
+from dataflows.formats import with_format
 from dataflows.kafka_wiring import kafka_outputs, output_topics
 from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
@@ -104,8 +105,10 @@ def build_flow(
     if telemetry is None and settings.telemetry.metrics_port:
         telemetry = start_telemetry(settings.telemetry.metrics_port)
     catalog = load_catalog(settings.definitions)
-    rules = catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
-                                 settings.time.max_future_skew_ms, settings.time.accept_times_ms)
+    rules = with_format(
+        catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
+                             settings.time.max_future_skew_ms, settings.time.accept_times_ms),
+        settings, catalog)
     live = settings.time.idle_grace is not None
     config = ShardStepConfig(
         catalog=catalog,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from connectors.archive_source import ArchiveSource, ReplayFilter
+from dataflows.formats import with_format
 from dataflows.settings import Settings
 from schemas.errors import ConfigError
 from schemas.payloads.registry import PayloadRegistry
@@ -27,7 +28,8 @@ def replay_source(settings: Settings, catalog: Catalog) -> ArchiveSource:
     replay_filter = ReplayFilter(
         since_ms=_ms(settings.source.replay_since), until_ms=_ms(settings.source.replay_until),
         workflows=workflows, instances=frozenset(_names(settings.source.replay_instances)),
-        rules=catalog.decode_rules(PayloadRegistry()) if workflows else None,
+        rules=(with_format(catalog.decode_rules(PayloadRegistry()), settings, catalog)
+               if workflows else None),
     )
     return ArchiveSource(settings.source.archive_path, replay_filter=replay_filter,
                          speed=settings.source.replay_speed)

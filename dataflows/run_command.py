@@ -140,6 +140,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     """Run the dataflow on `source` with a progress line, then print the summary."""
     from bytewax.run import cli_main
 
+    from dataflows.formats import record_format
     from dataflows.jsonlog import configure_logging
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
@@ -148,6 +149,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     configure_logging(settings.telemetry.log_level)
     PROGRESS.reset()
     flow = build_flow(settings, source=source)
+    record_format(settings)
     started = time.monotonic()
     stop = threading.Event()
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)

@@ -113,6 +113,25 @@ class SourceSettings(_Group):
         "file: the attribute or column holding each record's arrival time (RFC 3339 or epoch "
         "ms; default: the event time)"))
 
+    format: str = Field("cloudevents", min_length=1, description=(
+        "how input records are written: cloudevents, debezium-outbox, or a name under "
+        "'formats:' in --formats (README: Your own event format)"))
+    formats: Path | None = Field(None, description=(
+        "the YAML file of 'formats:' (default: formats.yaml in the --definitions folder, "
+        "if there is one)"))
+    schema_registry_url: str = Field("", description=(
+        "a format with 'encoding: avro': the schema registry serving GET /schemas/ids/{id} "
+        "(Confluent's REST API; Redpanda and Apicurio serve it too)"))
+    schema_registry_username: str | None = Field(None, description=(
+        "schema registry: basic-auth user"))
+    schema_registry_password: SecretStr | None = Field(None, description=(
+        "schema registry: basic-auth password"))
+    schema_registry_ca: Path | None = Field(None, description=(
+        "schema registry: CA certificate file (PEM) to trust for https"))
+    avro_schemas: Path | None = Field(None, description=(
+        "a format with 'encoding: avro', instead of a registry: a folder of <schema id>.avsc "
+        "files"))
+
     sim_seed: int = Field(7, description="simulator: random seed")
     sim_instances: int = Field(2_000, ge=1, description="simulator: workflow instances")
     sim_partitions: int = Field(4, ge=1, description="simulator: input partitions")
@@ -375,7 +394,10 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # The variables from before the groups, for one release: old name -> (new name, flag name).
-NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field"})  # no flat old variable
+# No flat old variable for these:
+NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field", "format", "formats",
+                         "schema_registry_url", "schema_registry_username",
+                         "schema_registry_password", "schema_registry_ca", "avro_schemas"})
 OLD_VARIABLES = {f"{PREFIX}{flag.upper()}": (variable(flag), flag)
                  for flag, (group, _) in FLAGS.items()
                  if group is not None and flag not in NEWER_FLAGS}

@@ -10,6 +10,7 @@ from connectors.event_files import event_files
 from connectors.file_source import FileSource
 from connectors.simulator import SimulatorConfig, SimulatorSource, simulate, write_ground_truth
 from connectors.simulator.truth import Simulation
+from dataflows.formats import with_format
 from dataflows.kafka_wiring import check_kafka_topics, kafka_input
 from dataflows.replay import replay_source
 from dataflows.settings import Settings
@@ -64,7 +65,8 @@ def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
 def file_source(settings: Settings, catalog: Catalog) -> FileSource:
     """The event files of `settings.source.files`, checked up front (a missing file, a wrong
     format: a `ConfigError` naming it). Keys need only the routes, not the payload models."""
-    rules = catalog.decode_rules(PayloadRegistry(), settings.source.max_event_bytes)
+    rules = with_format(catalog.decode_rules(PayloadRegistry(), settings.source.max_event_bytes),
+                        settings, catalog)
     return FileSource(event_files(settings.source.files), rules, settings.source.file_partitions,
                       settings.source.arrival_field)
 

@@ -3,7 +3,8 @@
 A dead letter keeps the raw bytes and a machine-readable reason:
 `too_large`, `malformed_json`, `not_cloudevent`, `missing_attribute`, `invalid_attribute`,
 `unknown_type`, `unknown_version`, `payload_invalid`, `source_error` (the source reported an
-error instead of a record), `time_out_of_range` (outside
+error instead of a record), `mapping_failed` (a `--format` other than CloudEvents could not read
+the record: the message names the path), `time_out_of_range` (outside
 the accepted range: by default 2000-2200, set per run or per definition with `accept_times`,
 or stamped more than `max_future_skew_ms` after the record's arrival time: one event from a broken
 clock must not drag the watermark forward and expire everything). Arrival time is archived with
@@ -27,6 +28,7 @@ from pydantic_core import from_json
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers, is_binary_mode
 from schemas.errors import HeaderError, UnknownVersion
 from schemas.event import ARRIVAL_FIELD_HEADER, DeadLetter, Event, RawRecord
+from schemas.mapped import Mapped, MappingFailed, RecordReader
 from schemas.payloads.registry import PayloadRegistry
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older stamps are clock bugs, not business events
@@ -79,6 +81,7 @@ class DecodeRules:
     min_time_ms: int = MIN_TIME_MS
     max_time_ms: int = MAX_TIME_MS
     max_future_skew_ms: int | None = 3_600_000  # event time may run this far ahead of arrival
+    reader: RecordReader | None = None  # a format other than CloudEvents (`schemas.mapping`)
     # The typed fast path of each type seen, by the type's raw bytes (`_typed_plan`).
     plans: dict[bytes, _TypedPlan | None] = field(default_factory=dict, init=False, repr=False,
                                                   compare=False)
@@ -124,6 +127,8 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
                "(--max-event-bytes)")
         raise _Reject("too_large", msg)
+    if rules.reader is not None:
+        return _mapped_event(record, rules.reader, rules)
     if not (record.headers and is_binary_mode(record.headers)):
         event = _typed_event(record, rules)
         if event is not None:
@@ -148,7 +153,10 @@ def _body_crc(record: RawRecord) -> int:
     they arrived are the same event."""
     for name, value in record.headers:
         if name == ARRIVAL_FIELD_HEADER:
-            content = from_json(record.value)
+            try:
+                content = from_json(record.value)
+            except ValueError:  # a value of another encoding (Avro): its bytes, as they are
+                break
             if isinstance(content, dict):
                 content.pop(value.decode("utf-8", "replace"), None)
             return zlib.crc32(json.dumps(content, sort_keys=True, separators=(",", ":"),
@@ -317,6 +325,12 @@ def _time_ms(text: str, route: Route, rules: DecodeRules, arrived_ms: int, event
     ms = _utc_millis_ms(text)
     if ms is None:
         ms = _parsed_ms(text, route, rules, event_id, event_type)
+    return _checked_ms(ms, text, route, rules, arrived_ms, event_id, event_type)
+
+
+def _checked_ms(ms: int, text: str | int, route: Route, rules: DecodeRules, arrived_ms: int,
+                event_id: str, event_type: str) -> int:
+    """The event time if it is in the accepted range and not too far ahead of the arrival."""
     low, high = route.accept_times or (rules.min_time_ms, rules.max_time_ms)
     if not low <= ms < high:
         msg = (f"attribute 'time' {text!r} is outside the accepted range ({_day(low)} to "
@@ -393,13 +407,23 @@ def _parsed_ms(text: str, route: Route, rules: DecodeRules, event_id: str, event
 
 def _payload(envelope: CloudEventEnvelope, registry: PayloadRegistry, event_id: str,
              event_type: str) -> BaseModel | dict[str, Any]:
-    raw_version = envelope.dataversion if envelope.dataversion is not None else "1"
+    return _validated(envelope.dataversion, envelope.data, registry, event_id, event_type)
+
+
+def _validated(dataversion: Any, payload: dict[str, Any] | None, registry: PayloadRegistry,
+               event_id: str, event_type: str) -> BaseModel | dict[str, Any]:
+    """The payload validated against its version's model and upcast, or a rejection."""
+    raw_version = dataversion if dataversion is not None else "1"
+    if isinstance(raw_version, bool) or not isinstance(raw_version, str | int):
+        msg = (f"the data version is {raw_version!r}; it must be a whole number such as \"2\" "
+               "(or absent for version 1)")
+        raise _Reject("unknown_version", msg, event_id, event_type)
     if isinstance(raw_version, str) and not _DECIMAL.fullmatch(raw_version):
         msg = (f"attribute 'dataversion' is {raw_version!r}; it must be a whole number "
                "such as \"2\" (or absent for version 1)")
         raise _Reject("unknown_version", msg, event_id, event_type)
     version = int(raw_version)
-    data = envelope.data if envelope.data is not None else {}
+    data = payload if payload is not None else {}
     if not registry.knows(event_type):
         return data
     try:
@@ -435,6 +459,8 @@ def instance_id_of(envelope: Mapping[str, Any], rules: DecodeRules) -> str | Non
     """The instance id of a parsed structured-mode event, found where `decode` finds it (the
     subject or the route's data field); None where decoding would reject the event first. For
     sources that key records themselves (event files), so an instance's records share a key."""
+    if rules.reader is not None:
+        return _mapped_instance_id(envelope, rules.reader, rules)
     event_type = envelope.get("type")
     route = rules.route(event_type) if isinstance(event_type, str) else None
     if route is None or not isinstance(event_type, str):
@@ -482,3 +508,71 @@ def _trace_id(traceparent: str | None) -> str | None:
     if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
         return None
     return trace_id
+
+
+def _mapped_event(record: RawRecord, reader: RecordReader, rules: DecodeRules) -> Event:
+    """A record of another format, read by its mapping, then judged as a CloudEvent is: the same
+    route, time range, payload validation and instance id, so both forms reach the same `Event`."""
+    try:
+        mapped = reader.read(record)
+    except MappingFailed as e:
+        raise _Reject(e.reason, e.message, e.event_id) from e
+    event_id, event_type = mapped.event_id, mapped.event_type
+    route = rules.route(event_type)
+    if route is None:
+        msg = (f"type {event_type!r} (format {reader.name!r}) belongs to no loaded workflow "
+               "definition; add it to a definition or to the format's type names, or stop "
+               "sending it to this input")
+        raise _Reject("unknown_type", msg, event_id, event_type)
+    if isinstance(mapped.time, str):
+        time_ms = _time_ms(mapped.time, route, rules, record.arrived_ms, event_id, event_type)
+    else:
+        time_ms = _checked_ms(mapped.time, mapped.time, route, rules, record.arrived_ms,
+                              event_id, event_type)
+    data = _validated(mapped.data_version, mapped.data, rules.registry, event_id, event_type)
+    instance = _mapped_instance(mapped, data, route, reader.name)
+    return Event(event_id, event_type, time_ms, route.workflow_type, instance, record.source,
+                 record.partition, record.offset, record.arrived_ms, _body_crc(record),
+                 _sequence(mapped.sequence, event_id, event_type), _mapped_trace(mapped.trace_id))
+
+
+def _mapped_instance(mapped: Mapped, data: BaseModel | dict[str, Any], route: Route,
+                     format_name: str) -> str:
+    """The instance id the format names, else the one the route finds in the payload."""
+    if mapped.instance_id is None:
+        if route.id_field is None:
+            msg = (f"format {format_name!r} names no instance id and the {route.workflow_type!r} "
+                   "definition takes it from the subject; map 'instance_id' in the format")
+            raise _Reject("missing_attribute", msg, mapped.event_id, mapped.event_type)
+        return _instance_id(_field(data, route.id_field), route, mapped.event_id,
+                            mapped.event_type)
+    return _instance_id(mapped.instance_id, Route(route.workflow_type), mapped.event_id,
+                        mapped.event_type)
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _mapped_trace(value: str | None) -> str | None:
+    """A traceparent's trace id, or a bare trace id; anything else is dropped, never fatal."""
+    if value is None:
+        return None
+    if _TRACE_ID.fullmatch(value):
+        return None if value == "0" * 32 else value
+    return _trace_id(value)
+
+
+def _mapped_instance_id(value: Mapping[str, Any], reader: RecordReader,
+                        rules: DecodeRules) -> str | None:
+    """`instance_id_of` for a format's parsed value (no key or headers: an event file's row)."""
+    try:
+        mapped = reader.read_object(value)
+    except MappingFailed:
+        return None
+    route = rules.route(mapped.event_type)
+    if route is None:
+        return None
+    try:
+        return _mapped_instance(mapped, mapped.data, route, reader.name)
+    except _Reject:
+        return None

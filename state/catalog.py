@@ -19,6 +19,7 @@ from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 
 from schemas.decode import MAX_TIME_MS, MIN_TIME_MS, DecodeRules, Route
 from schemas.errors import DefinitionError
+from schemas.mapping import FORMATS_FILE
 from schemas.payloads.registry import PayloadRegistry
 from state.definition import (
     Branch,
@@ -160,6 +161,7 @@ def load_catalog(path: Path) -> Catalog:
                "folder of them")
         raise DefinitionError(msg)
     files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+    files = [f for f in files if f.name != FORMATS_FILE]  # the formats beside the definitions
     if not files:
         raise DefinitionError(f"{path}: the folder holds no *.yaml workflow definitions")
     catalog = Catalog()

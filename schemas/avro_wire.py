@@ -1,0 +1,89 @@
+"""Avro in Confluent's wire format: magic byte 0, the writer schema's id (4 bytes, big-endian),
+then the record in Avro binary encoding, decoded with fastavro into the plain value a format's
+mapping reads (`schemas.mapping`).
+
+Schemas come from a `SchemaLookup`: a schema registry (`connectors.schema_registry`) or local
+`.avsc` files named by their id (`local_schemas`). A lookup answers None for an id it does not
+know (dead letter `unknown_schema`); parsed schemas are cached per id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader
+from fastavro.schema import SchemaParseException
+
+from schemas.errors import ConfigError
+from schemas.mapped import MappingFailed
+
+SchemaLookup = Callable[[int], dict[str, Any] | None]
+"""The writer schema (parsed Avro JSON) of a schema id, or None when there is none."""
+
+MAGIC = 0
+
+
+class AvroDecoder:
+    """Confluent-framed Avro bytes to a value; the parsed schema of each id is kept."""
+
+    def __init__(self, lookup: SchemaLookup) -> None:
+        self.lookup = lookup
+        self.parsed: dict[int, Any] = {}
+
+    def value(self, raw: bytes) -> Any:
+        """The decoded record; `MappingFailed` (`unknown_schema`, `mapping_failed`) otherwise."""
+        if len(raw) < 5 or raw[0] != MAGIC:
+            msg = (f"not Avro in Confluent's wire format: {len(raw)} bytes starting "
+                   f"{raw[:5].hex() or 'with nothing'}; expected magic byte 00 and a 4-byte "
+                   "schema id")
+            raise MappingFailed("mapping_failed", msg)
+        schema_id = int.from_bytes(raw[1:5], "big")
+        schema = self.parsed.get(schema_id)
+        if schema is None:
+            found = self.lookup(schema_id)
+            if found is None:
+                msg = (f"Avro schema id {schema_id} is unknown to the schema registry (or the "
+                       "--avro-schemas folder); register it, or check which registry the "
+                       "producer writes to")
+                raise MappingFailed("unknown_schema", msg)
+            try:
+                schema = self.parsed[schema_id] = parse_schema(found)
+            except (SchemaParseException, ValueError, TypeError, KeyError) as e:
+                msg = f"Avro schema id {schema_id} is no valid Avro schema: {e}"
+                raise MappingFailed("unknown_schema", msg) from e
+        stream = io.BytesIO(raw)
+        stream.seek(5)
+        try:
+            value = schemaless_reader(stream, schema, None)
+        except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError) as e:
+            msg = (f"Avro record of schema id {schema_id} cannot be read ({type(e).__name__}: "
+                   f"{e or 'truncated'}); the bytes are cut short or written with another schema")
+            raise MappingFailed("mapping_failed", msg) from e
+        if stream.tell() != len(raw):
+            msg = (f"Avro record of schema id {schema_id} ends {len(raw) - stream.tell()} bytes "
+                   "before the value does; it was written with another schema")
+            raise MappingFailed("mapping_failed", msg)
+        return value
+
+
+def local_schemas(folder: Path) -> SchemaLookup:
+    """Schemas from `<id>.avsc` files in `folder`, read up front (a `ConfigError` names a file
+    that is not an Avro schema)."""
+    if not folder.is_dir():
+        raise ConfigError(f"--avro-schemas {folder}: no such folder; name a folder of "
+                          "<schema id>.avsc files")
+    schemas: dict[int, dict[str, Any]] = {}
+    for file in sorted(folder.glob("*.avsc")):
+        if not file.stem.isdigit():
+            raise ConfigError(f"{file}: name Avro schema files by their schema id, e.g. 42.avsc")
+        try:
+            schema = json.loads(file.read_text("utf-8"))
+            parse_schema(schema)
+        except (SchemaParseException, ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"{file}: not an Avro schema: {e}") from e
+        schemas[int(file.stem)] = schema
+    return schemas.get
