@@ -16,11 +16,26 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
 
-from state.durations import parse_duration_ms
+from state.calendar import Calendar
+from state.durations import (
+    BusinessDuration,
+    parse_business,
+    parse_deadline_duration,
+    parse_duration_ms,
+)
 
 Duration = Annotated[str, AfterValidator(lambda s: (parse_duration_ms(s), s)[1])]
+DeadlineDuration = Annotated[str, AfterValidator(lambda s: (parse_deadline_duration(s), s)[1])]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 OUTCOMES = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
@@ -70,18 +85,27 @@ class Deadline(_Strict):
     """Fires `after` the state was entered (or after the first event of type `from`).
 
     Emits `command` (if any) and moves to `goto` (if any). Several deadlines in one state form an
-    escalation chain: a reminder at 15m, a cancellation at 30m.
+    escalation chain: a reminder at 15m, a cancellation at 30m. `after` is wall time ("8h") or
+    business time ("8 business hours", "2 business days") of the deadline's `calendar` (else its
+    state's, else the definition's).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    after: Duration
+    after: DeadlineDuration
     from_event: Name | None = Field(default=None, alias="from")
     command: Name | None = None
     goto: Name | None = None
+    calendar: Name | None = None
+
+    @property
+    def business(self) -> BusinessDuration | None:
+        """The business duration, or None for wall time."""
+        return parse_business(self.after)
 
     @property
     def after_ms(self) -> int:
+        """Wall time in ms; a business duration has none (`StateMachine.due_ms` counts it)."""
         return parse_duration_ms(self.after)
 
 
@@ -105,6 +129,7 @@ class State(_Strict):
     compensation: Compensation | None = None
     outcome: TerminalOutcome | None = None
     compensate: bool | None = None
+    calendar: Name | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> State:
@@ -160,6 +185,33 @@ class StateMachine(_Strict):
     states: dict[Name, State] = Field(min_length=1, max_length=200)
     compensation_timeout: Duration = "1h"
     retention: Duration = "1h"
+    calendar: Name | None = None
+    _calendars: dict[str, Calendar] = PrivateAttr(default_factory=dict)
+
+    def bind_calendars(self, calendars: dict[str, Calendar]) -> None:
+        """Give the definition the calendars its business deadlines name (the catalog does)."""
+        self._calendars = {name: calendars[name] for name in self.calendar_names()
+                           if name in calendars}
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names (on itself, a state or a deadline)."""
+        names = {self.calendar} | {s.calendar for s in self.states.values()}
+        names |= {d.calendar for s in self.states.values() for d in s.deadlines}
+        return {n for n in names if n is not None}
+
+    def calendar_of(self, state: str, deadline: Deadline) -> str | None:
+        """The calendar a deadline counts business time in: its own, its state's, the
+        definition's."""
+        return deadline.calendar or self.states[state].calendar or self.calendar
+
+    def due_ms(self, state: str, index: int, base_ms: int) -> int:
+        """When deadline `index` of `state`, counted from `base_ms`, is due (absolute UTC ms)."""
+        deadline = self.states[state].deadlines[index]
+        business = deadline.business
+        if business is None:
+            return base_ms + deadline.after_ms
+        name = self.calendar_of(state, deadline)
+        return self._calendars[name or ""].due_ms(base_ms, business)
 
     @cached_property
     def deadline_sources(self) -> frozenset[str]:

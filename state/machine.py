@@ -243,7 +243,7 @@ class MachineInstance(InstanceBase):
             base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
             if base is not None:
                 ref = deadline_ref(visit, "state", index)
-                self.armed += ((base + deadline.after_ms, ref),)
+                self.armed += ((definition.due_ms(target, index, base), ref),)
 
     def _compensate(self, at_ms: int, out: Out) -> None:
         """Undo completed steps in reverse order and wait for every acknowledgement."""
