@@ -174,14 +174,17 @@ VIEWS: list[tuple[str, str, str]] = [
            current AS (
                SELECT workflow_type, instance_id,
                       arg_max(definition_version, seq) AS definition_version,
-                      arg_max(to_state, seq) AS state, max("at") AS since, any_value(shard) AS shard
+                      arg_max(to_state, seq) AS state, max("at") AS since, any_value(shard) AS shard,
+                      arg_max(deadlines, seq) AS armed
                FROM transitions ANTI JOIN outcomes USING (workflow_type, instance_id) GROUP BY ALL),
            first_seen AS (
                SELECT workflow_type, instance_id, event_type, min("at") AS first_at
                FROM transitions WHERE event_type IS NOT NULL GROUP BY ALL),
            due AS (
                SELECT c.workflow_type, c.instance_id,
-                      max(coalesce(f.first_at, c.since) + to_milliseconds(d.after_ms)) AS last_due
+                      coalesce(any_value(list_max(list_transform(c.armed, lambda a: a.due_at))),
+                               max(coalesce(f.first_at, c.since) + to_milliseconds(d.after_ms)))
+                          AS last_due
                FROM current c
                JOIN step_deadlines d ON d.workflow_type = c.workflow_type
                     AND d.definition_version = c.definition_version AND d.state = c.state

@@ -254,29 +254,51 @@ def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: li
     for i, entered in enumerate(transitions):
         state, at = entered["to_state"], entered["at"]
         left = transitions[i + 1] if i + 1 < len(transitions) else None
+        dues: dict[str, list[datetime]] = {}
+        for armed in entered.get("deadlines") or ():
+            dues.setdefault(armed["name"], []).append(armed["due_at"])
         for d in (d for d in deadlines if (d["state"], d["definition_version"]) ==
                   (state, entered["definition_version"])):
             if d["kind"] == "compensation":
                 yield from _compensation_timer(d, state, at, sent, outcome)
                 continue
-            base = first_seen.get(d["from_event"]) if d["from_event"] else at
-            if base is None:
+            due = _due(d, entered, at, first_seen, dues)
+            if due is None:
                 continue
-            due = base + d["after_ms"] * _MS
             moved = left is not None and left["trigger"] == "deadline" and left["at"] == due
             fired = (state, due, "deadline") in sent or moved
             action = deadline_action(d["command"], d["goto"])
             status = ("fired" if fired else f"cancelled: left {state} first" if left is not None
                       else "pending")
-            detail = {"state": state, "due_at": due, "after_ms": d["after_ms"],
-                      "from_event": d["from_event"], "command": d["command"], "goto": d["goto"],
-                      "status": status}
+            name = d.get("name") or action
+            detail = {"state": state, "name": name, "due_at": due, "after_ms": d["after_ms"],
+                      "after": _after(d), "from_event": d["from_event"], "command": d["command"],
+                      "goto": d["goto"], "status": status}
             since = f" from {d['from_event']}" if d["from_event"] else ""
-            yield Entry(at, "deadline_armed", f"{action} due {utc(due)} (+{human_ms(d['after_ms'])}"
+            yield Entry(at, "deadline_armed", f"{name}: {action} due {utc(due)} (+{_after(d)}"
                         f"{since}) in {state}: {status}", None, detail)
             if fired:
                 yield Entry(due, "deadline_fired",
-                            f"{state} +{human_ms(d['after_ms'])}{since}: {action}", None, detail)
+                            f"{name}: {state} +{_after(d)}{since}: {action}", None, detail)
+
+
+def _after(d: Row) -> str:
+    """A deadline's duration: wall time readable, business time as written."""
+    return human_ms(d["after_ms"]) if d["after_ms"] is not None else str(d.get("after") or "?")
+
+
+def _due(d: Row, entered: Row, at: datetime, first_seen: dict[str, datetime],
+         dues: dict[str, list[datetime]]) -> datetime | None:
+    """When a deadline of the state `entered` was due: as the engine armed it (`deadlines` of the
+    transition, in the state's order per name), else (outputs of an older version) from its wall
+    duration; None when it was not armed."""
+    if entered.get("deadlines") is not None:
+        queue = dues.get(d.get("name") or "")
+        return queue.pop(0) if queue else None
+    base = first_seen.get(d["from_event"]) if d["from_event"] else at
+    if base is None or d["after_ms"] is None:
+        return None
+    return base + d["after_ms"] * _MS
 
 
 def _compensation_timer(d: Row, state: str, at: datetime, sent: set[tuple[str, Any, str]],

@@ -13,6 +13,8 @@ import pyarrow as pa
 TS = pa.timestamp("ms", tz="UTC")
 
 _STEP_DURATION = pa.struct([("step", pa.string()), ("duration_ms", pa.int64())])
+# A deadline armed on entering a state: its name and absolute due time (business time included).
+_ARMED = pa.struct([("name", pa.string()), ("due_at", TS)])
 _HEADER = pa.struct([("key", pa.string()), ("value", pa.binary())])
 
 OUTCOMES = pa.schema(
@@ -57,6 +59,7 @@ TRANSITIONS = pa.schema(
         ("state_duration_ms", pa.int64()),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        ("deadlines", pa.list_(_ARMED)),  # armed on entering `to_state` (None: case tracking)
     ]
 )
 
@@ -72,6 +75,7 @@ COMMANDS = pa.schema(
         ("due_at", TS),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        ("deadline", pa.string()),  # the name of the deadline that sent it (None: compensation)
     ]
 )
 

@@ -77,7 +77,7 @@ class CaseInstance(InstanceBase):
             "instance_id": self.instance_id, "seq": self.visit, "from_state": previous,
             "to_state": event.type, "trigger": "event", "event_type": event.type,
             "event_id": event.event_id, "at": event.time_ms, "state_duration_ms": gap,
-            "trace_id": self.trace_id,
+            "trace_id": self.trace_id, "deadlines": None,
         })
         if gap is not None:
             out.fact(self.workflow_type, event.time_ms, "step_latency", float(gap))

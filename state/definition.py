@@ -97,6 +97,12 @@ class Deadline(_Strict):
     command: Name | None = None
     goto: Name | None = None
     calendar: Name | None = None
+    name: Name | None = None
+
+    @property
+    def label(self) -> str:
+        """The deadline's name: `name`, else its command, else its target, else its duration."""
+        return self.name or self.command or self.goto or f"after {self.after}"
 
     @property
     def business(self) -> BusinessDuration | None:
