@@ -1,0 +1,216 @@
+"""Deadlines in business time end to end: calendar files and their checks, the engine arming
+business deadlines with names, and a simulator run in business time replayed identically."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+
+from dataflows.cli import main as cli_main
+from schemas.errors import DefinitionError
+from state.calendar_files import load_calendars
+from state.catalog import load_catalog
+from tests.engine_kit import Harness, ce
+
+REPO = Path(__file__).resolve().parents[1]
+CLAIMS = REPO / "definitions" / "claims"
+BERLIN = ZoneInfo("Europe/Berlin")
+
+OFFICE = """calendar: office
+time_zone: Europe/Berlin
+working_hours:
+  mon: [08:00-12:00, 13:00-17:00]
+  tue: [08:00-12:00, 13:00-17:00]
+  wed: [08:00-12:00, 13:00-17:00]
+  thu: [08:00-12:00, 13:00-17:00]
+  fri: [08:00-12:00, 13:00-17:00]
+holiday_files: [holidays.ics]
+"""
+
+ICS = """BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//test//EN\r
+BEGIN:VEVENT\r
+UID:1@test\r
+DTSTAMP:20260101T000000Z\r
+DTSTART;VALUE=DATE:20260303\r
+DTEND;VALUE=DATE:20260305\r
+SUMMARY:Two days off\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+ORDER = """workflow: shop_order
+version: 1
+instance_id: {data_field: order_id}
+calendar: office
+start: [OrderPlaced]
+initial: awaiting_payment
+states:
+  awaiting_payment:
+    on: {PaymentAuthorized: paid}
+    deadlines:
+      - {after: 2 business hours, command: SendPaymentReminder, name: reminder}
+      - {after: 1 business days, command: CancelOrder, goto: timed_out}
+  paid: {outcome: completed}
+  timed_out: {outcome: timed_out}
+"""
+
+
+def _folder(tmp_path: Path, calendars: dict[str, str], definition: str = ORDER) -> Path:
+    """A definitions folder with one definition and the given calendar files."""
+    folder = tmp_path / "defs"
+    (folder / "calendars").mkdir(parents=True)
+    (folder / "order.yaml").write_text(definition)
+    for name, text in calendars.items():
+        (folder / "calendars" / name).write_text(text)
+    return folder
+
+
+def _berlin_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=BERLIN).timestamp() * 1000)
+
+
+def test_calendars_load_with_extends_and_ics_holidays(tmp_path: Path) -> None:
+    """A calendar extending another inherits its zone, weekdays and holidays (the .ics file's
+    all-day event covers its DTSTART up to, not including, DTEND) and overrides a weekday."""
+    folder = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS,
+                                "short.yaml": "calendar: short\nextends: office\nworking_hours:\n"
+                                "  fri: [08:00-12:00]\nholidays: [2026-12-24]\n"})
+    calendars = load_calendars(folder / "calendars")
+    office, short = calendars["office"], calendars["short"]
+    assert sorted(office.holidays) == [datetime(2026, 3, d).date() for d in (3, 4)]
+    assert short.zone == office.zone and short.hours[:4] == office.hours[:4]
+    assert short.hours[4] == ((8 * 3_600_000, 12 * 3_600_000),)
+    assert len(short.holidays) == 3
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"office.yaml": OFFICE.replace("Europe/Berlin", "Europe/Atlantis"), "holidays.ics": ICS},
+     ["office.yaml: at line 2:", "'Europe/Atlantis' is not an IANA time zone"]),
+    ({"office.yaml": "calendar: office\ntime_zone: UTC\nworking_hours:\n  sat: []\n"},
+     ["office.yaml: at line 3:", "has no working time"]),
+    ({"office.yaml": OFFICE},
+     ["office.yaml: at line 9:", "cannot read the holiday file", "holidays.ics"]),
+    ({"office.yaml": OFFICE, "holidays.ics": "BEGIN:VCALENDAR\r\nthis is no ical\r\n"},
+     ["office.yaml: at line 9:", "is not a readable iCalendar file"]),
+    ({"office.yaml": OFFICE, "holidays.ics": ICS.replace("SUMMARY", "RRULE:FREQ=YEARLY\r\nSUMMARY")},
+     ["office.yaml: at line 9:", "repeats (RRULE)"]),
+    ({"office.yaml": OFFICE.replace("08:00-12:00, 13:00", "08:00-14:00, 13:00", 1),
+      "holidays.ics": ICS}, ["office.yaml: at line 4:", "overlap"]),
+    ({"office.yaml": OFFICE.replace("13:00-17:00]", "13:00-25:00]", 1), "holidays.ics": ICS},
+     ["office.yaml: at line 4:", "end at most 24:00"]),
+    ({"office.yaml": OFFICE + "extends: nowhere\n", "holidays.ics": ICS},
+     ["office.yaml: at line 10:", "'extends: nowhere' names no calendar"]),
+    ({"office.yaml": OFFICE + "open_on_sundays: true\n", "holidays.ics": ICS},
+     ["office.yaml: at line 10:", "unknown key 'open_on_sundays'"]),
+])
+def test_a_broken_calendar_is_refused_naming_file_and_line(tmp_path: Path, files: dict[str, str],
+                                                          expected: list[str]) -> None:
+    """Unknown zones, no working time, unreadable or recurring .ics files, bad intervals, unknown
+    `extends` and unknown keys are refused with the file, the line and what to write."""
+    folder = _folder(tmp_path, files)
+    with pytest.raises(DefinitionError) as caught:
+        load_catalog(folder)
+    for part in expected:
+        assert part in str(caught.value)
+
+
+def test_check_definitions_refuses_a_broken_calendar(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`check-definitions` exits 2 on a calendar without working time and lists good ones."""
+    good = _folder(tmp_path / "good", {"office.yaml": OFFICE, "holidays.ics": ICS})
+    assert cli_main(["check-definitions", str(good)]) == 0
+    assert "calendar office: Europe/Berlin, 40h a week, 2 holidays" in capsys.readouterr().out
+    bad = _folder(tmp_path / "bad", {"office.yaml": "calendar: office\ntime_zone: UTC\n"})
+    assert cli_main(["check-definitions", str(bad)]) == 2
+    assert "office.yaml: at line 1:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("definition", "expected"), [
+    (ORDER.replace("calendar: office", "calendar: offices"),
+     "at calendar: no calendar 'offices' (calendars: office)"),
+    (ORDER.replace("calendar: office\n", ""),
+     "at states.awaiting_payment.deadlines.0.after: '2 business hours' is business time but no "
+     "calendar applies"),
+    (ORDER.replace("2 business hours", "2 working hours"), "is not a duration"),
+])
+def test_definitions_must_name_a_known_calendar_for_business_time(
+        tmp_path: Path, definition: str, expected: str) -> None:
+    """A definition naming an unknown calendar, or counting business time with none, is
+    refused."""
+    folder = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}, definition)
+    with pytest.raises(DefinitionError, match="order.yaml: ") as caught:
+        load_catalog(folder)
+    assert expected in str(caught.value)
+
+
+def test_engine_arms_business_deadlines_with_names(tmp_path: Path) -> None:
+    """An order placed Monday 16:30 Berlin: the 2-business-hour reminder is due Thursday 09:30
+    (Tuesday and Wednesday are holidays of the .ics file), the 1-business-day cancellation at
+    Thursday 16:30; both are in the transition, the commands carry the deadline's name."""
+    catalog = load_catalog(_folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}))
+    harness = Harness(catalog)
+    # T0 is Monday 2026-03-02 10:00 Berlin; 390 minutes later is 16:30.
+    harness.feed(ce("e1", "OrderPlaced", 390)).drain()
+    tables = harness.tables()
+    entered = tables["transitions"][0]
+    reminder, cancel = _berlin_ms("2026-03-05T09:30"), _berlin_ms("2026-03-05T16:30")
+    assert entered["deadlines"] == [{"name": "reminder", "due_at": reminder},
+                                    {"name": "CancelOrder", "due_at": cancel}]
+    assert [(c["command"], c["deadline"], c["due_at"]) for c in tables["commands"]] == [
+        ("SendPaymentReminder", "reminder", reminder), ("CancelOrder", "CancelOrder", cancel)]
+    assert harness.outcome()["ended_at"] == cancel
+
+
+def test_what_if_with_another_calendar_folder(tmp_path: Path) -> None:
+    """The same events judged with a calendar without the two holidays cancel a day earlier:
+    `load_catalog(..., calendars=FOLDER)` swaps the calendars and nothing else."""
+    folder = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS})
+    other = tmp_path / "no_holidays"
+    other.mkdir()
+    (other / "office.yaml").write_text(OFFICE.replace("holiday_files: [holidays.ics]\n", ""))
+    harness = Harness(load_catalog(folder, calendars=other))
+    harness.feed(ce("e1", "OrderPlaced", 390)).drain()
+    assert harness.outcome()["ended_at"] == _berlin_ms("2026-03-03T16:30")
+
+
+def test_simulated_claims_in_business_time_match_the_truth_and_replay_identical(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A simulator run of the claims workflow (business hours and days, holidays from an .ics
+    file, instances spread over three weeks) matches its ground truth exactly, its commands fall
+    due inside the claims team's working hours, and a 2-worker replay verifies identical."""
+    live, replayed = tmp_path / "live", tmp_path / "replayed"
+    sim = ["--sim-instances", "400", "--sim-seed", "11", "--sim-rate", "0.0005"]
+    assert cli_main(["run", "--definitions", str(CLAIMS), "--out", str(live), *sim]) == 0
+    summary = capsys.readouterr().out
+    assert "accuracy vs ground truth: outcomes 400/400, commands 400/400  ✓" in summary
+    conn = duckdb.connect(str(live / "flowkeeper.duckdb"), read_only=True)
+    dues = [row[0] for row in conn.sql("SELECT due_at FROM commands WHERE deadline IN "
+                                       "('RemindClaimsDesk', 'EscalateToTeamLead', "
+                                       "'RemindAssessor', 'NotifyClaimantOfDelay')").fetchall()]
+    conn.close()
+    calendar = load_catalog(CLAIMS).calendars["claims_de"]
+    assert len(dues) > 40
+    for due in dues:  # a deadline falls due inside working time, at an opening or at a close
+        ms = int(due.timestamp() * 1000)
+        assert 60_000 in (calendar.working_ms_between(ms - 60_000, ms),
+                          calendar.working_ms_between(ms, ms + 60_000)), due.astimezone(UTC)
+    assert cli_main(["replay", str(live), "--definitions", str(CLAIMS), "--out", str(replayed),
+                     "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert cli_main(["verify", str(live), str(replayed)]) == 0
+    assert "verdict: identical" in capsys.readouterr().out
+
+
+def test_bundled_claims_calendar_reads_its_holidays() -> None:
+    """The bundled claims calendar has the German public holidays of 2026 from its .ics file plus
+    the team's own closing days, and a short Friday."""
+    calendar = load_catalog(CLAIMS).calendars["claims_de"]
+    assert datetime(2026, 12, 25).date() in calendar.holidays
+    assert datetime(2026, 12, 24).date() in calendar.holidays
+    assert calendar.hours[4][-1][1] == 15 * 3_600_000
