@@ -174,8 +174,8 @@ VIEWS: list[tuple[str, str, str]] = [
            current AS (
                SELECT workflow_type, instance_id,
                       arg_max(definition_version, seq) AS definition_version,
-                      arg_max(to_state, seq) AS state, max("at") AS since, any_value(shard) AS shard,
-                      arg_max(deadlines, seq) AS armed
+                      arg_max(to_state, seq) AS state, max("at") AS since,
+                      any_value(shard) AS shard, arg_max(deadlines, seq) AS armed
                FROM transitions ANTI JOIN outcomes USING (workflow_type, instance_id) GROUP BY ALL),
            first_seen AS (
                SELECT workflow_type, instance_id, event_type, min("at") AS first_at

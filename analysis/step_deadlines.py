@@ -23,8 +23,8 @@ import pyarrow as pa
 from schemas.tables import duckdb_type
 from state.catalog import Catalog
 from state.definition import StateMachine
-from state.machine import COMPENSATION_TIMEOUT
 from state.durations import parse_duration_ms
+from state.machine import COMPENSATION_TIMEOUT
 
 TABLE = "step_deadlines"
 

@@ -298,7 +298,8 @@ def _due(d: Row, entered: Row, at: datetime, first_seen: dict[str, datetime],
     base = first_seen.get(d["from_event"]) if d["from_event"] else at
     if base is None or d["after_ms"] is None:
         return None
-    return base + d["after_ms"] * _MS
+    due: datetime = base + d["after_ms"] * _MS
+    return due
 
 
 def _compensation_timer(d: Row, state: str, at: datetime, sent: set[tuple[str, Any, str]],

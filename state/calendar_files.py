@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -138,8 +140,13 @@ def _read(file: Path) -> _Raw:
         raise fail(["holiday_files"], "'holiday_files' is a list of .ics file names")
     for i, name_of_file in enumerate(files):
         holidays |= _ics_dates(file.parent / str(name_of_file), zone,
-                               lambda problem, i=i: fail(["holiday_files", i], problem))
+                               partial(_fail_at, fail, ["holiday_files", i]))
     return _Raw(file, name, node, zone, extends, hours, frozenset(holidays))
+
+
+def _fail_at(fail: Any, path: list[str | int], problem: str) -> DefinitionError:
+    """`fail` bound to one place of the document."""
+    return fail(path, problem)  # type: ignore[no-any-return]
 
 
 def _hours(value: Any, fail: Any) -> dict[int, tuple[Interval, ...]]:
@@ -153,10 +160,10 @@ def _hours(value: Any, fail: Any) -> dict[int, tuple[Interval, ...]]:
                        f"{', '.join(WEEKDAYS)}")
         if not isinstance(intervals, list):
             intervals = [intervals]
-        parsed = [_interval(text, lambda p, i=i: fail(["working_hours", day, i], p))
+        parsed = [_interval(text, partial(_fail_at, fail, ["working_hours", day, i]))
                   for i, text in enumerate(intervals)]
         parsed.sort()
-        for (_, end), (start, _) in zip(parsed, parsed[1:], strict=False):
+        for (_, end), (start, _) in pairwise(parsed):
             if start < end:
                 raise fail(["working_hours", day], f"the intervals of {day} overlap; merge them")
         hours[WEEKDAYS.index(day)] = tuple(parsed)

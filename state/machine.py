@@ -220,7 +220,8 @@ class MachineInstance(InstanceBase):
         compensating = state.outcome is not None and state.compensates and bool(self.completed)
         if compensating:
             timeout = parse_duration_ms(definition.compensation_timeout)
-            armed.append((at_ms + timeout, deadline_ref(visit, "compensation", 0), None))
+            armed.append((at_ms + timeout, deadline_ref(visit, "compensation", 0),
+                          COMPENSATION_TIMEOUT))
         out.row("transitions", {
             "row_id": f"{self.key}/t{visit}",
             "workflow_type": definition.workflow,
@@ -235,8 +236,7 @@ class MachineInstance(InstanceBase):
             "at": at_ms,
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
-            "deadlines": [{"name": name or COMPENSATION_TIMEOUT, "due_at": due}
-                          for due, _, name in armed],
+            "deadlines": [{"name": name, "due_at": due} for due, _, name in armed],
         })
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)

@@ -3,7 +3,7 @@ business deadlines with names, and a simulator run in business time replayed ide
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -83,7 +83,7 @@ def test_calendars_load_with_extends_and_ics_holidays(tmp_path: Path) -> None:
                                 "  fri: [08:00-12:00]\nholidays: [2026-12-24]\n"})
     calendars = load_calendars(folder / "calendars")
     office, short = calendars["office"], calendars["short"]
-    assert sorted(office.holidays) == [datetime(2026, 3, d).date() for d in (3, 4)]
+    assert sorted(office.holidays) == [date(2026, 3, d) for d in (3, 4)]
     assert short.zone == office.zone and short.hours[:4] == office.hours[:4]
     assert short.hours[4] == ((8 * 3_600_000, 12 * 3_600_000),)
     assert len(short.holidays) == 3
@@ -98,7 +98,8 @@ def test_calendars_load_with_extends_and_ics_holidays(tmp_path: Path) -> None:
      ["office.yaml: at line 9:", "cannot read the holiday file", "holidays.ics"]),
     ({"office.yaml": OFFICE, "holidays.ics": "BEGIN:VCALENDAR\r\nthis is no ical\r\n"},
      ["office.yaml: at line 9:", "is not a readable iCalendar file"]),
-    ({"office.yaml": OFFICE, "holidays.ics": ICS.replace("SUMMARY", "RRULE:FREQ=YEARLY\r\nSUMMARY")},
+    ({"office.yaml": OFFICE,
+      "holidays.ics": ICS.replace("SUMMARY", "RRULE:FREQ=YEARLY\r\nSUMMARY")},
      ["office.yaml: at line 9:", "repeats (RRULE)"]),
     ({"office.yaml": OFFICE.replace("08:00-12:00, 13:00", "08:00-14:00, 13:00", 1),
       "holidays.ics": ICS}, ["office.yaml: at line 4:", "overlap"]),
@@ -144,7 +145,7 @@ def test_definitions_must_name_a_known_calendar_for_business_time(
     """A definition naming an unknown calendar, or counting business time with none, is
     refused."""
     folder = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}, definition)
-    with pytest.raises(DefinitionError, match="order.yaml: ") as caught:
+    with pytest.raises(DefinitionError, match=r"order\.yaml: ") as caught:
         load_catalog(folder)
     assert expected in str(caught.value)
 
@@ -211,6 +212,6 @@ def test_bundled_claims_calendar_reads_its_holidays() -> None:
     """The bundled claims calendar has the German public holidays of 2026 from its .ics file plus
     the team's own closing days, and a short Friday."""
     calendar = load_catalog(CLAIMS).calendars["claims_de"]
-    assert datetime(2026, 12, 25).date() in calendar.holidays
-    assert datetime(2026, 12, 24).date() in calendar.holidays
+    assert date(2026, 12, 25) in calendar.holidays
+    assert date(2026, 12, 24) in calendar.holidays
     assert calendar.hours[4][-1][1] == 15 * 3_600_000

@@ -337,7 +337,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
     "unknown_key": (
         VALID.replace("    deadlines:", "    deadline:"),
         ["at states.awaiting_payment.deadline", "unknown key 'deadline'",
-         "did you mean 'deadlines'?", "allowed keys here: calendar, compensate, compensation, deadlines, on"],
+         "did you mean 'deadlines'?",
+         "allowed keys here: calendar, compensate, compensation, deadlines, on"],
     ),
     "unknown_key_in_deadline": (
         VALID.replace("goto: cancelled}", "go_to: cancelled}"),
