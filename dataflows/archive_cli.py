@@ -60,7 +60,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if "archive" not in settings.sinks.model_fields_set:
         updates["archive"] = False
     settings = settings.with_flags(**updates)
-    source = replay_source(settings, load_catalog(settings.definitions))
+    source = replay_source(settings, load_catalog(settings.definitions, settings.calendars))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):
         msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there "
                "would replace it; choose another --out")

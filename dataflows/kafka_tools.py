@@ -143,7 +143,7 @@ def _messages(args: argparse.Namespace, settings: Settings,
     from schemas.errors import ConfigError
     from state.catalog import load_catalog
 
-    catalog = load_catalog(settings.definitions)
+    catalog = load_catalog(settings.definitions, settings.calendars)
     if args.event_files:
         files = settings.with_flags(source="file", files=args.event_files,
                                     file_partitions=partitions)

@@ -240,6 +240,9 @@ class Settings(BaseSettings):
                                       extra="forbid")
 
     definitions: Path = Field(BUNDLED_DEFINITIONS, description="workflow definition file or folder")
+    calendars: Path | None = Field(None, description=(
+        "folder of business calendars (default: calendars/ beside --definitions); another folder "
+        "in a replay shows what a new holiday list would change"))
     out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
     buckets: int = Field(16, ge=1, le=4096, description="shards per input partition")

@@ -3,6 +3,7 @@ business deadlines with names, and a simulator run in business time replayed ide
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from analysis.output_diff import compare_outputs
 from dataflows.cli import main as cli_main
 from schemas.errors import DefinitionError
 from state.calendar_files import load_calendars
@@ -215,3 +217,36 @@ def test_bundled_claims_calendar_reads_its_holidays() -> None:
     assert date(2026, 12, 25) in calendar.holidays
     assert date(2026, 12, 24) in calendar.holidays
     assert calendar.hours[4][-1][1] == 15 * 3_600_000
+
+
+def test_replay_with_another_calendar_folder_lists_the_changed_instances(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Replaying last month's claims with a calendar that closes the team on 2026-01-07 as well
+    (`replay --calendars FOLDER`) changes exactly the instances with a business deadline
+    counting across that day, and `verify` names them (exit 1)."""
+    live, what_if = tmp_path / "live", tmp_path / "what_if"
+    sim = ["--sim-instances", "200", "--sim-seed", "3", "--sim-rate", "0.001"]
+    assert cli_main(["run", "--definitions", str(CLAIMS), "--out", str(live), *sim,
+                     "--no-duckdb"]) == 0
+    other = tmp_path / "calendars"
+    shutil.copytree(CLAIMS / "calendars", other)
+    claims_de = other / "claims_de.yaml"
+    claims_de.write_text(claims_de.read_text().replace("[2026-12-24, 2026-12-31]",
+                                                       "[2026-01-07, 2026-12-24, 2026-12-31]"))
+    assert cli_main(["replay", str(live), "--definitions", str(CLAIMS), "--calendars", str(other),
+                     "--out", str(what_if), "--no-duckdb"]) == 0
+    capsys.readouterr()
+    conn = duckdb.connect()
+    crossing = {i for (i,) in conn.sql(f"""
+        SELECT DISTINCT instance_id FROM (
+            SELECT t.instance_id, t."at" AS armed_at, unnest(t.deadlines).due_at AS due_at
+            FROM read_parquet('{live}/parquet/transitions/**/*.parquet',
+                              hive_partitioning = true) t)
+        WHERE armed_at < TIMESTAMPTZ '2026-01-08 00:00:00+01'
+          AND due_at > TIMESTAMPTZ '2026-01-07 08:00:00+01'""").fetchall()}
+    changed = {diff.instance.removeprefix("claims_handling/")
+               for table in compare_outputs(live, what_if) if table.table != "metrics"
+               for diff in table.differences}
+    assert changed and changed == crossing, (changed ^ crossing)
+    assert cli_main(["verify", str(live), str(what_if)]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
