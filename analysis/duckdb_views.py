@@ -10,6 +10,7 @@ from typing import Literal
 import duckdb
 
 from analysis.parquet_relations import create_parquet_relations
+from analysis.pending import PENDING_SQL
 from analysis.step_deadlines import create_step_deadlines
 from state.catalog import Catalog
 
@@ -58,6 +59,13 @@ VIEWS: list[tuple[str, str, str]] = [
                   max(t.at) AS since, count(*) AS transitions
            FROM transitions t ANTI JOIN outcomes o USING (workflow_type, instance_id)
            GROUP BY ALL ORDER BY since""",
+    ),
+    (
+        "pending_deadlines",
+        "each deadline of an open instance that has not fired: its name, due time, and the time "
+        "remaining as of its input partition's watermark (the newest event time read there; "
+        "negative: due, it fires when the watermark passes it)",
+        PENDING_SQL,
     ),
     (
         "dead_letters_by_reason",

@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 
 from analysis.formatting import DASH, deadline_action, human_ms, json_ready, utc
 from analysis.outputs import Row, rows
+from analysis.pending import pending_of
 from connectors.archive_format import records_of
 from schemas.decode import DecodeRules, decode
 from schemas.errors import ConfigError
@@ -85,6 +86,10 @@ class Timeline:
                          f"{human_ms(outcome['duration_ms'])}; variant {outcome['variant']}")
         else:
             lines.append(f"  still open in {s.get('state') or DASH}")
+        for d in s.get("pending_deadlines") or ():
+            lines.append(f"  pending deadline {d['deadline']}: due {utc(d['due_at'])}, "
+                         f"{_remaining(d['remaining_ms'])} as of the partition's watermark "
+                         f"{utc(d['watermark'])}")
         if self.archive is None:
             lines.append("  (no input archive found: event types may read ?, dead letters are "
                          "not shown)")
@@ -97,6 +102,13 @@ class Timeline:
 
 
 _MS = timedelta(milliseconds=1)
+
+
+def _remaining(ms: int | None) -> str:
+    """`3h 5m left`, or `due 2m ago` once the watermark passed it."""
+    if ms is None:
+        return "time left unknown"
+    return f"{human_ms(ms)} left" if ms >= 0 else f"due {human_ms(-ms)} ago"
 
 
 def find_workflow(conn: duckdb.DuckDBPyConnection, instance_id: str, workflow: str | None) -> str:
@@ -152,7 +164,9 @@ def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, work
                *([_outcome_entry(outcome)] if outcome else [])]
     entries.sort(key=lambda e: (e.at, e.rank, e.arrived or e.at))
     last = transitions[-1] if transitions else {}
-    summary = {"definition_version": last.get("definition_version"), "shard": last.get("shard"),
+    summary = {"pending_deadlines": [] if outcome else pending_of(conn, workflow_type,
+                                                                  instance_id),
+               "definition_version": last.get("definition_version"), "shard": last.get("shard"),
                "trace_id": last.get("trace_id"), "state": last.get("to_state"), "outcome": outcome}
     return Timeline(workflow_type, instance_id, summary, entries, archive)
 
@@ -275,11 +289,12 @@ def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: li
                       "after": _after(d), "from_event": d["from_event"], "command": d["command"],
                       "goto": d["goto"], "status": status}
             since = f" from {d['from_event']}" if d["from_event"] else ""
-            yield Entry(at, "deadline_armed", f"{name}: {action} due {utc(due)} (+{_after(d)}"
+            named = f"{name}: " if name not in (d["command"], d["goto"]) else ""
+            yield Entry(at, "deadline_armed", f"{named}{action} due {utc(due)} (+{_after(d)}"
                         f"{since}) in {state}: {status}", None, detail)
             if fired:
                 yield Entry(due, "deadline_fired",
-                            f"{name}: {state} +{_after(d)}{since}: {action}", None, detail)
+                            f"{named}{state} +{_after(d)}{since}: {action}", None, detail)
 
 
 def _after(d: Row) -> str:
