@@ -53,6 +53,18 @@ VIEWS: list[tuple[str, str, str]] = [
            GROUP BY ALL ORDER BY workflow_type, step""",
     ),
     (
+        "business_step_latency",
+        "time spent in each state counted in its calendar's business time (states a calendar "
+        "applies to): count, p50, p95 and max in milliseconds, beside the wall-time p50",
+        """SELECT workflow_type, from_state AS step, count(*) AS exits,
+                  quantile_cont(business_duration_ms, 0.5) AS business_p50_ms,
+                  quantile_cont(business_duration_ms, 0.95) AS business_p95_ms,
+                  max(business_duration_ms) AS business_max_ms,
+                  quantile_cont(state_duration_ms, 0.5) AS wall_p50_ms
+           FROM transitions WHERE from_state IS NOT NULL AND business_duration_ms IS NOT NULL
+           GROUP BY ALL ORDER BY workflow_type, step""",
+    ),
+    (
         "open_instances",
         "instances with no outcome yet: current state, when they entered it, transitions so far",
         """SELECT t.workflow_type, t.instance_id, arg_max(t.to_state, t.seq) AS state,

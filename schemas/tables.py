@@ -40,6 +40,8 @@ OUTCOMES = pa.schema(
         ("variant", pa.string()),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        # `duration_ms` in the business time of the definition's calendar (None: no calendar)
+        ("business_duration_ms", pa.int64()),
     ]
 )
 
@@ -60,6 +62,8 @@ TRANSITIONS = pa.schema(
         ("trace_id", pa.string()),
         ("shard", pa.string()),
         ("deadlines", pa.list_(_ARMED)),  # armed on entering `to_state` (None: case tracking)
+        # `state_duration_ms` in the business time of the state's calendar (None: no calendar)
+        ("business_duration_ms", pa.int64()),
     ]
 )
 

@@ -224,8 +224,7 @@ def load_definition(file: Path, calendars: dict[str, Calendar] | None = None) ->
     problems = check_definition(definition, calendars or {})
     if problems:
         raise DefinitionError("\n".join(f"{file}: {problem}" for problem in problems))
-    if isinstance(definition, StateMachine):
-        definition.bind_calendars(calendars or {})
+    definition.bind_calendars(calendars or {})
     return definition
 
 
@@ -313,9 +312,8 @@ def check_definition(definition: Definition,
                      calendars: dict[str, Calendar] | None = None) -> list[str]:
     """Static checks beyond the schema: the problems that would make instances misbehave."""
     if isinstance(definition, CaseTracking):
-        if definition.naive_time_zone:
-            return _check_zone(definition.naive_time_zone)
-        return []
+        problems = _check_zone(definition.naive_time_zone) if definition.naive_time_zone else []
+        return problems + _check_rule_calendars(definition, calendars or {})
     problems = _check_zone(definition.naive_time_zone) if definition.naive_time_zone else []
     states = definition.states
     defined = ", ".join(sorted(states))
@@ -370,6 +368,21 @@ def _check_calendars(definition: StateMachine, calendars: dict[str, Calendar]) -
                 problems.append(f"at {where}.after: {deadline.after!r} is business time but no "
                                 "calendar applies; add 'calendar: <name>' to the deadline, its "
                                 "state or the definition")
+    return problems
+
+
+def _check_rule_calendars(definition: CaseTracking, calendars: dict[str, Calendar]) -> list[str]:
+    """Every calendar named exists; every rule in business time has one."""
+    known = ", ".join(sorted(calendars)) or "none: add calendars/<name>.yaml beside the definitions"
+    problems = [f"at calendar: no calendar {definition.calendar!r} (calendars: {known})"
+                for _ in [0] if definition.calendar and definition.calendar not in calendars]
+    for i, rule in enumerate(definition.rules):
+        if rule.calendar is not None and rule.calendar not in calendars:
+            problems.append(f"at rules.{i}.calendar: no calendar {rule.calendar!r} "
+                            f"(calendars: {known})")
+        elif rule.business and definition.rule_calendar(i) is None:
+            problems.append(f"at rules.{i}: {rule.limit!r} is business time but no calendar "
+                            "applies; add 'calendar: <name>' to the rule or the definition")
     return problems
 
 

@@ -46,6 +46,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Calendared(_Strict):
+    """A definition whose durations may count a calendar's business time: the catalog binds the
+    calendars it names (`bind_calendars`) after loading."""
+
+    calendar: Name | None = None
+    _calendars: dict[str, Calendar] = PrivateAttr(default_factory=dict)
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names."""
+        return {self.calendar} if self.calendar else set()
+
+    def bind_calendars(self, calendars: dict[str, Calendar]) -> None:
+        """Give the definition the calendars it names (the catalog does)."""
+        self._calendars = {name: calendars[name] for name in self.calendar_names()
+                           if name in calendars}
+
+    def bound(self, name: str | None) -> Calendar | None:
+        """A named calendar of this definition (None for no name)."""
+        return self._calendars[name] if name is not None else None
+
+    def due_after(self, base_ms: int, after: str, calendar: str | None) -> int:
+        """`after` (wall or business time, in `calendar`) past `base_ms`, as absolute UTC ms."""
+        business = parse_business(after)
+        if business is None:
+            return base_ms + parse_duration_ms(after)
+        return self._calendars[calendar or ""].due_ms(base_ms, business)
+
+    def business_ms(self, calendar: str | None, start_ms: int, end_ms: int) -> int | None:
+        """Working time of `calendar` in `[start_ms, end_ms)`; None without a calendar."""
+        found = self.bound(calendar)
+        return found.working_ms_between(start_ms, end_ms) if found is not None else None
+
+
 class AcceptTimes(_Strict):
     """The event times this workflow accepts, `[from, until)` (dates are midnight UTC); outside,
     an event is a `time_out_of_range` dead letter. The default range (2000 to 2200) guards live
@@ -175,7 +208,7 @@ class State(_Strict):
         return found + [t for t in (self.then, self.on_failure) if t]
 
 
-class StateMachine(_Strict):
+class StateMachine(_Calendared):
     """A workflow as a state machine (the default mode)."""
 
     workflow: Name
@@ -191,13 +224,6 @@ class StateMachine(_Strict):
     states: dict[Name, State] = Field(min_length=1, max_length=200)
     compensation_timeout: Duration = "1h"
     retention: Duration = "1h"
-    calendar: Name | None = None
-    _calendars: dict[str, Calendar] = PrivateAttr(default_factory=dict)
-
-    def bind_calendars(self, calendars: dict[str, Calendar]) -> None:
-        """Give the definition the calendars its business deadlines name (the catalog does)."""
-        self._calendars = {name: calendars[name] for name in self.calendar_names()
-                           if name in calendars}
 
     def calendar_names(self) -> set[str]:
         """Every calendar the definition names (on itself, a state or a deadline)."""
@@ -213,11 +239,11 @@ class StateMachine(_Strict):
     def due_ms(self, state: str, index: int, base_ms: int) -> int:
         """When deadline `index` of `state`, counted from `base_ms`, is due (absolute UTC ms)."""
         deadline = self.states[state].deadlines[index]
-        business = deadline.business
-        if business is None:
-            return base_ms + deadline.after_ms
-        name = self.calendar_of(state, deadline)
-        return self._calendars[name or ""].due_ms(base_ms, business)
+        return self.due_after(base_ms, deadline.after, self.calendar_of(state, deadline))
+
+    def state_calendar(self, state: str) -> str | None:
+        """The calendar a state's time is counted in (its own, else the definition's)."""
+        return self.states[state].calendar or self.calendar
 
     @cached_property
     def deadline_sources(self) -> frozenset[str]:
@@ -252,11 +278,24 @@ class SlaRule(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: Name | None = None
-    within: Duration | None = None
+    within: DeadlineDuration | None = None
     from_event: Name | None = Field(default=None, alias="from")
     to: Name | Annotated[list[Name], Field(min_length=1, max_length=50)] | None = None
-    complete_within: Duration | None = None
-    stuck_after: Duration | None = None
+    complete_within: DeadlineDuration | None = None
+    stuck_after: DeadlineDuration | None = None
+    calendar: Name | None = None
+
+    @property
+    def limit(self) -> str:
+        """The rule's duration as written (wall or business time)."""
+        found = self.within or self.complete_within or self.stuck_after
+        assert found is not None
+        return found
+
+    @property
+    def business(self) -> bool:
+        """Whether the rule counts business time."""
+        return parse_business(self.limit) is not None
 
     @model_validator(mode="after")
     def _one_form(self) -> SlaRule:
@@ -289,7 +328,7 @@ class SlaRule(_Strict):
         return f"stuck after {self.stuck_after}"
 
 
-class CaseTracking(_Strict):
+class CaseTracking(_Calendared):
     """A workflow tracked as cases: activity sequences and SLA rules, no state machine."""
 
     workflow: Name
@@ -304,6 +343,19 @@ class CaseTracking(_Strict):
     close_after_idle: Duration = "30d"
     rules: list[SlaRule] = Field(default_factory=list, max_length=50)
     retention: Duration = "1h"
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names (on itself or a rule)."""
+        names = {self.calendar} | {rule.calendar for rule in self.rules}
+        return {n for n in names if n is not None}
+
+    def rule_calendar(self, index: int) -> str | None:
+        """The calendar a rule counts business time in: its own, else the definition's."""
+        return self.rules[index].calendar or self.calendar
+
+    def rule_due_ms(self, index: int, base_ms: int) -> int:
+        """When rule `index`'s limit, counted from `base_ms`, runs out (absolute UTC ms)."""
+        return self.due_after(base_ms, self.rules[index].limit, self.rule_calendar(index))
 
     def event_types(self) -> set[str]:
         """The event types listed (empty when the definition accepts any type)."""

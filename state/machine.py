@@ -93,6 +93,8 @@ class InstanceBase:
             **dict(zip(COUNT_KEYS, self.counts, strict=True)),
             "variant": " > ".join(variant),
             "trace_id": self.trace_id,
+            "business_duration_ms": self.definition.business_ms(
+                self.definition.calendar, self.started_ms, self.ended_ms),
         }
 
 
@@ -237,6 +239,8 @@ class MachineInstance(InstanceBase):
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
             "deadlines": [{"name": name, "due_at": due} for due, _, name in armed],
+            "business_duration_ms": definition.business_ms(
+                definition.state_calendar(previous), previous_entered, at_ms) if previous else None,
         })
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)

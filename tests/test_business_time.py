@@ -186,7 +186,8 @@ def test_simulated_claims_in_business_time_match_the_truth_and_replay_identical(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A simulator run of the claims workflow (business hours and days, holidays from an .ics
     file, instances spread over three weeks) matches its ground truth exactly, its commands fall
-    due inside the claims team's working hours, and a 2-worker replay verifies identical."""
+    due inside the claims team's working hours, the business step latency view counts every step
+    left, and a 2-worker replay verifies identical."""
     live, replayed = tmp_path / "live", tmp_path / "replayed"
     sim = ["--sim-instances", "400", "--sim-seed", "11", "--sim-rate", "0.0005"]
     assert cli_main(["run", "--definitions", str(CLAIMS), "--out", str(live), *sim]) == 0
@@ -196,7 +197,13 @@ def test_simulated_claims_in_business_time_match_the_truth_and_replay_identical(
     dues = [row[0] for row in conn.sql("SELECT due_at FROM commands WHERE deadline IN "
                                        "('RemindClaimsDesk', 'EscalateToTeamLead', "
                                        "'RemindAssessor', 'NotifyClaimantOfDelay')").fetchall()]
+    latency = conn.sql("SELECT step, exits, business_p50_ms, business_max_ms, wall_p50_ms "
+                       "FROM business_step_latency").fetchall()
+    counted = conn.sql("SELECT from_state, count(*), max(business_duration_ms) FROM transitions "
+                       "WHERE from_state IS NOT NULL GROUP BY ALL").fetchall()
     conn.close()
+    assert {(r[0], r[1], r[3]) for r in latency} == set(counted)
+    assert all(business <= wall for _, _, business, _, wall in latency)
     calendar = load_catalog(CLAIMS).calendars["claims_de"]
     assert len(dues) > 40
     for due in dues:  # a deadline falls due inside working time, at an opening or at a close
@@ -250,3 +257,53 @@ def test_replay_with_another_calendar_folder_lists_the_changed_instances(
     assert changed and changed == crossing, (changed ^ crossing)
     assert cli_main(["verify", str(live), str(what_if)]) == 1
     assert "DIFFERENT" in capsys.readouterr().out
+
+
+CASES = """workflow: claims_cases
+mode: case_tracking
+version: 1
+instance_id: {data_field: order_id}
+calendar: office
+events: [Filed, Answered]
+end_on: [Answered]
+rules:
+  - {name: answer in 8 working hours, within: 8 business hours, from: Filed, to: Answered}
+"""
+
+
+@pytest.mark.parametrize(("answered", "breached"), [
+    ("2026-03-09T15:00", False),  # Fri 16:00-17:00 + Mon 08:00-12:00, 13:00-15:00: 7 h
+    ("2026-03-09T16:30", True),  # 8.5 h of business time (about 72 h of wall time either way)
+])
+def test_sla_rule_in_business_time(tmp_path: Path, answered: str, breached: bool) -> None:
+    """A case-tracking rule 'within 8 business hours' judges the working time between Friday
+    16:00 and Monday's answer, not the 71-72 wall hours; the breach says both."""
+    folder = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}, CASES)
+    harness = Harness(load_catalog(folder))
+    start = _berlin_ms("2026-03-06T16:00")  # T0 is 2026-03-02 10:00 Berlin
+    minutes = (start - _berlin_ms("2026-03-02T10:00")) / 60_000
+    end = (_berlin_ms(answered) - _berlin_ms("2026-03-02T10:00")) / 60_000
+    harness.feed(ce("e1", "Filed", minutes), ce("e2", "Answered", end)).drain()
+    found = [a for a in harness.tables()["anomalies"] if a["kind"] == "sla_breached"]
+    assert bool(found) == breached
+    if breached:
+        assert found[0]["detail"].endswith(f"({int(8.5 * 3_600_000)} ms of business time)")
+    step = harness.tables()["transitions"][1]
+    assert step["business_duration_ms"] == (8.5 if breached else 7) * 3_600_000
+
+
+def test_business_durations_of_steps_and_instances(tmp_path: Path) -> None:
+    """Paid on Thursday 09:00 after an order on Monday 16:30 with Tuesday and Wednesday holidays:
+    64.5 wall hours in `awaiting_payment`, 1.5 business hours, in the transition and the
+    outcome."""
+    catalog = load_catalog(_folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}))
+    harness = Harness(catalog)
+    paid = (_berlin_ms("2026-03-05T09:00") - _berlin_ms("2026-03-02T10:00")) / 60_000
+    harness.feed(ce("e1", "OrderPlaced", 390), ce("e2", "PaymentAuthorized", paid)).drain()
+    left = harness.tables()["transitions"][1]
+    assert left["state_duration_ms"] == 64.5 * 3_600_000
+    assert left["business_duration_ms"] == 1.5 * 3_600_000
+    outcome = harness.outcome()
+    assert (outcome["duration_ms"], outcome["business_duration_ms"]) == (
+        64.5 * 3_600_000, 1.5 * 3_600_000)
+    assert harness.commands() == []  # the 2-business-hour reminder was not due yet

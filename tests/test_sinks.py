@@ -72,6 +72,7 @@ _BASE: dict[str, Row] = {
         "variant": "B",
         "trace_id": TRACE,
         "shard": "eu-1",
+        "business_duration_ms": 1_800_000,
     },
     "transitions": {
         "row_id": "",
@@ -89,6 +90,7 @@ _BASE: dict[str, Row] = {
         "trace_id": TRACE,
         "shard": "eu-1",
         "deadlines": [{"name": "ShipReminder", "due_at": T0 + 3_600_000}],
+        "business_duration_ms": 45_000,
     },
     "commands": {
         "row_id": "",
