@@ -307,3 +307,32 @@ def test_business_durations_of_steps_and_instances(tmp_path: Path) -> None:
     assert (outcome["duration_ms"], outcome["business_duration_ms"]) == (
         64.5 * 3_600_000, 1.5 * 3_600_000)
     assert harness.commands() == []  # the 2-business-hour reminder was not due yet
+
+
+def test_import_log_rules_in_business_time(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`import-log --calendars FOLDER --calendar NAME --sla 'A->B<=8 business hours'` copies
+    the calendars beside the definition it writes, and the replay judges working time: a case
+    answered 7 business hours (71 wall hours) later keeps the rule, one at 8.5 breaches it."""
+    calendars = _folder(tmp_path, {"office.yaml": OFFICE, "holidays.ics": ICS}) / "calendars"
+    log = tmp_path / "tickets.csv"
+    log.write_text("case;activity;timestamp\n"
+                   "c1;Filed;2026-03-06T16:00:00+01:00\nc1;Answered;2026-03-09T15:00:00+01:00\n"
+                   "c2;Filed;2026-03-06T16:00:00+01:00\nc2;Answered;2026-03-09T16:30:00+01:00\n")
+    out, results = tmp_path / "imported", tmp_path / "results"
+    assert cli_main(["import-log", str(log), "--out", str(out), "--calendars", str(calendars),
+                     "--calendar", "office", "--sla", "Filed->Answered<=8 business hours"]) == 0
+    assert (out / "calendars" / "holidays.ics").is_file()
+    assert cli_main(["replay", str(out), "--out", str(results), "--no-duckdb"]) == 0
+    capsys.readouterr()
+    breached = duckdb.sql(f"""SELECT instance_id, detail FROM read_parquet(
+        '{results}/parquet/anomalies/**/*.parquet', hive_partitioning = true)
+        WHERE kind = 'sla_breached'""").fetchall()
+    assert [i for i, _ in breached] == ["c2"]
+    assert "30600000 ms of business time" in breached[0][1]
+    assert cli_main(["import-log", str(log), "--out", str(out), "--overwrite",
+                     "--sla", "Filed->Answered<=8 business hours"]) == 2
+    assert "a limit in business time needs a calendar" in capsys.readouterr().err
+    assert cli_main(["import-log", str(log), "--out", str(out), "--overwrite", "--calendars",
+                     str(calendars), "--calendar", "shop"]) == 2
+    assert "--calendar 'shop' is not in" in capsys.readouterr().err
