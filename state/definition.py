@@ -238,8 +238,17 @@ class StateMachine(_Calendared):
 
     def due_ms(self, state: str, index: int, base_ms: int) -> int:
         """When deadline `index` of `state`, counted from `base_ms`, is due (absolute UTC ms)."""
+        wall = self.wall_afters.get((state, index))
+        if wall is not None:  # the common case, on every state entered: one lookup
+            return base_ms + wall
         deadline = self.states[state].deadlines[index]
         return self.due_after(base_ms, deadline.after, self.calendar_of(state, deadline))
+
+    @cached_property
+    def wall_afters(self) -> dict[tuple[str, int], int]:
+        """(state, index) -> ms of every deadline in wall time."""
+        return {(name, i): d.after_ms for name, state in self.states.items()
+                for i, d in enumerate(state.deadlines) if d.business is None}
 
     def state_calendar(self, state: str) -> str | None:
         """The calendar a state's time is counted in (its own, else the definition's)."""
