@@ -87,6 +87,10 @@ def add_verify(sub: Any) -> Handler:
                         help="the --out folder to check against it")
     verify.add_argument("--tables", default=",".join(COMPARED),
                         help=f"comma-separated tables to compare (default: {','.join(COMPARED)})")
+    verify.add_argument("--all-columns", action="store_true",
+                        help="also compare the columns that restate the definitions (due times "
+                        "of armed deadlines, business durations), left out by default so a "
+                        "what-if names the instances whose verdicts or commands change")
     verify.add_argument("--show", type=int, default=5, metavar="N",
                         help="differing instances to show per table (default 5)")
     return cmd_verify
@@ -97,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.output_diff import compare_outputs
 
     tables = tuple(t.strip() for t in args.tables.split(",") if t.strip())
-    diffs = compare_outputs(args.recorded, args.replayed, tables)
+    diffs = compare_outputs(args.recorded, args.replayed, tables, args.all_columns)
     for diff in diffs:
         if diff.identical:
             print(f"{diff.table:<13} identical  {diff.recorded:>10,} rows")

@@ -229,8 +229,10 @@ def test_bundled_claims_calendar_reads_its_holidays() -> None:
 def test_replay_with_another_calendar_folder_lists_the_changed_instances(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Replaying last month's claims with a calendar that closes the team on 2026-01-07 as well
-    (`replay --calendars FOLDER`) changes exactly the instances with a business deadline
-    counting across that day, and `verify` names them (exit 1)."""
+    (`replay --calendars FOLDER`) changes exactly the instances one of whose deadlines fired
+    and counted working time of that day (a new holiday only delays), and `verify` names them
+    (exit 1); `--all-columns` also counts the instances whose armed due times or business
+    durations moved without changing a verdict."""
     live, what_if = tmp_path / "live", tmp_path / "what_if"
     sim = ["--sim-instances", "200", "--sim-seed", "3", "--sim-rate", "0.001"]
     assert cli_main(["run", "--definitions", str(CLAIMS), "--out", str(live), *sim,
@@ -243,18 +245,34 @@ def test_replay_with_another_calendar_folder_lists_the_changed_instances(
     assert cli_main(["replay", str(live), "--definitions", str(CLAIMS), "--calendars", str(other),
                      "--out", str(what_if), "--no-duckdb"]) == 0
     capsys.readouterr()
-    conn = duckdb.connect()
-    crossing = {i for (i,) in conn.sql(f"""
-        SELECT DISTINCT instance_id FROM (
-            SELECT t.instance_id, t."at" AS armed_at, unnest(t.deadlines).due_at AS due_at
-            FROM read_parquet('{live}/parquet/transitions/**/*.parquet',
-                              hive_partitioning = true) t)
-        WHERE armed_at < TIMESTAMPTZ '2026-01-08 00:00:00+01'
-          AND due_at > TIMESTAMPTZ '2026-01-07 08:00:00+01'""").fetchall()}
+    parquet = f"{live}/parquet"
+    fired_and_shifted = {i for (i,) in duckdb.sql(f"""
+        WITH armed AS (
+            SELECT instance_id, to_state AS state, "at" AS armed_at, unnest(deadlines) AS d
+            FROM read_parquet('{parquet}/transitions/**/*.parquet', hive_partitioning = true)),
+        fired AS (
+            SELECT instance_id, deadline AS name, due_at FROM read_parquet(
+                '{parquet}/commands/**/*.parquet', hive_partitioning = true)
+            WHERE reason = 'deadline'
+            UNION
+            SELECT t.instance_id, a.d.name, t."at" FROM read_parquet(
+                '{parquet}/transitions/**/*.parquet', hive_partitioning = true) t
+            JOIN armed a ON a.instance_id = t.instance_id AND a.state = t.from_state
+                 AND a.d.due_at = t."at"
+            WHERE t.trigger = 'deadline')
+        SELECT DISTINCT a.instance_id FROM armed a
+        JOIN fired f ON f.instance_id = a.instance_id AND f.name = a.d.name
+             AND f.due_at = a.d.due_at
+        WHERE a.armed_at < TIMESTAMPTZ '2026-01-07 17:00:00+01'
+          AND a.d.due_at >= TIMESTAMPTZ '2026-01-07 08:00:00+01'""").fetchall()}
     changed = {diff.instance.removeprefix("claims_handling/")
                for table in compare_outputs(live, what_if) if table.table != "metrics"
                for diff in table.differences}
-    assert changed and changed == crossing, (changed ^ crossing)
+    assert changed and changed == fired_and_shifted, changed ^ fired_and_shifted
+    restated = {diff.instance.removeprefix("claims_handling/")
+                for table in compare_outputs(live, what_if, all_columns=True)
+                if table.table != "metrics" for diff in table.differences}
+    assert restated > changed  # due times and business durations moved on more instances
     assert cli_main(["verify", str(live), str(what_if)]) == 1
     assert "DIFFERENT" in capsys.readouterr().out
 
