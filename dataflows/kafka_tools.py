@@ -22,8 +22,8 @@ Handler = Callable[[argparse.Namespace], int]
 CONNECTION = ("kafka_brokers", "kafka_timeout", "kafka_security_protocol", "kafka_sasl_mechanism",
               "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca", "kafka_ssl_cert",
               "kafka_ssl_key")
-SIMULATION = ("definitions", "out", "allowed_lateness", "max_future_skew", "buckets", "sim_seed",
-              "sim_instances", "sim_partitions", "sim_rate", "arrival_field")
+SIMULATION = ("definitions", "calendars", "out", "allowed_lateness", "max_future_skew", "buckets",
+              "sim_seed", "sim_instances", "sim_partitions", "sim_rate", "arrival_field")
 
 
 def _settings_flags(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:

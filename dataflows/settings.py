@@ -378,7 +378,7 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # The variables from before the groups, for one release: old name -> (new name, flag name).
-NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field"})  # no flat old variable
+NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field", "calendars"})  # no old name
 OLD_VARIABLES = {f"{PREFIX}{flag.upper()}": (variable(flag), flag)
                  for flag, (group, _) in FLAGS.items()
                  if group is not None and flag not in NEWER_FLAGS}
