@@ -75,8 +75,8 @@ VIEWS: list[tuple[str, str, str]] = [
     (
         "pending_deadlines",
         "each deadline of an open instance that has not fired: its name, due time, and the time "
-        "remaining as of its input partition's watermark (the newest event time read there; "
-        "negative: due, it fires when the watermark passes it)",
+        "remaining as of its input partition's watermark (the newest event time read on that "
+        "partition; negative: due, it fires when the watermark passes it)",
         PENDING_SQL,
     ),
     (

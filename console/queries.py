@@ -217,11 +217,13 @@ def due_next(conn: duckdb.DuckDBPyConnection, query: DueQuery) -> Page:
     if not readable(conn):
         return Page([], 0, 1, 1, {"workflow_type": [], "state": [], "deadline": []})
     where, params = query.where()
-    ranked = (f"SELECT workflow_type, instance_id, arg_min(state, due_at) AS state, "
-              f"arg_min(deadline, due_at) AS deadline, min(due_at) AS due_at, "
-              f"arg_min(remaining_ms, due_at) AS remaining_ms, "
-              f"arg_min(watermark, due_at) AS watermark, count(*) AS pending "
-              f"FROM ({PENDING_SQL}){where} GROUP BY workflow_type, instance_id")
+    # One evaluation of the pending deadlines for the page, its total and the filter menus.
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE pending_now AS {PENDING_SQL}")
+    ranked = ("SELECT workflow_type, instance_id, arg_min(state, due_at) AS state, "
+              "arg_min(deadline, due_at) AS deadline, min(due_at) AS due_at, "
+              "arg_min(remaining_ms, due_at) AS remaining_ms, "
+              "arg_min(watermark, due_at) AS watermark, count(*) AS pending "
+              f"FROM pending_now{where} GROUP BY workflow_type, instance_id")
 
     def page_of(number: int) -> list[Row]:
         return rows(conn, f"SELECT *, count(*) OVER () AS matched FROM ({ranked}) "
@@ -237,9 +239,10 @@ def due_next(conn: duckdb.DuckDBPyConnection, query: DueQuery) -> Page:
         found = page_of(page)
     for row in found:
         row.pop("matched")
-    menus = rows(conn, f"SELECT list(DISTINCT workflow_type ORDER BY workflow_type) AS w, "
-                 f"list(DISTINCT state ORDER BY state) AS s, "
-                 f"list(DISTINCT deadline ORDER BY deadline) AS d FROM ({PENDING_SQL})")[0]
+    menus = rows(conn, "SELECT list(DISTINCT workflow_type ORDER BY workflow_type) AS w, "
+                 "list(DISTINCT state ORDER BY state) AS s, "
+                 "list(DISTINCT deadline ORDER BY deadline) AS d FROM pending_now")[0]
+    conn.execute("DROP TABLE pending_now")
     choices = {"workflow_type": menus["w"] or [], "state": menus["s"] or [],
                "deadline": menus["d"] or []}
     return Page(found, total, page, _pages(total), choices)
