@@ -354,3 +354,36 @@ def test_import_log_rules_in_business_time(tmp_path: Path,
     assert cli_main(["import-log", str(log), "--out", str(out), "--overwrite", "--calendars",
                      str(calendars), "--calendar", "shop"]) == 2
     assert "--calendar 'shop' is not in" in capsys.readouterr().err
+
+
+def test_older_outputs_get_the_new_columns(tmp_path: Path) -> None:
+    """A DuckDB file whose step_deadlines table an older version made gets the name, after and
+    calendar columns and the catalog's rows; Parquet files without transitions.deadlines read as
+    NULL there and give no pending deadlines."""
+    from analysis.parquet_relations import create_parquet_relations
+    from analysis.pending import pending_of, readable
+    from analysis.step_deadlines import create_step_deadlines
+
+    conn = duckdb.connect(str(tmp_path / "old.duckdb"))
+    conn.execute("CREATE TABLE step_deadlines (workflow_type VARCHAR, definition_version INTEGER, "
+                 "state VARCHAR, kind VARCHAR, position INTEGER, after_ms BIGINT, "
+                 "from_event VARCHAR, command VARCHAR, goto VARCHAR)")
+    create_step_deadlines(conn, load_catalog(CLAIMS))
+    found = conn.sql("SELECT name, after, calendar, after_ms FROM step_deadlines "
+                     "WHERE state = 'assessing' ORDER BY position").fetchall()
+    assert found == [("RemindAssessor", "3 business days", "claims_de", None),
+                     ("NotifyClaimantOfDelay", "5 business days", "claims_de", None)]
+    conn.close()
+    root = tmp_path / "parquet"
+    (root / "transitions" / "date=2026-01-01").mkdir(parents=True)
+    duckdb.sql(f"""COPY (SELECT 'w/i/t1' AS row_id, 'w' AS workflow_type, 1 AS definition_version,
+                   'i' AS instance_id, 1 AS seq, NULL AS from_state, 's' AS to_state,
+                   'event' AS trigger, NULL AS event_type, NULL AS event_id,
+                   TIMESTAMPTZ '2026-01-01 00:00:00+00' AS "at", NULL AS state_duration_ms,
+                   NULL AS trace_id, '0/0' AS shard)
+                   TO '{root}/transitions/date=2026-01-01/old.parquet' (FORMAT parquet)""")
+    old = duckdb.connect()
+    create_parquet_relations(old, root)
+    assert old.sql("SELECT deadlines, business_duration_ms FROM transitions").fetchall() == [
+        (None, None)]
+    assert readable(old) and pending_of(old, "w", "i") == []
