@@ -246,7 +246,7 @@ def test_replay_with_another_calendar_folder_lists_the_changed_instances(
                      "--out", str(what_if), "--no-duckdb"]) == 0
     capsys.readouterr()
     parquet = f"{live}/parquet"
-    fired_and_shifted = {i for (i,) in duckdb.sql(f"""
+    fired_and_shifted = {i for (i,) in duckdb.connect().execute(f"""
         WITH armed AS (
             SELECT instance_id, to_state AS state, "at" AS armed_at, unnest(deadlines) AS d
             FROM read_parquet('{parquet}/transitions/**/*.parquet', hive_partitioning = true)),
@@ -343,7 +343,7 @@ def test_import_log_rules_in_business_time(tmp_path: Path,
     assert (out / "calendars" / "holidays.ics").is_file()
     assert cli_main(["replay", str(out), "--out", str(results), "--no-duckdb"]) == 0
     capsys.readouterr()
-    breached = duckdb.sql(f"""SELECT instance_id, detail FROM read_parquet(
+    breached = duckdb.connect().execute(f"""SELECT instance_id, detail FROM read_parquet(
         '{results}/parquet/anomalies/**/*.parquet', hive_partitioning = true)
         WHERE kind = 'sla_breached'""").fetchall()
     assert [i for i, _ in breached] == ["c2"]
@@ -376,7 +376,8 @@ def test_older_outputs_get_the_new_columns(tmp_path: Path) -> None:
     conn.close()
     root = tmp_path / "parquet"
     (root / "transitions" / "date=2026-01-01").mkdir(parents=True)
-    duckdb.sql(f"""COPY (SELECT 'w/i/t1' AS row_id, 'w' AS workflow_type, 1 AS definition_version,
+    duckdb.connect().execute(f"""COPY (
+                   SELECT 'w/i/t1' AS row_id, 'w' AS workflow_type, 1 AS definition_version,
                    'i' AS instance_id, 1 AS seq, NULL AS from_state, 's' AS to_state,
                    'event' AS trigger, NULL AS event_type, NULL AS event_id,
                    TIMESTAMPTZ '2026-01-01 00:00:00+00' AS "at", NULL AS state_duration_ms,

@@ -23,6 +23,13 @@ def _ms(text: str, zone: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _business(text: str) -> BusinessDuration:
+    """A business duration as written in a definition."""
+    found = parse_business(text)
+    assert found is not None, text
+    return found
+
+
 def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
@@ -150,9 +157,9 @@ def test_friday_evening_starts_at_monday_opening() -> None:
     Monday 17:00, 2 business days end Wednesday 08:00."""
     calendar = _office()
     friday_evening = _ms("2026-05-08T18:30", "Europe/Berlin")
-    assert calendar.due_ms(friday_evening, parse_business("8 business hours")) == _ms(
+    assert calendar.due_ms(friday_evening, _business("8 business hours")) == _ms(
         "2026-05-11T17:00", "Europe/Berlin")
-    assert calendar.due_ms(friday_evening, parse_business("2 business days")) == _ms(
+    assert calendar.due_ms(friday_evening, _business("2 business days")) == _ms(
         "2026-05-13T08:00", "Europe/Berlin")
 
 
@@ -160,7 +167,7 @@ def test_hours_skip_lunch_and_the_night() -> None:
     """Friday 15:00 + 3 business hours: 2 hours on Friday, one on Monday, so Monday 09:00."""
     calendar = _office()
     assert calendar.due_ms(_ms("2026-05-08T15:00", "Europe/Berlin"),
-                           parse_business("3 business hours")) == _ms("2026-05-11T09:00",
+                           _business("3 business hours")) == _ms("2026-05-11T09:00",
                                                                       "Europe/Berlin")
 
 
@@ -169,9 +176,9 @@ def test_armed_on_a_holiday_starts_the_next_working_day() -> None:
     the working day after the first working day: Tuesday 08:00 (Monday opens the clock)."""
     calendar = _office(holidays=frozenset({date(2026, 12, 25)}))
     christmas = _ms("2026-12-25T10:00", "Europe/Berlin")
-    assert calendar.due_ms(christmas, parse_business("1 business days")) == _ms(
+    assert calendar.due_ms(christmas, _business("1 business days")) == _ms(
         "2026-12-29T08:00", "Europe/Berlin")
-    assert calendar.due_ms(christmas, parse_business("4 business hours")) == _ms(
+    assert calendar.due_ms(christmas, _business("4 business hours")) == _ms(
         "2026-12-28T12:00", "Europe/Berlin")
 
 
@@ -180,11 +187,11 @@ def test_a_day_at_2359_local() -> None:
     that runs to 24:00, one working minute ends exactly at local midnight."""
     assert _office("America/New_York").due_ms(
         _ms("2026-05-12T23:59", "America/New_York"),
-        parse_business("30 business minutes")) == _ms("2026-05-13T08:30", "America/New_York")
+        _business("30 business minutes")) == _ms("2026-05-13T08:30", "America/New_York")
     night = (((22 * HOUR, 24 * HOUR),),) * 7
     calendar = Calendar("night", ZoneInfo("America/New_York"), night)
     assert calendar.due_ms(_ms("2026-05-12T23:59", "America/New_York"),
-                           parse_business("1 business minutes")) == _ms(
+                           _business("1 business minutes")) == _ms(
         "2026-05-13T00:00", "America/New_York")
 
 
@@ -197,7 +204,7 @@ def test_dst_nights_count_real_time() -> None:
                                                                    "Europe/Berlin")
     assert berlin.working_ms_between(spring, spring + 86_400_000 // 2) == 3 * HOUR
     assert berlin.working_ms_between(autumn, autumn + 86_400_000 // 2) == 5 * HOUR
-    assert berlin.due_ms(spring, parse_business("3 business hours")) == spring + 3 * HOUR
+    assert berlin.due_ms(spring, _business("3 business hours")) == spring + 3 * HOUR
     lord_howe = Calendar("night", ZoneInfo("Australia/Lord_Howe"), night)
     start = _ms("2026-10-04T01:00", "Australia/Lord_Howe")
     assert lord_howe.working_ms_between(start, start + 86_400_000 // 2) == 3 * HOUR + HOUR // 2
@@ -207,7 +214,7 @@ def test_days_keep_the_wall_time_across_a_dst_change() -> None:
     """Friday 10:00 before the spring change + 1 business day is Monday 10:00 local, 71 real
     hours later instead of 72."""
     start = _ms("2026-03-27T10:00", "Europe/Berlin")
-    due = _office().due_ms(start, parse_business("1 business days"))
+    due = _office().due_ms(start, _business("1 business days"))
     assert due == _ms("2026-03-30T10:00", "Europe/Berlin")
     assert due - start == 71 * HOUR
 
@@ -218,4 +225,21 @@ def test_a_shorter_target_day_ends_at_its_close() -> None:
     long_day, short_day = ((8 * HOUR, 17 * HOUR),), ((8 * HOUR, 12 * HOUR),)
     calendar = Calendar("short friday", ZoneInfo("UTC"), (long_day,) * 4 + (short_day, (), ()))
     assert calendar.due_ms(_ms("2026-05-07T16:00", "UTC"),
-                           parse_business("1 business days")) == _ms("2026-05-08T12:00", "UTC")
+                           _business("1 business days")) == _ms("2026-05-08T12:00", "UTC")
+
+
+def test_boundaries_as_the_readme_states_them() -> None:
+    """Hours that end exactly at a close are due at the close (Monday 08:00 + 4 business hours is
+    12:00, not 13:00); a business-day position at a break is the next opening (Monday 13:00 + 1
+    business day is Tuesday 13:00); zero business hours off work is the next opening."""
+    calendar = _office()
+    monday = "2026-05-11T"
+    assert calendar.due_ms(_ms(monday + "08:00", "Europe/Berlin"),
+                           _business("4 business hours")) == _ms(monday + "12:00",
+                                                                      "Europe/Berlin")
+    assert calendar.due_ms(_ms(monday + "13:00", "Europe/Berlin"),
+                           _business("1 business days")) == _ms("2026-05-12T13:00",
+                                                                     "Europe/Berlin")
+    assert calendar.due_ms(_ms(monday + "12:30", "Europe/Berlin"),
+                           _business("0 business hours")) == _ms(monday + "13:00",
+                                                                      "Europe/Berlin")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -34,7 +35,7 @@ def web(open_run: Path) -> TestClient:
     return client(open_run, definitions=CLAIMS)
 
 
-def sql(out: Path, query: str) -> list[tuple[object, ...]]:
+def sql(out: Path, query: str) -> list[tuple[Any, ...]]:
     """Rows of a query over the run's DuckDB file."""
     conn = duckdb.connect(str(out / "flowkeeper.duckdb"), read_only=True)
     try:
