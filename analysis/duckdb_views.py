@@ -10,6 +10,7 @@ from typing import Literal
 import duckdb
 
 from analysis.parquet_relations import create_parquet_relations
+from analysis.pending import PENDING_SQL
 from analysis.step_deadlines import create_step_deadlines
 from state.catalog import Catalog
 
@@ -52,12 +53,31 @@ VIEWS: list[tuple[str, str, str]] = [
            GROUP BY ALL ORDER BY workflow_type, step""",
     ),
     (
+        "business_step_latency",
+        "time spent in each state counted in its calendar's business time (states a calendar "
+        "applies to): count, p50, p95 and max in milliseconds, beside the wall-time p50",
+        """SELECT workflow_type, from_state AS step, count(*) AS exits,
+                  quantile_cont(business_duration_ms, 0.5) AS business_p50_ms,
+                  quantile_cont(business_duration_ms, 0.95) AS business_p95_ms,
+                  max(business_duration_ms) AS business_max_ms,
+                  quantile_cont(state_duration_ms, 0.5) AS wall_p50_ms
+           FROM transitions WHERE from_state IS NOT NULL AND business_duration_ms IS NOT NULL
+           GROUP BY ALL ORDER BY workflow_type, step""",
+    ),
+    (
         "open_instances",
         "instances with no outcome yet: current state, when they entered it, transitions so far",
         """SELECT t.workflow_type, t.instance_id, arg_max(t.to_state, t.seq) AS state,
                   max(t.at) AS since, count(*) AS transitions
            FROM transitions t ANTI JOIN outcomes o USING (workflow_type, instance_id)
            GROUP BY ALL ORDER BY since""",
+    ),
+    (
+        "pending_deadlines",
+        "each deadline of an open instance that has not fired: its name, due time, and the time "
+        "remaining as of its input partition's watermark (the newest event time read on that "
+        "partition; negative: due, it fires when the watermark passes it)",
+        PENDING_SQL,
     ),
     (
         "dead_letters_by_reason",
@@ -195,14 +215,17 @@ VIEWS: list[tuple[str, str, str]] = [
            current AS (
                SELECT workflow_type, instance_id,
                       arg_max(definition_version, seq) AS definition_version,
-                      arg_max(to_state, seq) AS state, max("at") AS since, any_value(shard) AS shard
+                      arg_max(to_state, seq) AS state, max("at") AS since,
+                      any_value(shard) AS shard, arg_max(deadlines, seq) AS armed
                FROM transitions ANTI JOIN outcomes USING (workflow_type, instance_id) GROUP BY ALL),
            first_seen AS (
                SELECT workflow_type, instance_id, event_type, min("at") AS first_at
                FROM transitions WHERE event_type IS NOT NULL GROUP BY ALL),
            due AS (
                SELECT c.workflow_type, c.instance_id,
-                      max(coalesce(f.first_at, c.since) + to_milliseconds(d.after_ms)) AS last_due
+                      coalesce(any_value(list_max(list_transform(c.armed, lambda a: a.due_at))),
+                               max(coalesce(f.first_at, c.since) + to_milliseconds(d.after_ms)))
+                          AS last_due
                FROM current c
                JOIN step_deadlines d ON d.workflow_type = c.workflow_type
                     AND d.definition_version = c.definition_version AND d.state = c.state

@@ -3,7 +3,11 @@ which rows and instances differ and in which columns.
 
 Reads each set's Parquet dataset (`{out}/parquet/<table>/**/*.parquet`, Hive-partitioned) with
 DuckDB. Rows are matched by `row_id` and compared on every column but the `date` partition
-column; a row stored twice (an at-least-once rewrite) counts once.
+column; a row stored twice (an at-least-once rewrite) counts once. Columns that restate the
+definitions rather than a verdict (`DERIVED`: the due times of the deadlines armed, durations in
+business time) are compared only on request: a what-if with another deadline or calendar changes
+them on every instance it touches, while it asks which verdicts and commands change. A column
+that one side's files lack (written by an older version) is not compared.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from schemas.errors import ConfigError
 from schemas.tables import TABLES
 
 COMPARED = ("outcomes", "commands", "transitions", "anomalies", "corrections", "metrics", "ledger")
+DERIVED = {"transitions": ("deadlines", "business_duration_ms"),
+           "outcomes": ("business_duration_ms",)}
 
 
 @dataclass(frozen=True)
@@ -62,22 +68,24 @@ def parquet_root(out: Path) -> Path:
     raise ConfigError(msg)
 
 
-def compare_outputs(recorded: Path, replayed: Path,
-                    tables: tuple[str, ...] = COMPARED) -> list[TableDiff]:
-    """Compare the tables of two output folders (see `parquet_root`)."""
+def compare_outputs(recorded: Path, replayed: Path, tables: tuple[str, ...] = COMPARED,
+                    all_columns: bool = False) -> list[TableDiff]:
+    """Compare the tables of two output folders (see `parquet_root`); `all_columns` compares
+    the `DERIVED` columns too."""
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise ConfigError(f"unknown tables {unknown}; choose from {', '.join(TABLES)}")
     roots = parquet_root(recorded), parquet_root(replayed)
     conn = duckdb.connect()
     try:
-        return [_compare_table(conn, table, *roots) for table in tables]
+        return [_compare_table(conn, table, *roots, all_columns) for table in tables]
     finally:
         conn.close()
 
 
-def _load(conn: duckdb.DuckDBPyConnection, name: str, root: Path, table: str) -> int:
-    """A temp table `name` with the table's distinct rows (an empty one when it has no files)."""
+def _load(conn: duckdb.DuckDBPyConnection, name: str, root: Path, table: str) -> set[str]:
+    """A temp table `name` with the table's distinct rows (an empty one when it has no files);
+    returns the columns its files have."""
     files = sorted(str(p) for p in (root / table).glob("date=*/**/*.parquet"))
     if files:
         conn.execute(f"CREATE TEMP TABLE {name} AS SELECT DISTINCT * EXCLUDE (date) FROM "
@@ -86,14 +94,16 @@ def _load(conn: duckdb.DuckDBPyConnection, name: str, root: Path, table: str) ->
         conn.register("empty_table", TABLES[table].empty_table())
         conn.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM empty_table")
         conn.unregister("empty_table")
-    ((count,),) = conn.execute(f"SELECT count(*) FROM {name}").fetchall()
-    return int(count)
+    return {row[0] for row in conn.execute(f"DESCRIBE {name}").fetchall()}
 
 
 def _compare_table(conn: duckdb.DuckDBPyConnection, table: str, recorded: Path,
-                   replayed: Path) -> TableDiff:
-    counts = [_load(conn, name, root, table) for name, root in (("a", recorded), ("b", replayed))]
-    columns = [c for c in TABLES[table].names if c != "row_id"]
+                   replayed: Path, all_columns: bool) -> TableDiff:
+    present = [_load(conn, name, root, table) for name, root in (("a", recorded), ("b", replayed))]
+    counts = [int(conn.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]) for name in "ab"]
+    skipped = () if all_columns else DERIVED.get(table, ())
+    columns = [c for c in TABLES[table].names if c != "row_id" and c not in skipped
+               and c in present[0] and c in present[1]]
     changed = ", ".join(f"CASE WHEN a.\"{c}\" IS DISTINCT FROM b.\"{c}\" THEN '{c}' END"
                         for c in columns)
     instance = "coalesce(a.row_id, b.row_id)"

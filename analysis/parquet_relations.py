@@ -28,18 +28,23 @@ def create_parquet_relations(conn: duckdb.DuckDBPyConnection, root: Path) -> Non
                "(duckdb.connect()) for views over Parquet")
         raise ValueError(msg)
     for table in DUCKDB_TABLES:
-        conn.execute(f'CREATE OR REPLACE VIEW "{table}" AS {_relation_sql(table, root / table)}')
+        conn.execute(f'CREATE OR REPLACE VIEW "{table}" AS '
+                     f"{_relation_sql(conn, table, root / table)}")
 
 
-def _relation_sql(table: str, folder: Path) -> str:
+def _relation_sql(conn: duckdb.DuckDBPyConnection, table: str, folder: Path) -> str:
+    """The table's rows, one per `row_id`; a column that files of an older version lack (all of
+    them) reads as NULL of its type."""
     schema = TABLES[table]
-    columns = ", ".join(f'"{name}"' for name in schema.names)
     if not any(folder.glob("**/*.parquet")):
         return f"SELECT {_typed_nulls(schema)} WHERE false"
     glob = str(folder / "**" / "*.parquet").replace("'", "''")
-    return (f"SELECT DISTINCT ON (row_id) {columns} FROM read_parquet('{glob}', "
-            "hive_partitioning = true, union_by_name = true, filename = true) "
-            "ORDER BY row_id, filename")
+    source = (f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
+              "filename = true)")
+    present = {row[0] for row in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    columns = ", ".join(f'"{f.name}"' if f.name in present
+                        else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    return f"SELECT DISTINCT ON (row_id) {columns} FROM {source} ORDER BY row_id, filename"
 
 
 def _typed_nulls(schema: pa.Schema) -> str:

@@ -106,7 +106,7 @@ def step_latency(conn: duckdb.DuckDBPyConnection) -> Figure:
     deadlines = conn.sql(
         """SELECT DISTINCT workflow_type, state, after_ms / 1000.0, goto IS NOT NULL,
                   from_event IS NOT NULL
-           FROM step_deadlines WHERE kind = 'deadline'""").fetchall()
+           FROM step_deadlines WHERE kind = 'deadline' AND after_ms IS NOT NULL""").fetchall()
     figure = Figure(figsize=(_WIDTH, 1.0 + sum(0.45 * len(s) + 0.6 for s in by_workflow.values())))
     if not by_workflow:
         return _empty(figure, "no state was left yet")

@@ -87,9 +87,11 @@ def headline(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
 def _deadlines_text(deadlines: list[dict[str, Any]] | None) -> str:
     """`15m SendPaymentReminder; 30m CancelOrder → timed_out`."""
     parts = []
-    for d in sorted(deadlines or [], key=lambda d: d["after_ms"]):
+    for d in sorted(deadlines or [], key=lambda d: (d["after_ms"] is None, d["after_ms"] or 0,
+                                                   d["after"] or "")):
         since = f" from {d['from_event']}" if d["from_event"] else ""
-        parts.append(f"{human_ms(d['after_ms'])}{since} {deadline_action(d['command'], d['goto'])}")
+        after = human_ms(d["after_ms"]) if d["after_ms"] is not None else d["after"]
+        parts.append(f"{after}{since} {deadline_action(d['command'], d['goto'])}")
     return "; ".join(parts) or DASH
 
 
@@ -112,10 +114,11 @@ def sections(conn: duckdb.DuckDBPyConnection) -> list[Section]:
                        p.p95_ms, p.p99_ms, p.max_ms, d.deadlines
                    FROM step_latency_percentiles p LEFT JOIN (
                        SELECT workflow_type, state AS step,
-                              list({'after_ms': after_ms, 'from_event': from_event,
-                                    'command': command, 'goto': goto}) AS deadlines
-                       FROM (SELECT DISTINCT workflow_type, state, after_ms, from_event, command,
-                                    goto FROM step_deadlines WHERE kind = 'deadline')
+                              list({'after_ms': after_ms, 'after': after,
+                                    'from_event': from_event, 'command': command,
+                                    'goto': goto}) AS deadlines
+                       FROM (SELECT DISTINCT workflow_type, state, after_ms, after, from_event,
+                                    command, goto FROM step_deadlines WHERE kind = 'deadline')
                        GROUP BY ALL) d
                    USING (workflow_type, step) ORDER BY p.workflow_type, p.step""",
                    [("workflow", text), ("step", text), ("exits", count), ("p50", human_ms),

@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 
 from analysis.formatting import DASH, deadline_action, human_ms, json_ready, utc
 from analysis.outputs import Row, rows
+from analysis.pending import pending_of
 from connectors.archive_format import records_of
 from schemas.decode import DecodeRules, decode
 from schemas.errors import ConfigError
@@ -85,6 +86,10 @@ class Timeline:
                          f"{human_ms(outcome['duration_ms'])}; variant {outcome['variant']}")
         else:
             lines.append(f"  still open in {s.get('state') or DASH}")
+        for d in s.get("pending_deadlines") or ():
+            lines.append(f"  pending deadline {d['deadline']}: due {utc(d['due_at'])}, "
+                         f"{_remaining(d['remaining_ms'])} as of the partition's watermark "
+                         f"{utc(d['watermark'])}")
         if self.archive is None:
             lines.append("  (no input archive found: event types may read ?, dead letters are "
                          "not shown)")
@@ -97,6 +102,13 @@ class Timeline:
 
 
 _MS = timedelta(milliseconds=1)
+
+
+def _remaining(ms: int | None) -> str:
+    """`3h 5m left`, or `due 2m ago` once the watermark passed it."""
+    if ms is None:
+        return "time left unknown"
+    return f"{human_ms(ms)} left" if ms >= 0 else f"due {human_ms(-ms)} ago"
 
 
 def find_workflow(conn: duckdb.DuckDBPyConnection, instance_id: str, workflow: str | None) -> str:
@@ -152,7 +164,9 @@ def instance_timeline(conn: duckdb.DuckDBPyConnection, instance_id: str, *, work
                *([_outcome_entry(outcome)] if outcome else [])]
     entries.sort(key=lambda e: (e.at, e.rank, e.arrived or e.at))
     last = transitions[-1] if transitions else {}
-    summary = {"definition_version": last.get("definition_version"), "shard": last.get("shard"),
+    summary = {"pending_deadlines": [] if outcome else pending_of(conn, workflow_type,
+                                                                  instance_id),
+               "definition_version": last.get("definition_version"), "shard": last.get("shard"),
                "trace_id": last.get("trace_id"), "state": last.get("to_state"), "outcome": outcome}
     return Timeline(workflow_type, instance_id, summary, entries, archive)
 
@@ -254,29 +268,53 @@ def _deadline_entries(transitions: list[Row], deadlines: list[Row], commands: li
     for i, entered in enumerate(transitions):
         state, at = entered["to_state"], entered["at"]
         left = transitions[i + 1] if i + 1 < len(transitions) else None
+        dues: dict[str, list[datetime]] = {}
+        for armed in entered.get("deadlines") or ():
+            dues.setdefault(armed["name"], []).append(armed["due_at"])
         for d in (d for d in deadlines if (d["state"], d["definition_version"]) ==
                   (state, entered["definition_version"])):
             if d["kind"] == "compensation":
                 yield from _compensation_timer(d, state, at, sent, outcome)
                 continue
-            base = first_seen.get(d["from_event"]) if d["from_event"] else at
-            if base is None:
+            due = _due(d, entered, at, first_seen, dues)
+            if due is None:
                 continue
-            due = base + d["after_ms"] * _MS
             moved = left is not None and left["trigger"] == "deadline" and left["at"] == due
             fired = (state, due, "deadline") in sent or moved
             action = deadline_action(d["command"], d["goto"])
             status = ("fired" if fired else f"cancelled: left {state} first" if left is not None
                       else "pending")
-            detail = {"state": state, "due_at": due, "after_ms": d["after_ms"],
-                      "from_event": d["from_event"], "command": d["command"], "goto": d["goto"],
-                      "status": status}
+            name = d.get("name") or action
+            detail = {"state": state, "name": name, "due_at": due, "after_ms": d["after_ms"],
+                      "after": _after(d), "from_event": d["from_event"], "command": d["command"],
+                      "goto": d["goto"], "status": status}
             since = f" from {d['from_event']}" if d["from_event"] else ""
-            yield Entry(at, "deadline_armed", f"{action} due {utc(due)} (+{human_ms(d['after_ms'])}"
+            named = f"{name}: " if name not in (d["command"], d["goto"]) else ""
+            yield Entry(at, "deadline_armed", f"{named}{action} due {utc(due)} (+{_after(d)}"
                         f"{since}) in {state}: {status}", None, detail)
             if fired:
                 yield Entry(due, "deadline_fired",
-                            f"{state} +{human_ms(d['after_ms'])}{since}: {action}", None, detail)
+                            f"{named}{state} +{_after(d)}{since}: {action}", None, detail)
+
+
+def _after(d: Row) -> str:
+    """A deadline's duration: wall time readable, business time as written."""
+    return human_ms(d["after_ms"]) if d["after_ms"] is not None else str(d.get("after") or "?")
+
+
+def _due(d: Row, entered: Row, at: datetime, first_seen: dict[str, datetime],
+         dues: dict[str, list[datetime]]) -> datetime | None:
+    """When a deadline of the state `entered` was due: as the engine armed it (`deadlines` of the
+    transition, in the state's order per name), else (outputs of an older version) from its wall
+    duration; None when it was not armed."""
+    if entered.get("deadlines") is not None:
+        queue = dues.get(d.get("name") or "")
+        return queue.pop(0) if queue else None
+    base = first_seen.get(d["from_event"]) if d["from_event"] else at
+    if base is None or d["after_ms"] is None:
+        return None
+    due: datetime = base + d["after_ms"] * _MS
+    return due
 
 
 def _compensation_timer(d: Row, state: str, at: datetime, sent: set[tuple[str, Any, str]],

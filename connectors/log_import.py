@@ -31,7 +31,7 @@ from connectors.event_logs import LogEvent
 from connectors.parquet_sink import ParquetWriter
 from schemas.decode import MAX_TIME_MS, MIN_TIME_MS
 from schemas.event import RawRecord
-from state.durations import parse_duration_ms
+from state.durations import parse_deadline_duration
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -143,7 +143,7 @@ class StepSla:
                              "'Registered->Approved<=2d' (FROM '*' measures from the case's "
                              "first event; TO 'B|C|D' stops at the first of them)")
         try:
-            parse_duration_ms(limit.strip())
+            parse_deadline_duration(limit.strip())
         except ValueError as e:
             raise ValueError(f"--sla {text!r}: the limit {e}") from e
         origin = origin.strip()
@@ -175,7 +175,8 @@ def accepted_days(first_ms: int, last_ms: int) -> dict[str, str] | None:
 def write_definition(path: Path, *, workflow: str, log_name: str, span_ms: int,
                      slas: list[StepSla], complete_within: str | None = None,
                      stuck_after: str | None = None,
-                     accept_times: dict[str, str] | None = None) -> None:
+                     accept_times: dict[str, str] | None = None,
+                     calendar: str | None = None) -> None:
     """A case-tracking definition for the imported log: any activity, the SLA rules, the log's
     own range of event times where it needs one, and cases that close only at the end of the
     replay (idle longer than the whole log)."""
@@ -192,6 +193,7 @@ def write_definition(path: Path, *, workflow: str, log_name: str, span_ms: int,
         "description": f"Cases of the event log {log_name}, imported by flowkeeper import-log.",
         "events": "any",
         **({"accept_times": accept_times} if accept_times else {}),
+        **({"calendar": calendar} if calendar else {}),
         "close_after_idle": f"{span_ms // _DAY_MS + 2}d",
         "rules": rules,
     }

@@ -33,6 +33,7 @@ from console import queries
 from console.reader import RunReader
 from schemas.decode import DecodeRules
 from schemas.errors import ConfigError
+from state.durations import parse_duration_ms
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -188,6 +189,32 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
     def instance_json(request: Request) -> Response:
         return JSONResponse(timeline_of(request)[0])
 
+    def due_query(request: Request) -> queries.DueQuery:
+        q = request.query_params
+        within = q.get("within", "").strip()
+        try:
+            within_ms = parse_duration_ms(within) if within else None
+        except ValueError as e:
+            raise HTTPException(400, f"within: {e}") from None
+        return queries.DueQuery(workflow_type=q.get("workflow_type", "")[:200],
+                                state=q.get("state", "")[:200],
+                                deadline=q.get("deadline", "")[:200], within_ms=within_ms,
+                                page=_int(q.get("page"), "page", 1))
+
+    def due_list(request: Request) -> Response:
+        query = due_query(request)
+        with reader.open() as opened:
+            found = queries.due_next(opened.conn, query)
+            source = opened.source
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
+        return page("due.html", source, query=query, found=found, params=params,
+                    within=request.query_params.get("within", ""))
+
+    def due_list_json(request: Request) -> Response:
+        with reader.open() as opened:
+            found = queries.due_next(opened.conn, due_query(request))
+        return JSONResponse(json_ready(asdict(found)))
+
     def dead_letter_list(request: Request) -> Response:
         reason = request.query_params.get("reason", "")[:200]
         with reader.open() as opened:
@@ -214,6 +241,7 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
     routes = [
         Route("/", overview), Route("/api/overview", overview_json),
         Route("/instances", instance_list), Route("/api/instances", instance_list_json),
+        Route("/due", due_list), Route("/api/due", due_list_json),
         Route("/instances/{workflow}/{instance_id:path}", instance),
         Route("/api/instances/{workflow}/{instance_id:path}", instance_json),
         Route("/dead-letters", dead_letter_list), Route("/records", record),

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from analysis.outputs import Row, rows
+from analysis.pending import PENDING_SQL, readable
 from schemas.tables import ARCHIVE
 
 PAGE_SIZE = 50
@@ -184,6 +185,69 @@ def choices(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
                                 "UNION SELECT DISTINCT from_state FROM transitions "
                                 "WHERE trigger = 'deadline' ORDER BY 1"),
     }
+
+
+@dataclass(frozen=True)
+class DueQuery:
+    """The due-next page's filters and page: workflow, state, deadline name, and "due within"
+    (ms of remaining time as of the partition's watermark; None: any)."""
+
+    workflow_type: str = ""
+    state: str = ""
+    deadline: str = ""
+    within_ms: int | None = None
+    page: int = 1
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The WHERE clause over pending deadlines, and its parameters in order."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("workflow_type", self.workflow_type), ("state", self.state),
+                              ("deadline", self.deadline)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.within_ms is not None:
+            clauses.append("remaining_ms <= ?")
+            params.append(self.within_ms)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def due_next(conn: duckdb.DuckDBPyConnection, query: DueQuery) -> Page:
+    """Open instances by their next pending deadline (of those the filters keep), soonest first,
+    one page of them, ordered and paged in DuckDB."""
+    if not readable(conn):
+        return Page([], 0, 1, 1, {"workflow_type": [], "state": [], "deadline": []})
+    where, params = query.where()
+    # One evaluation of the pending deadlines for the page, its total and the filter menus.
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE pending_now AS {PENDING_SQL}")
+    ranked = ("SELECT workflow_type, instance_id, arg_min(state, due_at) AS state, "
+              "arg_min(deadline, due_at) AS deadline, min(due_at) AS due_at, "
+              "arg_min(remaining_ms, due_at) AS remaining_ms, "
+              "arg_min(watermark, due_at) AS watermark, count(*) AS pending "
+              f"FROM pending_now{where} GROUP BY workflow_type, instance_id")
+
+    def page_of(number: int) -> list[Row]:
+        return rows(conn, f"SELECT *, count(*) OVER () AS matched FROM ({ranked}) "
+                    "ORDER BY due_at, workflow_type, instance_id LIMIT ? OFFSET ?",
+                    [*params, PAGE_SIZE, (number - 1) * PAGE_SIZE])
+
+    page = max(query.page, 1)
+    found = page_of(page)
+    total = found[0]["matched"] if found else int(conn.execute(
+        f"SELECT count(*) FROM ({ranked})", params).fetchall()[0][0])
+    if not found and page > _pages(total):
+        page = _pages(total)
+        found = page_of(page)
+    for row in found:
+        row.pop("matched")
+    menus = rows(conn, "SELECT list(DISTINCT workflow_type ORDER BY workflow_type) AS w, "
+                 "list(DISTINCT state ORDER BY state) AS s, "
+                 "list(DISTINCT deadline ORDER BY deadline) AS d FROM pending_now")[0]
+    conn.execute("DROP TABLE pending_now")
+    choices = {"workflow_type": menus["w"] or [], "state": menus["s"] or [],
+               "deadline": menus["d"] or []}
+    return Page(found, total, page, _pages(total), choices)
 
 
 def dead_letters(conn: duckdb.DuckDBPyConnection, reason: str, page: int) -> Page:

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.errors import ConfigError
-from state.durations import parse_duration_ms
+from state.durations import parse_business, parse_deadline_duration
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -64,7 +64,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if recorded is not None and "format" not in settings.source.model_fields_set:
         updates["format"], updates["formats"] = recorded  # read as the recorded run read it
     settings = settings.with_flags(**updates)
-    source = replay_source(settings, load_catalog(settings.definitions))
+    source = replay_source(settings, load_catalog(settings.definitions, settings.calendars))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):
         msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there "
                "would replace it; choose another --out")
@@ -91,6 +91,10 @@ def add_verify(sub: Any) -> Handler:
                         help="the --out folder to check against it")
     verify.add_argument("--tables", default=",".join(COMPARED),
                         help=f"comma-separated tables to compare (default: {','.join(COMPARED)})")
+    verify.add_argument("--all-columns", action="store_true",
+                        help="also compare the columns that restate the definitions (due times "
+                        "of armed deadlines, business durations), left out by default so a "
+                        "what-if names the instances whose verdicts or commands change")
     verify.add_argument("--show", type=int, default=5, metavar="N",
                         help="differing instances to show per table (default 5)")
     return cmd_verify
@@ -101,7 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from analysis.output_diff import compare_outputs
 
     tables = tuple(t.strip() for t in args.tables.split(",") if t.strip())
-    diffs = compare_outputs(args.recorded, args.replayed, tables)
+    diffs = compare_outputs(args.recorded, args.replayed, tables, args.all_columns)
     for diff in diffs:
         if diff.identical:
             print(f"{diff.table:<13} identical  {diff.recorded:>10,} rows")
@@ -160,6 +164,12 @@ def add_import_log(sub: Any) -> Handler:
                           help="a rule: every case must end within LIMIT of its first event")
     importer.add_argument("--stuck-after", metavar="LIMIT",
                           help="a rule: a case with no event for LIMIT is stuck (an anomaly)")
+    importer.add_argument("--calendars", type=Path, metavar="FOLDER",
+                          help="a folder of business calendars, copied to OUT/calendars so the "
+                          "replay counts business time in them")
+    importer.add_argument("--calendar", metavar="NAME",
+                          help="the calendar (of --calendars) the rules count business time in: "
+                          "then limits like '8 business hours' or '2 business days' work")
     importer.add_argument("--case-column", help="CSV: the case id column (default: found by name)")
     importer.add_argument("--activity-column", help="CSV: the activity column")
     importer.add_argument("--time-column", help="CSV: the timestamp column")
@@ -176,6 +186,7 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     """Import the log, write the definition, print a summary and the next command."""
     from connectors.event_logs import ACTIVITY, CASE, TIMESTAMP, read_log
     from connectors.log_import import StepSla, accepted_days, import_events, write_definition
+    from state.catalog import load_catalog
 
     try:
         zone = ZoneInfo(args.time_zone)
@@ -192,9 +203,14 @@ def cmd_import_log(args: argparse.Namespace) -> int:
                         ("--stuck-after", args.stuck_after)):
         if limit is not None:
             try:
-                parse_duration_ms(limit)
+                parse_deadline_duration(limit)
             except ValueError as e:
                 raise ConfigError(f"{flag} {limit!r}: {e}") from e
+    _check_calendar(args.calendars, args.calendar)
+    limits = [s.limit for s in slas] + [args.complete_within, args.stuck_after]
+    if args.calendar is None and any(parse_business(x) for x in limits if x is not None):
+        raise ConfigError("a limit in business time needs a calendar: add --calendars FOLDER "
+                          "--calendar NAME")
     _clear(args.out, args.overwrite)
     source = args.source or args.log.name.split(".")[0]
     columns = {CASE: args.case_column, ACTIVITY: args.activity_column, TIMESTAMP: args.time_column}
@@ -213,7 +229,10 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     write_definition(definition, workflow=args.workflow or source, log_name=args.log.name,
                      span_ms=summary.last_ms - summary.first_ms, slas=slas,
                      complete_within=args.complete_within, stuck_after=args.stuck_after,
-                     accept_times=accept_times)
+                     accept_times=accept_times, calendar=args.calendar)
+    if args.calendars is not None:
+        _copy_calendars(args.calendars, args.out / "calendars")
+    load_catalog(definition)  # the rules in business time need the calendar: refused otherwise
     rules = len(slas) + (args.complete_within is not None) + (args.stuck_after is not None)
     seconds = time.monotonic() - started
     print(f"imported {summary.events:,} events of {summary.cases:,} cases from {args.log} in "
@@ -240,9 +259,34 @@ def cmd_import_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_calendar(folder: Path | None, name: str | None) -> None:
+    """`--calendar` names a calendar of `--calendars`, which must load (before any import)."""
+    from state.calendar_files import load_calendars
+
+    if folder is None and name is None:
+        return
+    if folder is None or name is None:
+        raise ConfigError("--calendars FOLDER and --calendar NAME go together")
+    if not folder.is_dir():
+        raise ConfigError(f"--calendars {folder}: no such folder")
+    calendars = load_calendars(folder)
+    if name not in calendars:
+        known = ", ".join(sorted(calendars)) or "none"
+        raise ConfigError(f"--calendar {name!r} is not in {folder} (calendars: {known})")
+
+
+def _copy_calendars(folder: Path, target: Path) -> None:
+    """The calendar files and their .ics holiday files, beside the written definition."""
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and file.suffix.lower() in (".yaml", ".yml", ".ics"):
+            shutil.copyfile(file, target / file.name)
+
+
 def _clear(out: Path, overwrite: bool) -> None:
     """Refuse to mix two imports in one folder, unless --overwrite."""
-    earlier = [p for p in (out / "archive", out / "definition.yaml") if p.exists()]
+    earlier = [p for p in (out / "archive", out / "definition.yaml", out / "calendars")
+               if p.exists()]
     if earlier and not overwrite:
         raise ConfigError(f"{out} already holds an archive; pass --overwrite to replace it, or "
                           "choose another --out")

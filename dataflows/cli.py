@@ -33,6 +33,10 @@ def cmd_check_definitions(args: argparse.Namespace) -> int:
         source = catalog.files[(definition.workflow, definition.version)]
         print(f"ok  {definition.workflow} v{definition.version}: {kind}, "
               f"{len(definition.event_types())} event types  ({source})")
+    for name, calendar in sorted(catalog.calendars.items()):
+        weekly = sum(end - start for day in calendar.hours for start, end in day)
+        print(f"ok  calendar {name}: {calendar.zone.key}, {weekly / 3_600_000:g}h a week, "
+              f"{len(calendar.holidays)} holidays")
     return _check_formats(catalog, Path(args.path), args.formats)
 
 

@@ -23,8 +23,8 @@ Handler = Callable[[argparse.Namespace], int]
 CONNECTION = ("kafka_brokers", "kafka_timeout", "kafka_security_protocol", "kafka_sasl_mechanism",
               "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca", "kafka_ssl_cert",
               "kafka_ssl_key")
-SIMULATION = ("definitions", "out", "allowed_lateness", "max_future_skew", "buckets", "sim_seed",
-              "sim_instances", "sim_partitions", "sim_rate", "arrival_field")
+SIMULATION = ("definitions", "calendars", "out", "allowed_lateness", "max_future_skew", "buckets",
+              "sim_seed", "sim_instances", "sim_partitions", "sim_rate", "arrival_field")
 
 
 def _settings_flags(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:
@@ -154,7 +154,7 @@ def _messages(args: argparse.Namespace, settings: Settings,
     from schemas.errors import ConfigError
     from state.catalog import load_catalog
 
-    catalog = load_catalog(settings.definitions)
+    catalog = load_catalog(settings.definitions, settings.calendars)
     if args.event_files:
         files = settings.with_flags(source="file", files=args.event_files,
                                     file_partitions=partitions)

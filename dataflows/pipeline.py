@@ -104,7 +104,7 @@ def build_flow(
     tune_gc()
     if telemetry is None and settings.telemetry.metrics_port:
         telemetry = start_telemetry(settings.telemetry.metrics_port)
-    catalog = load_catalog(settings.definitions)
+    catalog = load_catalog(settings.definitions, settings.calendars)
     rules = with_format(
         catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
                              settings.time.max_future_skew_ms, settings.time.accept_times_ms),

@@ -259,6 +259,9 @@ class Settings(BaseSettings):
                                       extra="forbid")
 
     definitions: Path = Field(BUNDLED_DEFINITIONS, description="workflow definition file or folder")
+    calendars: Path | None = Field(None, description=(
+        "folder of business calendars (default: calendars/ beside --definitions); another folder "
+        "in a replay shows what a new holiday list would change"))
     out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
     buckets: int = Field(16, ge=1, le=4096, description="shards per input partition")
@@ -397,7 +400,8 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
 # No flat old variable for these:
 NEWER_FLAGS = frozenset({"files", "file_partitions", "arrival_field", "format", "formats",
                          "schema_registry_url", "schema_registry_username",
-                         "schema_registry_password", "schema_registry_ca", "avro_schemas"})
+                         "schema_registry_password", "schema_registry_ca", "avro_schemas",
+                         "calendars"})
 OLD_VARIABLES = {f"{PREFIX}{flag.upper()}": (variable(flag), flag)
                  for flag, (group, _) in FLAGS.items()
                  if group is not None and flag not in NEWER_FLAGS}

@@ -48,15 +48,20 @@ def simulator_source(settings: Settings, simulation: Simulation) -> SimulatorSou
     return SimulatorSource(simulation.partitions, speed=settings.source.sim_speed)
 
 
+def _catalog(settings: Settings) -> Catalog:
+    """The run's definitions with their calendars (`--calendars`, else those beside them)."""
+    return load_catalog(settings.definitions, settings.calendars)
+
+
 def prepare_source(settings: Settings) -> tuple[Source[RawRecord], Path | None]:
     """Build the source once for a CLI run; returns it and the ground-truth folder, if any."""
     if settings.source.kind == "archive":
-        return replay_source(settings, load_catalog(settings.definitions)), None
+        return replay_source(settings, _catalog(settings)), None
     if settings.source.kind == "kafka":
         return _checked_kafka_input(settings)
     if settings.source.kind == "file":
-        return file_source(settings, load_catalog(settings.definitions)), None
-    simulation = simulate(simulator_config(settings), load_catalog(settings.definitions))
+        return file_source(settings, _catalog(settings)), None
+    simulation = simulate(simulator_config(settings), _catalog(settings))
     truth_dir = settings.out / "ground_truth"
     write_ground_truth(simulation, settings.out)
     return simulator_source(settings, simulation), truth_dir

@@ -13,6 +13,8 @@ import pyarrow as pa
 TS = pa.timestamp("ms", tz="UTC")
 
 _STEP_DURATION = pa.struct([("step", pa.string()), ("duration_ms", pa.int64())])
+# A deadline armed on entering a state: its name and absolute due time (business time included).
+_ARMED = pa.struct([("name", pa.string()), ("due_at", TS)])
 _HEADER = pa.struct([("key", pa.string()), ("value", pa.binary())])
 
 OUTCOMES = pa.schema(
@@ -38,6 +40,8 @@ OUTCOMES = pa.schema(
         ("variant", pa.string()),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        # `duration_ms` in the business time of the definition's calendar (None: no calendar)
+        ("business_duration_ms", pa.int64()),
     ]
 )
 
@@ -57,6 +61,9 @@ TRANSITIONS = pa.schema(
         ("state_duration_ms", pa.int64()),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        ("deadlines", pa.list_(_ARMED)),  # armed on entering `to_state` (None: case tracking)
+        # `state_duration_ms` in the business time of the state's calendar (None: no calendar)
+        ("business_duration_ms", pa.int64()),
     ]
 )
 
@@ -72,6 +79,7 @@ COMMANDS = pa.schema(
         ("due_at", TS),
         ("trace_id", pa.string()),
         ("shard", pa.string()),
+        ("deadline", pa.string()),  # the name of the deadline that sent it (None: compensation)
     ]
 )
 

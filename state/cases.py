@@ -55,7 +55,7 @@ class CaseInstance(InstanceBase):
         self.last_ms = event.time_ms
         for index, rule in enumerate(self.definition.rules):
             if rule.complete_within is not None:
-                due = event.time_ms + parse_duration_ms(rule.complete_within)
+                due = self.definition.rule_due_ms(index, event.time_ms)
                 self.armed += ((due, deadline_ref(NEVER_STALE, "complete", index)),)
         out.fact(self.workflow_type, event.time_ms, "started")
 
@@ -77,7 +77,9 @@ class CaseInstance(InstanceBase):
             "instance_id": self.instance_id, "seq": self.visit, "from_state": previous,
             "to_state": event.type, "trigger": "event", "event_type": event.type,
             "event_id": event.event_id, "at": event.time_ms, "state_duration_ms": gap,
-            "trace_id": self.trace_id,
+            "trace_id": self.trace_id, "deadlines": None,
+            "business_duration_ms": None if gap is None else self.definition.business_ms(
+                self.definition.calendar, self.last_ms - gap, event.time_ms),
         })
         if gap is not None:
             out.fact(self.workflow_type, event.time_ms, "step_latency", float(gap))
@@ -86,7 +88,7 @@ class CaseInstance(InstanceBase):
         self._check_within(event, out)
         for index, rule in enumerate(self.definition.rules):
             if rule.stuck_after is not None:
-                due = event.time_ms + parse_duration_ms(rule.stuck_after)
+                due = self.definition.rule_due_ms(index, event.time_ms)
                 self.armed += ((due, deadline_ref(self.visit, "stuck", index)),)
         close = event.time_ms + parse_duration_ms(self.definition.close_after_idle)
         self.armed += ((close, deadline_ref(self.visit, "close", 0)),)
@@ -123,7 +125,7 @@ class CaseInstance(InstanceBase):
                 if self.rule_last_to.get(index) == event.time_ms:  # a tie counts as "at or after"
                     self.rule_done += (index,)
                     continue
-                due = event.time_ms + parse_duration_ms(rule.within)
+                due = self.definition.rule_due_ms(index, event.time_ms)
                 self.armed += ((due, deadline_ref(NEVER_STALE, "within", index)),)
                 if rule.from_event is not None:
                     continue
@@ -133,8 +135,11 @@ class CaseInstance(InstanceBase):
                     continue
                 self.rule_done += (index,)
                 took = event.time_ms - self.rule_from[index]
-                if took > parse_duration_ms(rule.within):
-                    detail = f"{rule.label}: took {took} ms"
+                if event.time_ms > self.definition.rule_due_ms(index, self.rule_from[index]):
+                    business = self.definition.business_ms(self.definition.rule_calendar(index),
+                                                           self.rule_from[index], event.time_ms)
+                    detail = f"{rule.label}: took {took} ms" + (
+                        f" ({business} ms of business time)" if rule.business else "")
                     out.row("anomalies", anomaly_row(self.workflow_type, self.instance_id,
                                                      "sla_breached", self._current(), event,
                                                      event.time_ms, detail, self.trace_id,

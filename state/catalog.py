@@ -2,6 +2,8 @@
 
 `load_catalog(path)` reads one YAML file or every `*.yaml` in a folder. Several versions of one
 workflow may be loaded at once: new instances start on the newest, running instances keep theirs.
+Business calendars come from the `calendars/` folder beside the definitions (or another folder,
+for a what-if run); every calendar a definition names must be there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from schemas.decode import MAX_TIME_MS, MIN_TIME_MS, DecodeRules, Route
 from schemas.errors import DefinitionError
 from schemas.mapping import FORMATS_FILE
 from schemas.payloads.registry import PayloadRegistry
+from state.calendar import Calendar
+from state.calendar_files import load_calendars
 from state.definition import (
     Branch,
     CaseTracking,
@@ -112,6 +116,7 @@ class Catalog:
 
     definitions: dict[str, dict[int, Definition]] = field(default_factory=dict)
     files: dict[tuple[str, int], Path] = field(default_factory=dict)
+    calendars: dict[str, Calendar] = field(default_factory=dict)
 
     def latest(self, workflow_type: str) -> Definition:
         """The version new instances start on."""
@@ -153,22 +158,30 @@ class Catalog:
                            max_time_ms=accept_times[1], max_future_skew_ms=max_future_skew_ms)
 
 
-def load_catalog(path: Path) -> Catalog:
-    """Load a definition file or folder; raises `DefinitionError` naming file, path and fix."""
+def calendar_folder(path: Path) -> Path:
+    """Where the calendars of a definition file or folder are: `calendars/` beside them."""
+    return (path if path.is_dir() else path.parent) / "calendars"
+
+
+def load_catalog(path: Path, calendars: Path | None = None) -> Catalog:
+    """Load a definition file or folder (and the calendars in `calendars`, by default those
+    beside it); raises `DefinitionError` naming file, path and fix."""
     path = Path(path)
     if not path.exists():
         msg = (f"{path}: no such file or folder; pass --definitions with a YAML file or a "
                "folder of them")
         raise DefinitionError(msg)
+    if calendars is not None and not calendars.is_dir():
+        raise DefinitionError(f"{calendars}: no such folder of calendars")
     files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
     files = [f for f in files if f.name != FORMATS_FILE]  # the formats beside the definitions
     if not files:
         raise DefinitionError(f"{path}: the folder holds no *.yaml workflow definitions")
-    catalog = Catalog()
+    catalog = Catalog(calendars=load_calendars(calendars or calendar_folder(path)))
     owner: dict[str, str] = {}
     catch_all: str | None = None
     for file in files:
-        definition = load_definition(file)
+        definition = load_definition(file, catalog.calendars)
         key = (definition.workflow, definition.version)
         if key in catalog.files:
             msg = (f"{file}: at version: {definition.workflow} version {definition.version} is "
@@ -191,8 +204,9 @@ def load_catalog(path: Path) -> Catalog:
     return catalog
 
 
-def load_definition(file: Path) -> Definition:
-    """Parse, validate and statically check one definition file."""
+def load_definition(file: Path, calendars: dict[str, Calendar] | None = None) -> Definition:
+    """Parse, validate and statically check one definition file (its business deadlines count
+    in `calendars`)."""
     with file.open("rb") as stream:  # never read more than the limit of untrusted input
         raw = stream.read(MAX_FILE_BYTES + 1)
     if len(raw) > MAX_FILE_BYTES:
@@ -209,9 +223,10 @@ def load_definition(file: Path) -> Definition:
         definition = _ADAPTER.validate_python(document)
     except ValidationError as e:
         raise DefinitionError(_explain(file, document, e)) from e
-    problems = check_definition(definition)
+    problems = check_definition(definition, calendars or {})
     if problems:
         raise DefinitionError("\n".join(f"{file}: {problem}" for problem in problems))
+    definition.bind_calendars(calendars or {})
     return definition
 
 
@@ -295,12 +310,12 @@ def _where_used(definition: Definition, event_type: str) -> str:
     return "ignore"
 
 
-def check_definition(definition: Definition) -> list[str]:
+def check_definition(definition: Definition,
+                     calendars: dict[str, Calendar] | None = None) -> list[str]:
     """Static checks beyond the schema: the problems that would make instances misbehave."""
     if isinstance(definition, CaseTracking):
-        if definition.naive_time_zone:
-            return _check_zone(definition.naive_time_zone)
-        return []
+        problems = _check_zone(definition.naive_time_zone) if definition.naive_time_zone else []
+        return problems + _check_rule_calendars(definition, calendars or {})
     problems = _check_zone(definition.naive_time_zone) if definition.naive_time_zone else []
     states = definition.states
     defined = ", ".join(sorted(states))
@@ -322,6 +337,7 @@ def check_definition(definition: Definition) -> list[str]:
                 problems.append(f"at states.{name}.deadlines.{i}.from: {deadline.from_event!r} is "
                                 "no event of this workflow; name a type from 'start', 'ignore' "
                                 "or an 'on' of this file")
+    problems += _check_calendars(definition, calendars or {})
     if problems:
         return problems
     reachable = _reachable(definition)
@@ -332,6 +348,43 @@ def check_definition(definition: Definition) -> list[str]:
     problems += _livelocks(definition)
     if not problems:
         problems += _dead_ends(definition)
+    return problems
+
+
+def _check_calendars(definition: StateMachine, calendars: dict[str, Calendar]) -> list[str]:
+    """Every calendar named exists; every business-time deadline has one."""
+    known = ", ".join(sorted(calendars)) or "none: add calendars/<name>.yaml beside the definitions"
+    problems = []
+    if definition.calendar is not None and definition.calendar not in calendars:
+        problems.append(f"at calendar: no calendar {definition.calendar!r} (calendars: {known})")
+    for name, state in definition.states.items():
+        if state.calendar is not None and state.calendar not in calendars:
+            problems.append(f"at states.{name}.calendar: no calendar {state.calendar!r} "
+                            f"(calendars: {known})")
+        for i, deadline in enumerate(state.deadlines):
+            where = f"states.{name}.deadlines.{i}"
+            if deadline.calendar is not None and deadline.calendar not in calendars:
+                problems.append(f"at {where}.calendar: no calendar {deadline.calendar!r} "
+                                f"(calendars: {known})")
+            elif deadline.business is not None and definition.calendar_of(name, deadline) is None:
+                problems.append(f"at {where}.after: {deadline.after!r} is business time but no "
+                                "calendar applies; add 'calendar: <name>' to the deadline, its "
+                                "state or the definition")
+    return problems
+
+
+def _check_rule_calendars(definition: CaseTracking, calendars: dict[str, Calendar]) -> list[str]:
+    """Every calendar named exists; every rule in business time has one."""
+    known = ", ".join(sorted(calendars)) or "none: add calendars/<name>.yaml beside the definitions"
+    problems = [f"at calendar: no calendar {definition.calendar!r} (calendars: {known})"
+                for _ in [0] if definition.calendar and definition.calendar not in calendars]
+    for i, rule in enumerate(definition.rules):
+        if rule.calendar is not None and rule.calendar not in calendars:
+            problems.append(f"at rules.{i}.calendar: no calendar {rule.calendar!r} "
+                            f"(calendars: {known})")
+        elif rule.business and definition.rule_calendar(i) is None:
+            problems.append(f"at rules.{i}: {rule.limit!r} is business time but no calendar "
+                            "applies; add 'calendar: <name>' to the rule or the definition")
     return problems
 
 

@@ -16,11 +16,26 @@ from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
 
-from state.durations import parse_duration_ms
+from state.calendar import Calendar
+from state.durations import (
+    BusinessDuration,
+    parse_business,
+    parse_deadline_duration,
+    parse_duration_ms,
+)
 
 Duration = Annotated[str, AfterValidator(lambda s: (parse_duration_ms(s), s)[1])]
+DeadlineDuration = Annotated[str, AfterValidator(lambda s: (parse_deadline_duration(s), s)[1])]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 OUTCOMES = ("completed", "failed", "cancelled", "timed_out", "compensated", "compensation_failed")
@@ -29,6 +44,39 @@ TerminalOutcome = Literal["completed", "failed", "cancelled", "timed_out"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Calendared(_Strict):
+    """A definition whose durations may count a calendar's business time: the catalog binds the
+    calendars it names (`bind_calendars`) after loading."""
+
+    calendar: Name | None = None
+    _calendars: dict[str, Calendar] = PrivateAttr(default_factory=dict)
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names."""
+        return {self.calendar} if self.calendar else set()
+
+    def bind_calendars(self, calendars: dict[str, Calendar]) -> None:
+        """Give the definition the calendars it names (the catalog does)."""
+        self._calendars = {name: calendars[name] for name in self.calendar_names()
+                           if name in calendars}
+
+    def bound(self, name: str | None) -> Calendar | None:
+        """A named calendar of this definition (None for no name)."""
+        return self._calendars[name] if name is not None else None
+
+    def due_after(self, base_ms: int, after: str, calendar: str | None) -> int:
+        """`after` (wall or business time, in `calendar`) past `base_ms`, as absolute UTC ms."""
+        business = parse_business(after)
+        if business is None:
+            return base_ms + parse_duration_ms(after)
+        return self._calendars[calendar or ""].due_ms(base_ms, business)
+
+    def business_ms(self, calendar: str | None, start_ms: int, end_ms: int) -> int | None:
+        """Working time of `calendar` in `[start_ms, end_ms)`; None without a calendar."""
+        found = self.bound(calendar)
+        return found.working_ms_between(start_ms, end_ms) if found is not None else None
 
 
 class AcceptTimes(_Strict):
@@ -70,18 +118,33 @@ class Deadline(_Strict):
     """Fires `after` the state was entered (or after the first event of type `from`).
 
     Emits `command` (if any) and moves to `goto` (if any). Several deadlines in one state form an
-    escalation chain: a reminder at 15m, a cancellation at 30m.
+    escalation chain: a reminder at 15m, a cancellation at 30m. `after` is wall time ("8h") or
+    business time ("8 business hours", "2 business days") of the deadline's `calendar` (else its
+    state's, else the definition's).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    after: Duration
+    after: DeadlineDuration
     from_event: Name | None = Field(default=None, alias="from")
     command: Name | None = None
     goto: Name | None = None
+    calendar: Name | None = None
+    name: Name | None = None
+
+    @property
+    def label(self) -> str:
+        """The deadline's name: `name`, else its command, else its target, else its duration."""
+        return self.name or self.command or self.goto or f"after {self.after}"
+
+    @property
+    def business(self) -> BusinessDuration | None:
+        """The business duration, or None for wall time."""
+        return parse_business(self.after)
 
     @property
     def after_ms(self) -> int:
+        """Wall time in ms; a business duration has none (`StateMachine.due_ms` counts it)."""
         return parse_duration_ms(self.after)
 
 
@@ -105,6 +168,7 @@ class State(_Strict):
     compensation: Compensation | None = None
     outcome: TerminalOutcome | None = None
     compensate: bool | None = None
+    calendar: Name | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> State:
@@ -144,7 +208,7 @@ class State(_Strict):
         return found + [t for t in (self.then, self.on_failure) if t]
 
 
-class StateMachine(_Strict):
+class StateMachine(_Calendared):
     """A workflow as a state machine (the default mode)."""
 
     workflow: Name
@@ -160,6 +224,35 @@ class StateMachine(_Strict):
     states: dict[Name, State] = Field(min_length=1, max_length=200)
     compensation_timeout: Duration = "1h"
     retention: Duration = "1h"
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names (on itself, a state or a deadline)."""
+        names = {self.calendar} | {s.calendar for s in self.states.values()}
+        names |= {d.calendar for s in self.states.values() for d in s.deadlines}
+        return {n for n in names if n is not None}
+
+    def calendar_of(self, state: str, deadline: Deadline) -> str | None:
+        """The calendar a deadline counts business time in: its own, its state's, the
+        definition's."""
+        return deadline.calendar or self.states[state].calendar or self.calendar
+
+    def due_ms(self, state: str, index: int, base_ms: int) -> int:
+        """When deadline `index` of `state`, counted from `base_ms`, is due (absolute UTC ms)."""
+        wall = self.wall_afters.get((state, index))
+        if wall is not None:  # the common case, on every state entered: one lookup
+            return base_ms + wall
+        deadline = self.states[state].deadlines[index]
+        return self.due_after(base_ms, deadline.after, self.calendar_of(state, deadline))
+
+    @cached_property
+    def wall_afters(self) -> dict[tuple[str, int], int]:
+        """(state, index) -> ms of every deadline in wall time."""
+        return {(name, i): d.after_ms for name, state in self.states.items()
+                for i, d in enumerate(state.deadlines) if d.business is None}
+
+    def state_calendar(self, state: str) -> str | None:
+        """The calendar a state's time is counted in (its own, else the definition's)."""
+        return self.states[state].calendar or self.calendar
 
     @cached_property
     def deadline_sources(self) -> frozenset[str]:
@@ -194,11 +287,24 @@ class SlaRule(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: Name | None = None
-    within: Duration | None = None
+    within: DeadlineDuration | None = None
     from_event: Name | None = Field(default=None, alias="from")
     to: Name | Annotated[list[Name], Field(min_length=1, max_length=50)] | None = None
-    complete_within: Duration | None = None
-    stuck_after: Duration | None = None
+    complete_within: DeadlineDuration | None = None
+    stuck_after: DeadlineDuration | None = None
+    calendar: Name | None = None
+
+    @property
+    def limit(self) -> str:
+        """The rule's duration as written (wall or business time)."""
+        found = self.within or self.complete_within or self.stuck_after
+        assert found is not None
+        return found
+
+    @property
+    def business(self) -> bool:
+        """Whether the rule counts business time."""
+        return parse_business(self.limit) is not None
 
     @model_validator(mode="after")
     def _one_form(self) -> SlaRule:
@@ -231,7 +337,7 @@ class SlaRule(_Strict):
         return f"stuck after {self.stuck_after}"
 
 
-class CaseTracking(_Strict):
+class CaseTracking(_Calendared):
     """A workflow tracked as cases: activity sequences and SLA rules, no state machine."""
 
     workflow: Name
@@ -246,6 +352,19 @@ class CaseTracking(_Strict):
     close_after_idle: Duration = "30d"
     rules: list[SlaRule] = Field(default_factory=list, max_length=50)
     retention: Duration = "1h"
+
+    def calendar_names(self) -> set[str]:
+        """Every calendar the definition names (on itself or a rule)."""
+        names = {self.calendar} | {rule.calendar for rule in self.rules}
+        return {n for n in names if n is not None}
+
+    def rule_calendar(self, index: int) -> str | None:
+        """The calendar a rule counts business time in: its own, else the definition's."""
+        return self.rules[index].calendar or self.calendar
+
+    def rule_due_ms(self, index: int, base_ms: int) -> int:
+        """When rule `index`'s limit, counted from `base_ms`, runs out (absolute UTC ms)."""
+        return self.due_after(base_ms, self.rules[index].limit, self.rule_calendar(index))
 
     def event_types(self) -> set[str]:
         """The event types listed (empty when the definition accepts any type)."""

@@ -22,6 +22,7 @@ from state.durations import parse_duration_ms
 from state.output import Out
 
 DeadlineRef = tuple[int, str, int]  # (visit, "state" | "compensation", index)
+COMPENSATION_TIMEOUT = "compensation timeout"  # the name of the timer `compensation_timeout` sets
 
 APPLIED, IGNORED, ANOMALOUS = "applied", "ignored", "anomalous"
 COUNT_KEYS = ("events", "applied", "duplicates", "late", "out_of_order", "ignored", "anomalies")
@@ -92,6 +93,8 @@ class InstanceBase:
             **dict(zip(COUNT_KEYS, self.counts, strict=True)),
             "variant": " > ".join(variant),
             "trace_id": self.trace_id,
+            "business_duration_ms": self.definition.business_ms(
+                self.definition.calendar, self.started_ms, self.ended_ms),
         }
 
 
@@ -168,7 +171,7 @@ class MachineInstance(InstanceBase):
             return
         deadline = self.definition.states[self.state].deadlines[index]
         if deadline.command:
-            self._command(deadline.command, self.state, "deadline", due_ms, out)
+            self._command(deadline.command, self.state, "deadline", due_ms, out, deadline.label)
         out.fact(self.workflow_type, due_ms, "deadline_fired")
         if deadline.goto:
             self.timed_out_step = self.state
@@ -214,6 +217,13 @@ class MachineInstance(InstanceBase):
         previous, previous_entered = self.state, self.entered_ms
         definition = self.definition
         self.visit = visit = self.visit + 1
+        state = definition.states[target]
+        armed = self._arm(target, visit, at_ms) if state.outcome is None else []
+        compensating = state.outcome is not None and state.compensates and bool(self.completed)
+        if compensating:
+            timeout = parse_duration_ms(definition.compensation_timeout)
+            armed.append((at_ms + timeout, deadline_ref(visit, "compensation", 0),
+                          COMPENSATION_TIMEOUT))
         out.row("transitions", {
             "row_id": f"{self.key}/t{visit}",
             "workflow_type": definition.workflow,
@@ -228,31 +238,38 @@ class MachineInstance(InstanceBase):
             "at": at_ms,
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
+            "deadlines": [{"name": name, "due_at": due} for due, _, name in armed],
+            "business_duration_ms": definition.business_ms(
+                definition.state_calendar(previous), previous_entered, at_ms) if previous else None,
         })
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)
         self.branches_done = ()
-        state = definition.states[target]
+        self.armed += tuple((due, ref) for due, ref, _ in armed)
         if state.outcome is not None:  # terminal
-            if state.compensates and self.completed:
+            if compensating:
                 self._compensate(at_ms, out)
             else:
                 self._finish(state.outcome, at_ms, out)
-            return
-        for index, deadline in enumerate(state.deadlines):
+
+    def _arm(self, target: str, visit: int, at_ms: int) -> list[tuple[int, DeadlineRef, str]]:
+        """(due, reference, name) of each deadline of a state just entered: due times are
+        computed here, once (business time by the deadline's calendar), and kept absolute."""
+        armed = []
+        for index, deadline in enumerate(self.definition.states[target].deadlines):
             base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
             if base is not None:
-                ref = deadline_ref(visit, "state", index)
-                self.armed += ((base + deadline.after_ms, ref),)
+                due = self.definition.due_ms(target, index, base)
+                armed.append((due, deadline_ref(visit, "state", index), deadline.label))
+        return armed
 
     def _compensate(self, at_ms: int, out: Out) -> None:
-        """Undo completed steps in reverse order and wait for every acknowledgement."""
+        """Undo completed steps in reverse order and wait for every acknowledgement (the timeout
+        was armed on entering the state)."""
         self.pending_acks = {}  # compensating from now on
         for step, command, ack in reversed(self.completed):
             self._command(command, step, "compensation", at_ms, out)
             self.pending_acks[ack] = command
-        timeout = parse_duration_ms(self.definition.compensation_timeout)
-        self.armed += ((at_ms + timeout, deadline_ref(self.visit, "compensation", 0)),)
 
     def _on_ack(self, event: Event, out: Out) -> str:
         assert self.pending_acks is not None
@@ -266,7 +283,8 @@ class MachineInstance(InstanceBase):
         return self._anomaly("invalid_transition", event, out,
                              f"{event.type} is not allowed while compensating")
 
-    def _command(self, command: str, step: str, reason: str, due_ms: int, out: Out) -> None:
+    def _command(self, command: str, step: str, reason: str, due_ms: int, out: Out,
+                 deadline: str | None = None) -> None:
         key = f"{self.key}/{step}/{command}/{due_ms}"
         out.row("commands", {
             "row_id": key,
@@ -277,6 +295,7 @@ class MachineInstance(InstanceBase):
             "step": step,
             "reason": reason,
             "due_at": due_ms,
+            "deadline": deadline,
             "trace_id": self.trace_id,
         })
 

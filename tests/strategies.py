@@ -36,3 +36,23 @@ def cases(draw: st.DrawFn, max_instances: int = 3) -> list[bytes]:
             used.add(seconds)
             timed.append((seconds, ce(f"o{n}-{i}", event_type, seconds / 60, f"o{n}")))
     return [value for _, value in sorted(timed)]
+
+
+CALENDAR_ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC",
+                  "Asia/Kolkata")
+
+
+@st.composite
+def week_hours(draw: st.DrawFn) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """Seven weekdays of 0-3 non-overlapping working intervals on a 15-minute grid (so interval
+    ends fall in and around DST gaps); at least one weekday works."""
+    days = []
+    for _ in range(7):
+        cuts = sorted(draw(st.sets(st.integers(0, 96), max_size=6)))
+        cuts = cuts[: len(cuts) // 2 * 2]
+        days.append(tuple((a * 900_000, b * 900_000)
+                          for a, b in zip(cuts[::2], cuts[1::2], strict=True) if a < b))
+    if not any(days):
+        weekday = draw(st.integers(0, 6))
+        days[weekday] = ((draw(st.integers(0, 95)) * 900_000, 24 * 3_600_000),)
+    return tuple(days)

@@ -150,3 +150,42 @@ def test_hostile_input_runs_nothing(browser: WebDriver, hostile_url: str, tmp_pa
     assert "<script>window.pwned=1</script>" in driver.find_element(By.ID, "raw-value").text
     nothing_ran(driver)
     driver.save_screenshot(str(tmp_path / "hostile_record.png"))
+
+
+@pytest.fixture(scope="module")
+def claims_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The console over a claims run in business time whose end fires nothing (some stay open)."""
+    from dataflows.cli import main as cli_main
+
+    claims = BUNDLED_DEFINITIONS / "claims"
+    out = tmp_path_factory.mktemp("claims") / "out"
+    assert cli_main(["run", "--definitions", str(claims), "--out", str(out), "--sim-instances",
+                     "300", "--sim-seed", "4", "--sim-rate", "0.0005", "--no-drain-at-eof"]) == 0
+    yield from serve(out, claims)
+
+
+def test_due_next_filters_and_leads_to_the_pending_deadlines(browser: WebDriver, claims_url: str,
+                                                            tmp_path: Path) -> None:
+    """The Due next page lists open instances soonest first; filtering by a deadline name keeps
+    only that name, and a click leads to the instance's pending deadlines, the same name first."""
+    driver = browser
+    driver.get(claims_url + "/due")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Due next"
+    nothing_ran(driver)
+    cells = [r.find_elements(By.TAG_NAME, "td")
+             for r in driver.find_elements(By.CSS_SELECTOR, "#due tbody tr")]
+    assert cells
+    dues = [c[4].text for c in cells]
+    assert dues == sorted(dues)
+    driver.save_screenshot(str(tmp_path / "due.png"))
+    name = cells[0][3].text
+    driver.find_element(By.CSS_SELECTOR, f'select[name=deadline] option[value="{name}"]').click()
+    follow(driver, driver.find_element(By.CSS_SELECTOR, 'button[type="submit"]'))
+    listed = driver.find_elements(By.CSS_SELECTOR, "#due tbody tr")
+    assert listed and all(r.find_elements(By.TAG_NAME, "td")[3].text == name for r in listed)
+    follow(driver, listed[0].find_element(By.TAG_NAME, "a"))
+    pending = driver.find_elements(By.CSS_SELECTOR, "#pending tbody tr")
+    assert pending and pending[0].find_elements(By.TAG_NAME, "td")[0].text == name
+    nothing_ran(driver)
+    driver.save_screenshot(str(tmp_path / "due_instance.png"))
+    assert (tmp_path / "due.png").stat().st_size > 10_000

@@ -337,12 +337,13 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
     "unknown_key": (
         VALID.replace("    deadlines:", "    deadline:"),
         ["at states.awaiting_payment.deadline", "unknown key 'deadline'",
-         "did you mean 'deadlines'?", "allowed keys here: compensate, compensation, deadlines, on"],
+         "did you mean 'deadlines'?",
+         "allowed keys here: calendar, compensate, compensation, deadlines, on"],
     ),
     "unknown_key_in_deadline": (
         VALID.replace("goto: cancelled}", "go_to: cancelled}"),
         ["at states.awaiting_payment.deadlines.1.go_to", "unknown key 'go_to'",
-         "did you mean 'goto'?", "allowed keys here: after, command, from, goto"],
+         "did you mean 'goto'?", "allowed keys here: after, calendar, command, from, goto, name"],
     ),
     "missing_initial": (
         VALID.replace("initial: awaiting_payment\n", ""),

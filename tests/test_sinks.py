@@ -72,6 +72,7 @@ _BASE: dict[str, Row] = {
         "variant": "B",
         "trace_id": TRACE,
         "shard": "eu-1",
+        "business_duration_ms": 1_800_000,
     },
     "transitions": {
         "row_id": "",
@@ -88,6 +89,8 @@ _BASE: dict[str, Row] = {
         "state_duration_ms": 90_000,
         "trace_id": TRACE,
         "shard": "eu-1",
+        "deadlines": [{"name": "ShipReminder", "due_at": T0 + 3_600_000}],
+        "business_duration_ms": 45_000,
     },
     "commands": {
         "row_id": "",
@@ -100,6 +103,7 @@ _BASE: dict[str, Row] = {
         "due_at": T0,
         "trace_id": TRACE,
         "shard": "eu-1",
+        "deadline": "ShipTimeout",
     },
     "anomalies": {
         "row_id": "",
@@ -252,9 +256,21 @@ def _plain(data: pa.Table, table: str) -> list[Row]:
     schema = TABLES[table]
     data = data.select(schema.names).cast(schema)
     for i, f in enumerate(schema):
-        if f.type == TS:
-            data = data.set_column(i, f.name, data[f.name].cast(pa.int64()))
+        plain = _int_times(f.type)
+        if plain != f.type:
+            data = data.set_column(i, f.name, data[f.name].cast(plain))
     return sorted(data.to_pylist(), key=lambda row: row["row_id"])
+
+
+def _int_times(dtype: pa.DataType) -> pa.DataType:
+    """The type with every timestamp (also inside lists and structs) as int64 ms."""
+    if dtype == TS:
+        return pa.int64()
+    if pa.types.is_list(dtype):
+        return pa.list_(_int_times(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([(f.name, _int_times(f.type)) for f in dtype])
+    return dtype
 
 
 def _date(table: str, row: Row) -> str:

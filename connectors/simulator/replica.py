@@ -150,7 +150,7 @@ class Replica:
             since = deadline.from_event
             base = at_ms if since is None else self.first_seen.get(since)
             if base is not None:
-                self._arm(base + deadline.after_ms, "state", index)
+                self._arm(self.definition.due_ms(self.state, index, base), "state", index)
 
     def _compensate(self, at_ms: int) -> None:
         self.phase = COMPENSATING
