@@ -3,6 +3,7 @@ business deadlines with names, and a simulator run in business time replayed ide
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -388,3 +389,46 @@ def test_older_outputs_get_the_new_columns(tmp_path: Path) -> None:
     assert old.sql("SELECT deadlines, business_duration_ms FROM transitions").fetchall() == [
         (None, None)]
     assert readable(old) and pending_of(old, "w", "i") == []
+
+
+def test_business_time_verdicts_are_the_same_from_a_file_at_any_bucket_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The claims simulation's stream written as a JSON-lines file (arrival times in an
+    attribute) and run with `--buckets 1` and `--buckets 64`, one and two workers, reaches the
+    embedded run's outcomes, commands and transitions: due times in business time are computed
+    from event time alone."""
+    live = tmp_path / "live"
+    sim = ["--sim-instances", "200", "--sim-seed", "5", "--sim-rate", "0.0005"]
+    assert cli_main(["run", "--definitions", str(CLAIMS), "--out", str(live), *sim]) == 0
+    archive = duckdb.sql(
+        f"SELECT value, epoch_ms(arrived_at) AS arrived FROM read_parquet('{live}/parquet/archive"
+        "/**/*.parquet', hive_partitioning = false) WHERE len(headers) = 0 "
+        "ORDER BY arrived_at, partition, \"offset\"").fetchall()
+    lines = []
+    for value, arrived in archive:
+        try:
+            event = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            lines.append(json.dumps({**event, "arrivedat": arrived}).encode())
+    path = tmp_path / "claims.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    for buckets, workers in (("1", "1"), ("64", "2")):
+        out = tmp_path / f"file-{buckets}"
+        assert cli_main(["run", "--definitions", str(CLAIMS), "--source", "file", str(path),
+                         "--arrival-field", "arrivedat", "--buckets", buckets,
+                         "--workers", workers, "--out", str(out)]) == 0
+        capsys.readouterr()
+        for table in ("outcomes", "commands", "transitions"):
+            got, want = (_rows_without_shard(folder, table) for folder in (out, live))
+            assert want and got == want, (buckets, table)
+
+
+def _rows_without_shard(out: Path, table: str) -> list[tuple[object, ...]]:
+    """A table's rows in row_id order, without the shard that ran them."""
+    conn = duckdb.connect(str(out / "flowkeeper.duckdb"), read_only=True)
+    try:
+        return conn.sql(f"SELECT * EXCLUDE (shard) FROM {table} ORDER BY row_id").fetchall()
+    finally:
+        conn.close()
