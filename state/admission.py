@@ -50,7 +50,7 @@ from state.sharding import bucket_of, partition_shards
 
 NEVER = -(2**62)
 QUORUM = 4  # distinct other instances that decide about a held record
-MAX_HELD = 1_000  # held records per partition; beyond it the oldest is decided by its votes
+MAX_HELD = 1_000  # held records per partition; beyond it the oldest is admitted unless refuted
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,8 @@ class Held:
                 and (against == 0 or with_ > against))
 
     def verdict(self, final: bool) -> bool | None:
-        """True: admit, False: refuse, None: wait; `final` decides on the votes there are."""
+        """True: admit, False: refuse, None: wait; `final` (end of input, or too many held)
+        admits what the votes have not refuted."""
         with_, against = len(self.votes_with), len(self.votes_against)
         if with_ >= QUORUM:
             return True
@@ -227,8 +228,8 @@ class Admission:
         record's time plus the skew, or the wall clock's on a live stream) and its own votes are
         not against it; each is stamped with the frontier as it then stands, exactly as an
         in-line record would have been. Records the votes refute are dead-lettered. `final` (end
-        of input) decides every record on the votes it has; beyond `MAX_HELD` the oldest are
-        decided so. Repeated while admissions move the frontier."""
+        of input) admits every record not refuted; beyond `MAX_HELD` the oldest are decided so.
+        Repeated while admissions move the frontier."""
         assert self.skew_ms is not None
         changed = True
         while changed and self.held:
