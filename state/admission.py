@@ -49,6 +49,7 @@ from schemas.event import DeadLetter, Event, RawRecord
 from state.sharding import bucket_of, partition_shards
 
 NEVER = -(2**62)
+END = 2**62  # the suspect bound when the rule is off: no event time passes it
 QUORUM = 4  # distinct other instances that decide about a held record
 MAX_HELD = 1_000  # held records per partition; beyond it the oldest is admitted unless refuted
 
@@ -148,14 +149,19 @@ class Admission:
         groups: dict[str, list[Admitted]] = {}
         if not records:
             return groups
-        rules, buckets, skew = self.rules, self.buckets, self.skew_ms
+        rules, buckets = self.rules, self.buckets
         start = frontier = self.frontier
         self.partition = records[0].partition
         names = partition_shards(self.partition, buckets)
         trusted = self.vouch() if self.vouch is not None else NEVER
+        skew = self.skew_ms if self.skew_ms is not None else END  # END: nothing is a suspect
         for record in records:
             decoded = decode(record, rules)
-            if skew is not None and self._holds(decoded, max(frontier, trusted), skew):
+            if type(decoded) is Event:  # a suspect: held unless its own arrival vouches for it
+                suspect = decoded.time_ms > (frontier if frontier > trusted else trusted) + skew
+            else:  # a dead letter before the partition has any time waits for its first event
+                suspect = skew < END and frontier == NEVER and trusted == NEVER
+            if suspect and self._holds(decoded, max(frontier, trusted)):
                 self.frontier = frontier
                 self._hold(record, decoded)
                 self._decide(groups, names, False, trusted)
@@ -190,12 +196,13 @@ class Admission:
         self._tick(groups, names, start)
         return groups
 
-    @staticmethod
-    def _holds(decoded: Event | DeadLetter, trusted: int, skew_ms: int) -> bool:
+    def _holds(self, decoded: Event | DeadLetter, trusted: int) -> bool:
         """An event too far ahead of the trusted time and not vouched for by an arrival time of
         its own, or a dead letter before there is any time."""
+        if self.skew_ms is None:
+            return False
         if type(decoded) is Event:
-            return decoded.time_ms > trusted + skew_ms and not _arrival_vouches(decoded)
+            return decoded.time_ms > trusted + self.skew_ms and not _arrival_vouches(decoded)
         return trusted == NEVER
 
     def _tick(self, groups: dict[str, list[Admitted]], names: tuple[str, ...],
