@@ -12,7 +12,7 @@ import json
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +36,7 @@ from operators.admission_step import AdmissionLogic, group_by_partition
 from operators.shard_step import ShardLogic, ShardStepConfig
 from runtime.gc_tuning import tune_gc
 from schemas.avro_wire import AvroDecoder
-from schemas.decode import decode
+from schemas.decode import DecodeRules, decode
 from schemas.event import RawRecord
 from schemas.mapping import FormatSpec, MappingReader
 from schemas.payloads.bundled import bundled_registry
@@ -137,52 +137,47 @@ def _discard(rows: list[Row], records: list[RawRecord]) -> None:
 def decode_only(partitions: Partitions, scratch: Path) -> Measured:
     """Decoding and validation alone (`schemas.decode`), no engine: the ceiling of any pipeline
     that validates every event this way on this machine."""
-    settings = bench_settings(scratch)
-    rules = load_catalog(settings.definitions).decode_rules(
-        bundled_registry(), settings.source.max_event_bytes, settings.time.max_future_skew_ms)
-    tune_gc()
-    started = time.perf_counter()
-    for records in partitions:
-        for record in records:
-            decode(record, rules)
-    return Measured(_count(partitions), time.perf_counter() - started, 0)
+    return _timed_decode(partitions, partitions, _decode_rules(scratch))
 
 
 def decode_mapped(partitions: Partitions, scratch: Path) -> Measured:
     """`decode_only` on the same events as plain JSON read through a declarative mapping (every
     attribute a path, epoch-ms times, a table of type names; `schemas.mapping`). Converting is
     not timed."""
-    settings = bench_settings(scratch)
-    rules = load_catalog(settings.definitions).decode_rules(
-        bundled_registry(), settings.source.max_event_bytes, settings.time.max_future_skew_ms)
+    rules = _decode_rules(scratch)
     spec = bench_format(rules.routes)
     writer = FormatWriter(spec, rules)
     converted = [[writer.write(record) for record in records] for records in partitions]
-    mapped = replace(rules, reader=MappingReader("bench", spec))
-    tune_gc()
-    started = time.perf_counter()
-    for records in converted:
-        for record in records:
-            decode(record, mapped)
-    return Measured(_count(partitions), time.perf_counter() - started, 0)
+    return _timed_decode(partitions, converted,
+                         replace(rules, reader=MappingReader("bench", spec)))
 
 
 def decode_avro(partitions: Partitions, scratch: Path) -> Measured:
     """`decode_mapped` on the same events in Confluent's Avro wire format (fastavro, the schema
     cached by id after the first record). Converting is not timed."""
-    settings = bench_settings(scratch)
-    rules = load_catalog(settings.definitions).decode_rules(
-        bundled_registry(), settings.source.max_event_bytes, settings.time.max_future_skew_ms)
+    rules = _decode_rules(scratch)
     spec = bench_format(rules.routes)
     writer = FormatWriter(spec, rules)
     converted = [[_avro_record(record, writer) for record in records] for records in partitions]
     avro = spec.model_copy(update={"encoding": "avro"})
-    mapped = replace(rules, reader=MappingReader("bench", avro, AvroDecoder({1: AVRO_SCHEMA}.get)))
+    return _timed_decode(partitions, converted, replace(
+        rules, reader=MappingReader("bench", avro, AvroDecoder({1: AVRO_SCHEMA}.get))))
+
+
+def _decode_rules(scratch: Path) -> DecodeRules:
+    settings = bench_settings(scratch)
+    return load_catalog(settings.definitions).decode_rules(
+        bundled_registry(), settings.source.max_event_bytes, settings.time.max_future_skew_ms)
+
+
+def _timed_decode(partitions: Partitions, records: Sequence[Sequence[RawRecord]],
+                  rules: DecodeRules) -> Measured:
+    """`decode` of every record, timed (the workload's `partitions` give the count)."""
     tune_gc()
     started = time.perf_counter()
-    for records in converted:
-        for record in records:
-            decode(record, mapped)
+    for batch in records:
+        for record in batch:
+            decode(record, rules)
     return Measured(_count(partitions), time.perf_counter() - started, 0)
 
 
