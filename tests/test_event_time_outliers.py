@@ -5,6 +5,8 @@ and everything else in the stream is judged exactly as without the outliers."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from connectors.simulator import SimulatorSource, simulate
 from connectors.simulator.truth import Simulation, write_ground_truth
 from console.queries import overview
+from dataflows.cli import main
 from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
@@ -33,6 +36,7 @@ from state.admission import MAX_HELD, NEVER, QUORUM, Admission, Admitted, TimeJu
 from state.catalog import Catalog, load_catalog
 from tests.demo_kit import run_command
 from tests.engine_kit import ORDER_V1, T0, ce, write_catalog
+from tests.kafka_broker import Broker
 
 HOUR_MS = 3_600_000
 SKEW_MS = HOUR_MS
@@ -342,3 +346,30 @@ def test_prometheus_counts_refusals_per_partition(tmp_path: Path) -> None:
     assert registry.get_sample_value("flowkeeper_event_time_jumps_total", labels) == 5
     ahead = registry.get_sample_value("flowkeeper_event_time_last_jump_seconds", labels)
     assert ahead is not None and ahead > 124 * 365 * 86_400
+
+
+@pytest.mark.broker
+def test_a_relay_that_copies_the_event_time_into_the_kafka_timestamp(broker: Broker,
+                                                                     tmp_path: Path) -> None:
+    """On Kafka, message timestamps equal to the event times (a relay copying them) vouch for
+    nothing: the five records of a broken clock are refused there as from the file."""
+    values = [placed(f"e{n}", n, f"o{n}") for n in range(12)]
+    broken = [placed(f"x{n}", 124 * 525_960 + n, "o-broken") for n in range(5)]
+    path = tmp_path / "stream.jsonl"
+    path.write_bytes(b"".join(v + b"\n" for v in [*values[:6], *broken, *values[6:]]))
+    topic = broker.topic("copied-timestamps", partitions=1)
+    kafka = ["--kafka-brokers", broker.address]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["produce", "--topic", topic, "--file", str(path), *kafka]) == 0
+    out = tmp_path / "out"
+    printed = run_command(out, "--source", "kafka", "--kafka-topic", topic, "--no-kafka-tail",
+                          "--commands-topic", "", *kafka)
+    assert "partition 0: 5 records stamped up to 124 years ahead of its event time" in printed
+    conn = duckdb.connect(str(out / "flowkeeper.duckdb"), read_only=True)
+    try:
+        late = conn.execute("SELECT count(*) FROM ledger WHERE disposition = 'late'").fetchall()
+        refused = conn.execute("SELECT count(*) FROM dead_letters "
+                               "WHERE reason = 'time_out_of_range'").fetchall()
+    finally:
+        conn.close()
+    assert (late, refused) == ([(0,)], [(5,)])
