@@ -141,19 +141,24 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     from bytewax.run import cli_main
 
     from dataflows.jsonlog import configure_logging
+    from dataflows.local_cluster import run_local_cluster
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
     from runtime.progress import PROGRESS
 
     configure_logging(settings.telemetry.log_level)
     PROGRESS.reset()
-    flow = build_flow(settings, source=source)
+    # --processes N: the processes rebuild `source` from the settings (`dataflows.local_cluster`)
+    flow = build_flow(settings, source=source) if settings.processes == 1 else None
     started = time.monotonic()
     stop = threading.Event()
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
     printer.start()
     try:
-        cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
+        if flow is None:
+            run_local_cluster(settings, recovery=bool(recovery))
+        else:
+            cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
         printer.join()
