@@ -108,8 +108,8 @@ def start(index: int, addresses: str, payload: bytes, recovery: bool) -> Member:
         reader.start()
     assert process.stdin is not None
     try:
-        process.stdin.write(payload)
-        process.stdin.close()
+        with process.stdin as settings_pipe:
+            settings_pipe.write(payload)
     except BrokenPipeError:  # it died at once: `wait_for` reports how
         pass
     return member
@@ -124,11 +124,12 @@ def _env() -> dict[str, str]:
 def _forward_output(member: Member) -> None:
     """Pass the process's output on to the command's stderr, keeping its last lines."""
     assert member.process.stdout is not None
-    for raw in member.process.stdout:
-        line = raw.decode(errors="replace")
-        member.tail.append(line.rstrip("\n"))
-        sys.stderr.write(line)
-        sys.stderr.flush()
+    with member.process.stdout as output:
+        for raw in output:
+            line = raw.decode(errors="replace")
+            member.tail.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _read_progress(member: Member, pipe: IO[str]) -> None:
