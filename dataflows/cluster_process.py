@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recovery", action="store_true", help="snapshot to --recovery-dir")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings: Settings = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 (the command's own)
+    settings: Settings = pickle.loads(sys.stdin.buffer.read())  # the command's own
     settings = process_settings(settings, args.index)
 
     from bytewax.run import cli_main
