@@ -1,5 +1,6 @@
 """`run` and `replay --processes N`: a local cluster of N processes started and stopped by the
-command gives the outputs of one process, prints one summary, and reports a failed process."""
+command gives the outputs of one process, prints one summary, reports a failed process, stops on
+Ctrl-C, and resumes from its recovery folder after a process was killed."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from dataflows.cli import main as cli_main
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
 from state.catalog import load_catalog
+from tests.crash_kit import parquet_files, wait_for_progress
+from tests.test_recovery import assert_same_outputs
 
 pytestmark = pytest.mark.slow  # every test starts real processes
 
@@ -174,3 +177,64 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert f"interrupted: stopped process 0 (pid {pids[0]})" in rest
     assert all(gone(pid) for pid in pids)
+
+
+RECOVERED_RUN = ["--sim-instances", "2000", "--sim-seed", "23", "--snapshot-interval", "0.2",
+                 "--flush-seconds", "0.05", "--parquet-batch-rows", "500"]
+
+
+def flowkeeper(out: Path, recovery: Path, processes: int,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`flowkeeper run` with a recovery folder as its own process, output and errors together."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dataflows.cli", "run", "--out", str(out), "--recovery-dir",
+         str(recovery), "--processes", str(processes), *RECOVERED_RUN],
+        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def recovered_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run in one process with recovery on: what the crashed runs must equal."""
+    out = tmp_path_factory.mktemp("recovered_reference")
+    output = flowkeeper(out, out / "recovery", 1).communicate(timeout=300)[0].decode()
+    assert "outcomes 2,000/2,000, commands 2,000/2,000  ✓" in output, output
+    return out
+
+
+def test_kill_9_of_one_process_then_resume_in_two_gives_the_outputs_of_one(
+        recovered_reference: Path, tmp_path: Path) -> None:
+    """SIGKILL to process 1 of 2 once the run has a snapshot and a third of the reference's files:
+    the run fails naming it; run again with the same recovery folder, it resumes and every table,
+    in Parquet and DuckDB, equals the uninterrupted 1-process run's, with no row twice."""
+    out, recovery = tmp_path / "out", tmp_path / "recovery"
+    proc = flowkeeper(out, recovery, 2)
+    assert proc.stdout is not None
+    seen = b""
+    while not STARTED.search(seen.decode()):
+        line = proc.stdout.readline()
+        assert line, seen.decode()
+        seen += line
+    pids = started_pids(seen.decode())
+    wait_for_progress(proc, out, recovery, len(parquet_files(recovered_reference)) // 3)
+    os.kill(pids[1], signal.SIGKILL)
+    output = (seen + proc.communicate(timeout=60)[0]).decode()
+    assert proc.returncode == 1, output
+    assert f"process 1 (pid {pids[1]}) of 2 was killed by signal 9 (SIGKILL)" in output
+    assert all(gone(pid) for pid in pids)
+    resumed = flowkeeper(out, recovery, 2).communicate(timeout=300)[0].decode()
+    assert "resuming from recovery folder" in resumed and resumed.count(SUMMARY_HEAD) == 1
+    assert_same_outputs(out, recovered_reference)
+
+
+def test_a_crash_inside_the_duckdb_writer_then_resume_gives_the_outputs_of_one(
+        recovered_reference: Path, tmp_path: Path) -> None:
+    """The process holding the one DuckDB writer dies right after its third commit (a crash
+    point): the run fails, and a resumed 2-process run equals the 1-process run everywhere."""
+    out, recovery = tmp_path / "out", tmp_path / "recovery"
+    crashed = flowkeeper(out, recovery, 2, {"FLOWKEEPER_CRASH_AFTER": "duckdb_after_commit:3"})
+    output = crashed.communicate(timeout=300)[0].decode()
+    assert crashed.returncode == 1 and "was killed by signal 9 (SIGKILL)" in output, output
+    resumed = flowkeeper(out, recovery, 2).communicate(timeout=300)[0].decode()
+    assert "resuming from recovery folder" in resumed, resumed
+    assert_same_outputs(out, recovered_reference)
