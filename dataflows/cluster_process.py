@@ -2,7 +2,9 @@
 (`dataflows.local_cluster`): `python -m dataflows.cluster_process INDEX ADDRESSES PROGRESS_FD`.
 
 The settings arrive pickled on stdin, exactly as the command validated (and, for a replay,
-completed) them, so no process rebuilds them from a different environment. The source is rebuilt
+completed) them, so no process rebuilds them from a different environment. With the dataflow
+built, the process writes `READY` on PROGRESS_FD and runs it when the command writes "go" on
+stdin (it ends at once when stdin closes without it: the command is stopping). The source is rebuilt
 from them here: every process lists the same partitions and Bytewax reads each in one of them.
 The process reports its progress counters as JSON lines on PROGRESS_FD until it ends; it ignores
 Ctrl-C (the command stops its processes by PID) and ends itself when the command is gone (the
@@ -26,6 +28,7 @@ from schemas.errors import ConfigError
 
 REPORT_EVERY_S = 0.25
 ORPHANED = 70  # EX_SOFTWARE: the command that started this process is gone
+READY = "ready\n"
 
 
 def report_progress(pipe: IO[str], stop: threading.Event) -> None:
@@ -68,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recovery", action="store_true", help="snapshot to --recovery-dir")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings: Settings = pickle.loads(sys.stdin.buffer.read())  # the command's own
+    settings: Settings = pickle.load(sys.stdin.buffer)  # the command's own
     settings = process_settings(settings, args.index)
 
     from bytewax.run import cli_main
@@ -84,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     with os.fdopen(args.progress_fd, "w") as pipe:
+        pipe.write(READY)
+        pipe.flush()
+        if sys.stdin.buffer.read() != b"go":
+            return ORPHANED
         reporter = threading.Thread(target=report_progress, args=(pipe, stop), daemon=True)
         reporter.start()
         try:

@@ -8,6 +8,11 @@ writer partitions are spread like the inputs). The command prepared the output a
 folders before; it sums the processes' progress counters into its own (`runtime.progress`) and
 prints the one progress line and, once every process has finished, the one summary.
 
+The processes start together: each imports and builds the dataflow, says it is ready, and waits
+for the word to go; the command lets them go in index order, `STAGGER_S` apart, so every process
+listens before a later one connects to it (Bytewax's networking waits a whole second before it
+tries a refused connection again).
+
 A process that fails stops the run: the others are stopped by PID (SIGTERM, then SIGKILL after
 `STOP_GRACE_S`), and the error names the process, its exit status and its last lines on stderr.
 Ctrl-C stops every process the same way.
@@ -25,14 +30,17 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from dataflows.cluster_process import READY
 from dataflows.settings import REPO_ROOT, Settings
 from runtime.progress import PROGRESS
 from schemas.errors import ProcessFailedError
 
-POLL_S = 0.1
+POLL_S = 0.05
+STAGGER_S = 0.05
 STOP_GRACE_S = 5.0
 TAIL_LINES = 12
 
@@ -45,6 +53,7 @@ class Member:
     process: subprocess.Popen[bytes]
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     counters: dict[str, float] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
     readers: list[threading.Thread] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -76,7 +85,10 @@ def run_local_cluster(settings: Settings, recovery: bool) -> None:
         print(f"started {len(members)} processes (pids {pids}), {settings.workers} worker "
               f"thread{'s' if settings.workers > 1 else ''} each, on {addresses}",
               file=sys.stderr, flush=True)
-        wait_for(members)
+        wait_for(members, lambda: all(m.ready.is_set() for m in members))
+        for member in members:
+            go(member)
+        wait_for(members, lambda: False)
     except BaseException as e:
         stopped = stop(members)
         if isinstance(e, KeyboardInterrupt) and stopped:
@@ -108,11 +120,22 @@ def start(index: int, addresses: str, payload: bytes, recovery: bool) -> Member:
         reader.start()
     assert process.stdin is not None
     try:
-        with process.stdin as settings_pipe:
-            settings_pipe.write(payload)
+        process.stdin.write(payload)
+        process.stdin.flush()
     except BrokenPipeError:  # it died at once: `wait_for` reports how
         pass
     return member
+
+
+def go(member: Member) -> None:
+    """Let a ready process run its dataflow, `STAGGER_S` after the one before it."""
+    assert member.process.stdin is not None
+    try:
+        with member.process.stdin as pipe:
+            pipe.write(b"go")
+    except BrokenPipeError:  # it died meanwhile: `wait_for` reports how
+        pass
+    time.sleep(STAGGER_S)
 
 
 def _env() -> dict[str, str]:
@@ -135,17 +158,23 @@ def _forward_output(member: Member) -> None:
 def _read_progress(member: Member, pipe: IO[str]) -> None:
     with pipe:
         for line in pipe:
-            member.counters = json.loads(line)
+            if line == READY:
+                member.ready.set()
+            else:
+                member.counters = json.loads(line)
 
 
-def wait_for(members: list[Member]) -> None:
-    """Sum the progress counters until every process ended; the first failure stops the rest."""
+def wait_for(members: list[Member], done: Callable[[], bool]) -> None:
+    """Sum the progress counters until `done()` or every process ended; the first failure stops
+    the rest."""
     while True:
         PROGRESS.set_sums([m.counters for m in members])
         codes = [m.process.poll() for m in members]
         failed = [m for m, code in zip(members, codes, strict=True) if code not in (None, 0)]
         if failed:
             raise ProcessFailedError(failure_message(failed, stop(members), len(members)))
+        if done():
+            return
         if all(code == 0 for code in codes):
             break
         time.sleep(POLL_S)
@@ -169,9 +198,19 @@ def stop(members: list[Member]) -> list[Member]:
             member.process.kill()
             member.process.wait()
     for member in members:
+        _close_stdin(member)
         for reader in member.readers:
             reader.join(STOP_GRACE_S)
     return running
+
+
+def _close_stdin(member: Member) -> None:
+    """Close the pipe to a process that never got the word to go."""
+    if member.process.stdin is not None and not member.process.stdin.closed:
+        try:
+            member.process.stdin.close()
+        except OSError:  # it is gone: nothing was left to flush to it
+            pass
 
 
 def exit_status(code: int) -> str:
