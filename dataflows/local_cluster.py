@@ -20,6 +20,7 @@ Ctrl-C stops every process the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -207,10 +208,8 @@ def stop(members: list[Member]) -> list[Member]:
 def _close_stdin(member: Member) -> None:
     """Close the pipe to a process that never got the word to go."""
     if member.process.stdin is not None and not member.process.stdin.closed:
-        try:
+        with contextlib.suppress(OSError):  # it is gone: nothing was left to flush to it
             member.process.stdin.close()
-        except OSError:  # it is gone: nothing was left to flush to it
-            pass
 
 
 def exit_status(code: int) -> str:
