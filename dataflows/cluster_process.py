@@ -2,13 +2,13 @@
 (`dataflows.local_cluster`): `python -m dataflows.cluster_process INDEX ADDRESSES PROGRESS_FD`.
 
 The settings arrive pickled on stdin, exactly as the command validated (and, for a replay,
-completed) them, so no process rebuilds them from a different environment. With the dataflow
-built, the process writes `READY` on PROGRESS_FD and runs it when the command writes "go" on
-stdin (it ends at once when stdin closes without it: the command is stopping). The source is rebuilt
-from them here: every process lists the same partitions and Bytewax reads each in one of them.
-The process reports its progress counters as JSON lines on PROGRESS_FD until it ends; it ignores
-Ctrl-C (the command stops its processes by PID) and ends itself when the command is gone (the
-progress pipe breaks).
+completed) them, so no process rebuilds them from a different environment; with them comes the
+simulator's source (or None: other sources are rebuilt from the settings here; every process
+lists the same partitions and Bytewax reads each in one of them). With the dataflow built, the
+process writes `READY` on PROGRESS_FD and runs it once the command writes "go" on stdin (stdin
+closed without it: the command is stopping). It reports its progress counters as JSON lines on
+PROGRESS_FD until it ends, ignores Ctrl-C (the command stops its processes by PID) and ends
+itself when the command is gone (the progress pipe breaks).
 """
 
 from __future__ import annotations
@@ -21,10 +21,15 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dataflows.settings import Settings
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bytewax.inputs import Source
+
+    from schemas.event import RawRecord
 
 REPORT_EVERY_S = 0.25
 ORPHANED = 70  # EX_SOFTWARE: the command that started this process is gone
@@ -71,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recovery", action="store_true", help="snapshot to --recovery-dir")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings: Settings = pickle.load(sys.stdin.buffer)  # the command's own
-    settings = process_settings(settings, args.index)
+    given: tuple[Settings, Source[RawRecord] | None] = pickle.load(sys.stdin.buffer)
+    settings, source = process_settings(given[0], args.index), given[1]
 
     from bytewax.run import cli_main
 
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.telemetry.log_level)
     try:
-        flow = build_flow(settings)
+        flow = build_flow(settings, source=source)
     except ConfigError as e:
         print(f"flowkeeper: error: {e}", file=sys.stderr)
         return 2

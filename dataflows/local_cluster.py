@@ -35,10 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from bytewax.inputs import Source
+
+from connectors.simulator import SimulatorSource
 from dataflows.cluster_process import READY
 from dataflows.settings import REPO_ROOT, Settings
 from runtime.progress import PROGRESS
 from schemas.errors import ProcessFailedError
+from schemas.event import RawRecord
 
 POLL_S = 0.05
 STAGGER_S = 0.05
@@ -56,6 +60,7 @@ class Member:
     counters: dict[str, float] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
     readers: list[threading.Thread] = field(default_factory=list)
+    feeder: threading.Thread | None = None
 
     def describe(self) -> str:
         return f"process {self.index} (pid {self.process.pid})"
@@ -73,11 +78,19 @@ def free_addresses(count: int) -> list[str]:
             probe.close()
 
 
-def run_local_cluster(settings: Settings, recovery: bool) -> None:
+def shipped(source: Source[RawRecord]) -> Source[RawRecord] | None:
+    """The source itself when sending it costs less than rebuilding it in every process (the
+    simulator: 20,000 instances take seconds to simulate, a second to unpickle), else None."""
+    return source if isinstance(source, SimulatorSource) else None
+
+
+def run_local_cluster(settings: Settings, recovery: bool,
+                      source: Source[RawRecord] | None = None) -> None:
     """Run the dataflow in `settings.processes` processes until all end; `recovery`: snapshot to
-    the recovery folder the command prepared. Raises `ProcessFailedError` when one fails."""
+    the recovery folder the command prepared; `source`: the source to send them (None: each
+    rebuilds it from the settings). Raises `ProcessFailedError` when one fails."""
     addresses = ";".join(free_addresses(settings.processes))
-    payload = pickle.dumps(settings)
+    payload = pickle.dumps((settings, source), protocol=pickle.HIGHEST_PROTOCOL)
     members: list[Member] = []
     try:
         for index in range(settings.processes):
@@ -99,7 +112,8 @@ def run_local_cluster(settings: Settings, recovery: bool) -> None:
 
 
 def start(index: int, addresses: str, payload: bytes, recovery: bool) -> Member:
-    """Start process `index` with the pickled settings on its stdin and its progress pipe."""
+    """Start process `index` with its progress pipe; the pickled settings and source go to its
+    stdin."""
     read_end, write_end = os.pipe()
     command = [sys.executable, "-m", "dataflows.cluster_process", str(index), addresses,
                str(write_end), *(["--recovery"] if recovery else [])]
@@ -119,18 +133,25 @@ def start(index: int, addresses: str, payload: bytes, recovery: bool) -> Member:
                                        daemon=True)]
     for reader in member.readers:
         reader.start()
-    assert process.stdin is not None
-    try:
-        process.stdin.write(payload)
-        process.stdin.flush()
-    except BrokenPipeError:  # it died at once: `wait_for` reports how
-        pass
+    member.feeder = threading.Thread(target=_feed, args=(member, payload), daemon=True)
+    member.feeder.start()
     return member
+
+
+def _feed(member: Member, payload: bytes) -> None:
+    """Send the settings and source while the process starts (the others start meanwhile)."""
+    assert member.process.stdin is not None
+    try:
+        member.process.stdin.write(payload)
+        member.process.stdin.flush()
+    except (BrokenPipeError, ValueError):  # it died, or was stopped: `wait_for` reports how
+        pass
 
 
 def go(member: Member) -> None:
     """Let a ready process run its dataflow, `STAGGER_S` after the one before it."""
-    assert member.process.stdin is not None
+    assert member.process.stdin is not None and member.feeder is not None
+    member.feeder.join()
     try:
         with member.process.stdin as pipe:
             pipe.write(b"go")

@@ -141,14 +141,14 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     from bytewax.run import cli_main
 
     from dataflows.jsonlog import configure_logging
-    from dataflows.local_cluster import run_local_cluster
+    from dataflows.local_cluster import run_local_cluster, shipped
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
     from runtime.progress import PROGRESS
 
     configure_logging(settings.telemetry.log_level)
     PROGRESS.reset()
-    # --processes N: the processes rebuild `source` from the settings (`dataflows.local_cluster`)
+    # --processes N: the processes get `source` or rebuild it (`dataflows.local_cluster.shipped`)
     flow = build_flow(settings, source=source) if settings.processes == 1 else None
     started = time.monotonic()
     stop = threading.Event()
@@ -156,7 +156,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     printer.start()
     try:
         if flow is None:
-            run_local_cluster(settings, recovery=bool(recovery))
+            run_local_cluster(settings, bool(recovery), shipped(source))
         else:
             cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
