@@ -1,12 +1,13 @@
 """One source of truth for recovery and scaling under `python -m bytewax.run`.
 
-`flowkeeper run` applies the recovery folder, snapshot and backup intervals and worker count from
-the settings itself. Under `python -m bytewax.run "dataflows.bytewax_main:flow()"` Bytewax's own
-flags decide them (`-r`, `-s`, `-b`, `-w`, or their `BYTEWAX_*` variables), while the dataflow
-needs the recovery folder too (its Parquet writers replace an earlier attempt's files only on a
-start without a snapshot). So there the flags win: a recovery folder given only as `-r` is taken
-into the settings, and a `FLOWKEEPER_*` setting that bytewax.run would silently not apply, or
-that says something else than its flag, stops the run with one line naming both.
+`flowkeeper run` applies the recovery folder, snapshot and backup intervals, worker and process
+counts from the settings itself. Under `python -m bytewax.run "dataflows.bytewax_main:flow()"`
+Bytewax's own flags decide them (`-r`, `-s`, `-b`, `-w`, `-i`/`-a`, or their `BYTEWAX_*`
+variables), while the dataflow needs the recovery folder too (its Parquet writers replace an
+earlier attempt's files only on a start without a snapshot). So there the flags win: a recovery
+folder given only as `-r` is taken into the settings, and a `FLOWKEEPER_*` setting that
+bytewax.run would silently not apply, or that says something else than its flag, stops the run
+with one line naming both.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def reconcile(settings: Settings, flags: argparse.Namespace) -> Settings:
         problems.append(f"{variable('workers')}={settings.workers} but bytewax.run -w is "
                         f"{workers}; bytewax.run applies only -w: give it there (or make both "
                         "equal)")
+    addresses = getattr(flags, "addresses", None)
+    processes = len(addresses.split(";")) if addresses else 1
+    if "processes" in settings.model_fields_set and settings.processes != processes:
+        problems.append(f"{variable('processes')}={settings.processes} but bytewax.run runs "
+                        f"{processes} process{'es' if processes > 1 else ''} (-a); bytewax.run "
+                        "starts none itself: start one per address with -i/-a (or use "
+                        "`flowkeeper run --processes`)")
     if problems:
         raise ConfigError("; ".join(problems))
     if folder is not None and recovery.dir is None:

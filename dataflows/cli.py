@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except FlowkeeperError as e:
         print(f"flowkeeper {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
 
 
 if __name__ == "__main__":

@@ -142,20 +142,25 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
 
     from dataflows.formats import record_format
     from dataflows.jsonlog import configure_logging
+    from dataflows.local_cluster import run_local_cluster, shipped
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
     from runtime.progress import PROGRESS
 
     configure_logging(settings.telemetry.log_level)
     PROGRESS.reset()
-    flow = build_flow(settings, source=source)
+    # --processes N: the processes get `source` or rebuild it (`dataflows.local_cluster.shipped`)
+    flow = build_flow(settings, source=source) if settings.processes == 1 else None
     record_format(settings)
     started = time.monotonic()
     stop = threading.Event()
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
     printer.start()
     try:
-        cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
+        if flow is None:
+            run_local_cluster(settings, bool(recovery), shipped(source))
+        else:
+            cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
         printer.join()

@@ -246,7 +246,8 @@ class TelemetrySettings(_Group):
     """What the run tells while it runs: metrics and logs."""
 
     metrics_port: int = Field(0, ge=0, le=65535, description=(
-        "serve live Prometheus metrics on this port at /metrics (0: off)"))
+        "serve live Prometheus metrics on this port at /metrics (0: off); with --processes N, "
+        "process i serves on this port + i"))
     log_level: Literal["debug", "info", "warning", "error"] = Field("warning", description=(
         "JSON log lines on stderr from this level; 'info' logs every dead letter, anomaly and "
         "correction with its trace id"))
@@ -263,7 +264,12 @@ class Settings(BaseSettings):
         "folder of business calendars (default: calendars/ beside --definitions); another folder "
         "in a replay shows what a new holiday list would change"))
     out: Path = Field(Path("out"), description="output folder (Parquet, DuckDB, ground truth)")
-    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
+    workers: int = Field(1, ge=1, le=64, description=(
+        "Bytewax worker threads per process; they share one core (Python's GIL): use --processes "
+        "for more cores"))
+    processes: int = Field(1, ge=1, le=64, description=(
+        "local Bytewax processes the command starts and stops, each with --workers threads: the "
+        "flag that puts more cores to work"))
     buckets: int = Field(16, ge=1, le=4096, description="shards per input partition")
     source: SourceSettings = Field(default_factory=SourceSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

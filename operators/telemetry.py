@@ -41,6 +41,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from schemas.errors import ConfigError
 from state.admission import NEVER
 from state.output import FACT_TABLE, Row
 from state.shard import END_OF_TIME, Shard
@@ -191,7 +192,12 @@ def _serve(port: int) -> None:
 
 
 def start_telemetry(port: int) -> Telemetry:
-    """The process telemetry, served on `port` (once per port and process)."""
+    """The process telemetry, served on `port` (once per port and process); a `ConfigError`
+    when the port is taken."""
     telemetry = process_telemetry()
-    _serve(port)
+    try:
+        _serve(port)
+    except OSError as e:
+        raise ConfigError(f"cannot serve metrics on port {port}: {e.strerror}; choose another "
+                          "--metrics-port") from e
     return telemetry

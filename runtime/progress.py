@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+COUNTERS = ("records", "dead_letters", "moved", "restored_shards", "restored_instances",
+            "restore_seconds")
 
 
 @dataclass
@@ -43,6 +47,22 @@ class Progress:
     def add_moved(self, records: int) -> None:
         with self.lock:
             self.moved += records
+
+    def snapshot(self) -> dict[str, float]:
+        """The counters as plain numbers, for a local cluster's process to report (`set_sums`)."""
+        with self.lock:
+            counters = {name: float(getattr(self, name)) for name in COUNTERS}
+            return {**counters, "open_instances": float(sum(self.open_by_shard.values()))}
+
+    def set_sums(self, snapshots: Sequence[Mapping[str, float]]) -> None:
+        """Make this process's counters the sums of its cluster's processes' `snapshot`s (the
+        command that started them prints them)."""
+        with self.lock:
+            for name in COUNTERS:
+                total = sum(snap.get(name, 0.0) for snap in snapshots)
+                setattr(self, name, total if name == "restore_seconds" else int(total))
+            self.open_by_shard = {f"process {i}": int(snap.get("open_instances", 0.0))
+                                  for i, snap in enumerate(snapshots)}
 
     @property
     def open_instances(self) -> int:

@@ -8,6 +8,7 @@
     ├── KafkaUnavailableError   the cluster is unreachable or refused a write
     │                           (connectors.kafka_connection)
     ├── EventLogError           an event log cannot be read (connectors.event_logs)
+    ├── ProcessFailedError      a process of a local cluster failed (dataflows.local_cluster)
     └── InputError              one input record is unusable; never escapes `schemas.decode`,
         │                       which turns it into a dead letter with the fix in its message
         ├── HeaderError         a binary-mode `ce_*` header is not UTF-8 text
@@ -19,7 +20,10 @@ dead-letter records (see `schemas.decode`).
 
 
 class FlowkeeperError(Exception):
-    """Root of every error flowkeeper raises on purpose."""
+    """Root of every error flowkeeper raises on purpose; a command that stops on one exits with
+    its `exit_status` (2: a usage or configuration error)."""
+
+    exit_status = 2
 
 
 class DefinitionError(FlowkeeperError):
@@ -28,6 +32,13 @@ class DefinitionError(FlowkeeperError):
 
 class ConfigError(FlowkeeperError):
     """A setting is invalid; the message says which one and what to do."""
+
+
+class ProcessFailedError(FlowkeeperError):
+    """A process of a local cluster failed; the message names it, its exit status and its last
+    lines on stderr. The run failed (exit status 1), the command line was fine."""
+
+    exit_status = 1
 
 
 class SnapshotError(FlowkeeperError):

@@ -24,7 +24,7 @@ FLAG_NAMES = [
     "source", "definitions", "out", "allowed_lateness", "max_future_skew", "accept_times_from",
     "accept_times_until", "idle_grace", "buckets", "drain_at_eof", "max_event_bytes",
     "parquet_batch_rows", "parquet_writers", "duckdb_batch_rows", "flush_seconds", "duckdb",
-    "workers", "metrics_port", "log_level", "recovery_dir", "recovery_partitions",
+    "workers", "processes", "metrics_port", "log_level", "recovery_dir", "recovery_partitions",
     "snapshot_interval", "backup_interval", "archive", "archive_path", "replay_speed",
     "replay_since", "replay_until", "replay_workflows", "replay_instances", "kafka_brokers",
     "kafka_topic", "kafka_start", "kafka_tail", "kafka_fetch_wait_ms", "kafka_timeout",
@@ -251,6 +251,22 @@ def bytewax_flags(seconds: float) -> argparse.Namespace:
     return argparse.Namespace(recovery_directory=Path("state"), workers_per_process=1,
                               snapshot_interval=timedelta(seconds=seconds),
                               backup_interval=timedelta(0))
+
+
+def test_a_process_count_bytewax_run_does_not_run_stops_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bytewax.run, FLOWKEEPER_PROCESSES must match the number of -a addresses (it starts
+    no processes itself): 2 with two addresses passes, 3 is an error naming both."""
+    flags = bytewax_flags(10)
+    flags.addresses = "127.0.0.1:1;127.0.0.1:2"
+    monkeypatch.setenv("FLOWKEEPER_PROCESSES", "2")
+    assert reconcile(Settings(), flags).processes == 2
+    monkeypatch.setenv("FLOWKEEPER_PROCESSES", "3")
+    with pytest.raises(ConfigError, match=r"FLOWKEEPER_PROCESSES=3 but bytewax.run runs 2 "):
+        reconcile(Settings(), flags)
+    flags.addresses = None
+    with pytest.raises(ConfigError, match=r"runs 1 process \(-a\)"):
+        reconcile(Settings(), flags)
 
 
 @pytest.mark.parametrize("name", ["FLOWKEEPER_SNAPSHOT_INTERVAL",
