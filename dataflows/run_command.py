@@ -141,6 +141,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     from bytewax.run import cli_main
 
     from dataflows.jsonlog import configure_logging
+    from dataflows.load_duckdb import loading_beside
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
     from runtime.progress import PROGRESS
@@ -153,7 +154,8 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
     printer.start()
     try:
-        cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
+        with loading_beside(settings):  # DuckDB follows the committed Parquet files
+            cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
         printer.join()
