@@ -16,7 +16,11 @@ the rows of the same `row_id` already loaded, else the load fails naming the fil
 no longer equal Parquet).
 
 `follow` runs passes every flush interval beside a live run, so DuckDB lags the committed files by
-at most one interval plus a load; `flowkeeper run` ends with a pass over every file.
+at most one interval plus a load; `flowkeeper run` ends with a pass over every file. It runs in a
+process of its own (`flowkeeper load-duckdb --follow`), never in the dataflow's: reading Bytewax's
+live SQLite recovery store from the process that writes it, through a second SQLite library,
+releases Bytewax's POSIX locks and corrupts the store (seen as "database disk image is
+malformed" and bus errors).
 """
 
 from __future__ import annotations
@@ -178,51 +182,11 @@ def _read_parquet(paths: list[Path]) -> str:
     return f"read_parquet([{quoted}], hive_partitioning = false, union_by_name = true)"
 
 
-class Follower:
-    """`follow` on a thread beside a run: `finish` stops it, loads the rest, and closes."""
-
-    def __init__(self, loader: DuckDBLoader, interval_s: float,
-                 on_error: Callable[[FlowkeeperError], None] | None = None,
-                 on_pass: Callable[[Loaded], None] | None = None) -> None:
-        self.loader = loader
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._on_error, self._on_pass = on_error, on_pass
-        self._thread = threading.Thread(target=self._run, args=(max(interval_s, 0.05),),
-                                        name="duckdb-loader", daemon=True)
-        self._thread.start()
-
-    def _run(self, interval_s: float) -> None:
-        try:
-            follow(self.loader, self._stop, interval_s, self._on_pass)
-        except BaseException as error:  # raised again by finish(); the run may end first
-            self._error = error
-            if self._on_error is not None and isinstance(error, FlowkeeperError):
-                self._on_error(error)
-
-    def stop(self) -> None:
-        """Stop following and close, without a last pass (the run failed)."""
-        self._stop.set()
-        self._thread.join()
-        self.loader.close()
-
-    def finish(self, *, everything: bool) -> Loaded:
-        """Stop following, then one last pass (`everything`: the run ended, take every file);
-        raises what stopped the thread. Closes the loader either way."""
-        self._stop.set()
-        self._thread.join()
-        try:
-            if self._error is not None:
-                raise self._error
-            return self.loader.load(everything=everything)
-        finally:
-            self.loader.close()
-
-
 def follow(loader: DuckDBLoader, stop: threading.Event, interval_s: float,
-           on_pass: Callable[[Loaded], None] | None = None) -> None:
-    """Load the committed files every `interval_s` until `stop` is set."""
-    while not stop.wait(interval_s):
+           on_pass: Callable[[Loaded], None] | None = None,
+           keep_going: Callable[[], bool] = lambda: True) -> None:
+    """Load the committed files every `interval_s` until `stop` is set or `keep_going` says no."""
+    while not stop.wait(interval_s) and keep_going():
         loaded = loader.load(everything=False)
         if on_pass is not None and loaded.files:
             on_pass(loaded)

@@ -115,11 +115,11 @@ def _resume_epoch(parts: list[Path]) -> int | None:
     if not executions:
         return None
     ex_num, workers, resume = max(executions)
-    frontier = dict.fromkeys(range(workers), resume)
+    frontier: dict[int, int] = dict.fromkeys(range(int(workers)), int(resume))
     for part in parts:
         for worker, front in _query(part, "SELECT worker_index, worker_frontier FROM fronts "
                                           "WHERE ex_num = ?", (ex_num,)):
-            frontier[worker] = max(frontier.get(worker, resume), front)
+            frontier[int(worker)] = max(frontier.get(int(worker), int(resume)), int(front))
     return min(frontier.values())
 
 

@@ -10,7 +10,10 @@ SIGINT or SIGTERM); without `--follow` it loads every file of a finished run onc
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.duckdb_views import create_views
-from connectors.duckdb_loader import DuckDBLoader, Follower, Loaded, follow
+from connectors.duckdb_loader import DuckDBLoader, Loaded, follow
 from dataflows.settings import Settings
 from runtime.fatal import exit_with_message
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, FlowkeeperError
 from state.catalog import load_catalog
 
 
@@ -34,20 +37,65 @@ def open_loader(settings: Settings) -> DuckDBLoader:
 
 @contextmanager
 def loading_beside(settings: Settings) -> Iterator[None]:
-    """Follow the run's committed files while the `with` block runs the dataflow; when it returns,
-    load every file. Nothing when `settings.sinks.duckdb` is off. A load error ends the process
-    with one line (as a sink's write error does)."""
+    """While the `with` block runs the dataflow, `load-duckdb --follow` in a child process loads
+    the committed files; when the block returns, the child stops and this process loads every
+    file, so DuckDB then holds them all. Nothing when `settings.sinks.duckdb` is off. The child
+    ends when this process does (even by SIGKILL); a child that dies early ends the run with one
+    line, as a sink's write error does."""
     if not settings.sinks.duckdb:
         yield
         return
-    follower = Follower(open_loader(settings), settings.sinks.flush_interval.total_seconds(),
-                        exit_with_message)
+    child = _FollowerProcess(settings)
     try:
         yield
     except BaseException:
-        follower.stop()
+        child.stop()
         raise
-    follower.finish(everything=True)
+    child.stop()
+    loader = open_loader(settings)
+    try:
+        loader.load(everything=True)
+    finally:
+        loader.close()
+
+
+class _FollowerProcess:
+    """`flowkeeper load-duckdb --follow` for this run, watched by a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._stopping = False
+        self._errors = ""
+        seconds = settings.sinks.flush_interval.total_seconds()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "dataflows.cli", "load-duckdb", "--follow", "--quiet",
+             "--out", str(settings.out), "--definitions", str(settings.definitions),
+             "--flush-seconds", f"{seconds:g}", "--parent-pid", str(os.getpid())],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._watcher = threading.Thread(target=self._watch, name="duckdb-loader-watch",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        self._errors = self._proc.communicate()[1]
+        if self._proc.returncode != 0 and not self._stopping:
+            exit_with_message(self._failure())
+
+    def _failure(self) -> FlowkeeperError:
+        code = self._proc.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        last = self._errors.strip().splitlines()[-1:] or ["no message"]
+        return FlowkeeperError(f"the DuckDB loader beside the run {how}: {last[0]}; Parquet is "
+                               "complete up to the last snapshot: run again to resume (with "
+                               "--recovery-dir) or load with `flowkeeper load-duckdb`")
+
+    def stop(self) -> None:
+        """Ask the child to stop (its last pass takes the committed files) and wait for it."""
+        self._stopping = True
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        self._watcher.join()
+        if self._proc.returncode not in (0, -signal.SIGTERM):
+            raise self._failure()
 
 
 def _printed(loaded: Loaded) -> None:
@@ -69,12 +117,16 @@ def cmd_load_duckdb(args: argparse.Namespace) -> int:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            print(f"following {settings.parquet_dir} into {settings.duckdb_path} (SIGINT or "
-                  "SIGTERM stops)", flush=True)
+            report = None if args.quiet else _printed
+            if report:
+                print(f"following {settings.parquet_dir} into {settings.duckdb_path} (SIGINT or "
+                      "SIGTERM stops)", flush=True)
+            parent = args.parent_pid
             follow(loader, stop, max(settings.sinks.flush_interval.total_seconds(), 0.05),
-                   _printed)
+                   report, lambda: parent is None or os.getppid() == parent)
         loaded = loader.load(everything=not args.follow)
-        _printed(loaded)
+        if not args.quiet:
+            _printed(loaded)
     finally:
         loader.close()
     return 0
@@ -100,5 +152,7 @@ def add_load_duckdb(sub: Any) -> Any:
                         "FLOWKEEPER_SINKS__FLUSH_INTERVAL; default 5)")
     parser.add_argument("--follow", action="store_true",
                         help="keep loading committed files beside a live run until stopped")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     return cmd_load_duckdb
 
