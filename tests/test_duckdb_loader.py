@@ -24,6 +24,7 @@ from tests.crash_kit import parquet_rows
 from tests.demo_kit import paced_archive
 
 STEP = "flowkeeper.parquet"
+EX = "INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (?, ?, ?)"
 FRONT = "INSERT INTO fronts (ex_num, worker_index, worker_frontier) VALUES (?, ?, ?)"
 SNAP = "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES (?, ?, ?, ?)"
 
@@ -66,16 +67,17 @@ def test_committed_files_are_those_below_the_resume_snapshot(tmp_path: Path) -> 
     mark_recovery(parquet, recovery)
     assert _committed(parquet) == []  # no execution yet: a resume starts from nothing
     part0, part1 = recovery / "part-0.sqlite3", recovery / "part-1.sqlite3"
-    _write(part0, "INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (0, 2, 1)")
+    _write(part0, EX, 0, 2, 1)
     _write(part0, FRONT, 0, 0, 5)
     _write(part1, FRONT, 0, 1, 3)  # resume epoch 3
     for part, key, epoch, seq in ((part0, "000", 1, 2), (part1, "000", 2, 4), (part0, "000", 3, 6),
                                   (part1, "001", 2, 1)):
         _write(part, SNAP, STEP, key, epoch, pickle.dumps(seq))
     assert _committed(parquet) == [*names[:4], names[6]]  # writer 0 below 4, writer 1 below 1
-    _write(part1, FRONT + " ON CONFLICT DO UPDATE SET worker_frontier = 4", 0, 1, 4)  # now epoch 3's snapshot counts
+    # worker 1 passes epoch 3: its snapshot now counts
+    _write(part1, FRONT + " ON CONFLICT DO UPDATE SET worker_frontier = 4", 0, 1, 4)
     assert _committed(parquet) == [*names[:6], names[6]]
-    _write(part1, "INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (1, 1, 4)")  # resumed with 1 worker, no frontier yet
+    _write(part1, EX, 1, 1, 4)  # resumed with 1 worker, no frontier yet: at its resume epoch
     assert _committed(parquet) == [*names[:6], names[6]]
     assert _committed(parquet, everything=True) == sorted(names)
 
@@ -88,7 +90,7 @@ def test_a_snapshot_that_is_not_an_int_is_refused(tmp_path: Path) -> None:
     init_db_dir(recovery, 1)
     mark_recovery(parquet, recovery)
     part = recovery / "part-0.sqlite3"
-    _write(part, "INSERT INTO exs (ex_num, worker_count, resume_epoch) VALUES (0, 1, 5)")
+    _write(part, EX, 0, 1, 5)
     _write(part, SNAP, STEP, "000", 1,
            pickle.dumps(Path("/etc")))
     with pytest.raises(pickle.UnpicklingError, match="must be an int"):
