@@ -38,10 +38,10 @@ def open_loader(settings: Settings) -> DuckDBLoader:
 @contextmanager
 def loading_beside(settings: Settings) -> Iterator[None]:
     """While the `with` block runs the dataflow, `load-duckdb --follow` in a child process loads
-    the committed files; when the block returns, the child stops and this process loads every
-    file, so DuckDB then holds them all. Nothing when `settings.sinks.duckdb` is off. The child
-    ends when this process does (even by SIGKILL); a child that dies early ends the run with one
-    line, as a sink's write error does."""
+    the committed files; when the block returns, the child loads every file (SIGUSR1: the run
+    has ended) and exits, so DuckDB then holds them all. Nothing when `settings.sinks.duckdb` is
+    off. The child ends when this process does (even by SIGKILL); a child that dies early ends
+    the run with one line, as a sink's write error does."""
     if not settings.sinks.duckdb:
         yield
         return
@@ -49,10 +49,11 @@ def loading_beside(settings: Settings) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        child.stop()
+        child.stop(signal.SIGTERM)
         raise
-    child.stop()
-    loader = open_loader(settings)
+    if child.stop(signal.SIGUSR1) == 0:
+        return
+    loader = open_loader(settings)  # the child was still starting: load here
     try:
         loader.load(everything=True)
     finally:
@@ -88,14 +89,16 @@ class _FollowerProcess:
                                "complete up to the last snapshot: run again to resume (with "
                                "--recovery-dir) or load with `flowkeeper load-duckdb`")
 
-    def stop(self) -> None:
-        """Ask the child to stop (its last pass takes the committed files) and wait for it."""
+    def stop(self, how: signal.Signals) -> int:
+        """Stop the child (SIGTERM: a last pass over the committed files; SIGUSR1: over every
+        file) and wait for it; its exit status, or the error that ended it."""
         self._stopping = True
         if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
+            self._proc.send_signal(how)
         self._watcher.join()
-        if self._proc.returncode not in (0, -signal.SIGTERM):
+        if self._proc.returncode not in (0, -how):  # -how: it had not started to follow yet
             raise self._failure()
+        return self._proc.returncode
 
 
 def _printed(loaded: Loaded) -> None:
@@ -112,11 +115,12 @@ def cmd_load_duckdb(args: argparse.Namespace) -> int:
         raise ConfigError(f"{settings.parquet_dir} does not exist: point --out at the folder a run "
                           "writes (`flowkeeper run --out`, FLOWKEEPER_OUT under bytewax.run)")
     loader = open_loader(settings)
+    stop, ended = threading.Event(), threading.Event()
     try:
         if args.follow:
-            stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
+            signal.signal(signal.SIGUSR1, lambda *_: (ended.set(), stop.set()))
             report = None if args.quiet else _printed
             if report:
                 print(f"following {settings.parquet_dir} into {settings.duckdb_path} (SIGINT or "
@@ -124,7 +128,7 @@ def cmd_load_duckdb(args: argparse.Namespace) -> int:
             parent = args.parent_pid
             follow(loader, stop, max(settings.sinks.flush_interval.total_seconds(), 0.05),
                    report, lambda: parent is None or os.getppid() == parent)
-        loaded = loader.load(everything=not args.follow)
+        loaded = loader.load(everything=not args.follow or ended.is_set())
         if not args.quiet:
             _printed(loaded)
     finally:
@@ -141,7 +145,8 @@ def add_load_duckdb(sub: Any) -> Any:
             "and loaded_parquet_files, each file once). With --follow, beside a running "
             "`python -m bytewax.run` dataflow: load the committed files every --flush-seconds "
             "until SIGINT or SIGTERM (with recovery, a file is committed once a snapshot covers "
-            "it). Without --follow: every file, once, for a run that has ended."))
+            "it), or until SIGUSR1, which says the run has ended: then load every file and exit. "
+            "Without --follow: every file, once, for a run that has ended."))
     parser.add_argument("--out", type=Path, default=None,
                         help="the run's output folder (env FLOWKEEPER_OUT; default out)")
     parser.add_argument("--definitions", type=Path, default=None,

@@ -63,7 +63,7 @@ def parquet_key(item: Row) -> str:
 
 
 def sink_batches(rows: Iterable[Row], parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
-    """Rows as both sinks take them: one Arrow table per Parquet writer (by `parquet_key`) and
+    """Rows as the Parquet sink takes them: one Arrow table per writer (by `parquet_key`) and
     table, converted on the worker that made the rows, so few items cross to the writers."""
     return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item)))
 
