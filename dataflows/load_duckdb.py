@@ -106,6 +106,12 @@ def _printed(loaded: Loaded) -> None:
           flush=True)
 
 
+def _end(ended: threading.Event, stop: threading.Event) -> None:
+    """SIGUSR1: the run has ended; stop following and load every file."""
+    ended.set()
+    stop.set()
+
+
 def cmd_load_duckdb(args: argparse.Namespace) -> int:
     """Load the run's Parquet files into its DuckDB file: once, or following a live run."""
     given = {k: v for k, v in (("out", args.out), ("definitions", args.definitions),
@@ -120,7 +126,7 @@ def cmd_load_duckdb(args: argparse.Namespace) -> int:
         if args.follow:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            signal.signal(signal.SIGUSR1, lambda *_: (ended.set(), stop.set()))
+            signal.signal(signal.SIGUSR1, lambda *_: _end(ended, stop))
             report = None if args.quiet else _printed
             if report:
                 print(f"following {settings.parquet_dir} into {settings.duckdb_path} (SIGINT or "
