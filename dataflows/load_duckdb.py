@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,8 @@ def loading_beside(settings: Settings) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        child.stop(signal.SIGTERM)
+        with suppress(FlowkeeperError):  # the run's own error is the one to show
+            child.stop(signal.SIGTERM)
         raise
     if child.stop(signal.SIGUSR1) == 0:
         return
