@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,8 @@ import pytest
 from bytewax.recovery import init_db_dir
 
 from connectors.parquet_commits import committed_files, mark_recovery
+from dataflows.load_duckdb import loading_beside
+from dataflows.settings import Settings
 from schemas.tables import DUCKDB_TABLES
 from tests.crash_kit import parquet_rows
 from tests.demo_kit import paced_archive
@@ -161,3 +164,20 @@ def test_load_duckdb_has_help() -> None:
                            capture_output=True, text=True, check=True,
                            env={**os.environ, "COLUMNS": "100"}).stdout
     assert "--follow" in shown and "committed" in shown and "--parent-pid" not in shown
+
+
+def test_a_run_shorter_than_the_loaders_start_still_ends_with_every_file(out: Path,
+                                                                         tmp_path: Path) -> None:
+    """Around a run that ends before its loader process follows (or after: the timing decides),
+    `loading_beside` returns only once DuckDB holds exactly the rows of every Parquet file."""
+    settings = Settings.from_flags(out=tmp_path / "out")
+    settings.parquet_dir.mkdir(parents=True)
+    with loading_beside(settings):
+        shutil.copytree(out / "parquet", settings.parquet_dir, dirs_exist_ok=True)
+    conn = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        for table in DUCKDB_TABLES:
+            got = conn.execute(f'SELECT * FROM "{table}" ORDER BY row_id').fetchall()
+            assert got == parquet_rows(settings.out, table), table
+    finally:
+        conn.close()
