@@ -4,7 +4,7 @@ The DuckDB tables are the source of truth (their `row_id` primary key keeps exac
 each row); the Parquet files hold the same rows, possibly more than once after a resumed run. Each
 relation here reads `{root}/{table}/**/*.parquet` with Hive partitioning, keeps the table's own
 columns (not the `date=` directory column) and one row per `row_id`, the earliest file's, as the
-DuckDB sink's `INSERT OR IGNORE` does. A table with no files yet is an empty relation of the same
+DuckDB loader's `INSERT OR IGNORE` does. A table with no files yet is an empty relation of the same
 columns, so every view still binds.
 """
 

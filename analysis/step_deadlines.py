@@ -2,8 +2,8 @@
 
 Deadlines live in the definitions, not in any output table, yet some views need them: an instance
 is *stuck* when event time has passed every deadline of its state, and latency plots draw a
-state's deadlines as SLA lines. The DuckDB sink writes this table from the run's catalog when it
-opens the database; a Parquet-backed connection builds it from the catalog it is given.
+state's deadlines as SLA lines. The DuckDB loader writes this table from the run's catalog when
+it opens the database; a Parquet-backed connection builds it from the catalog it is given.
 
 Rows: one per deadline of a state-machine state (`kind` 'deadline', `position` its index in the
 escalation chain, `name` its name), and one per terminal state that compensates (`kind`

@@ -21,14 +21,13 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import cluster_main, run_main
 
-from analysis.duckdb_views import create_views
 from bench.twin import TwinConsumer
 from bench.workload import Partitions
-from connectors.duckdb_sink import DuckDBSink
 from connectors.format_writer import FormatWriter, avro_value, confluent_avro
 from connectors.parquet_sink import ParquetSink
 from connectors.simulator import SimulatorSource
 from dataflows.kafka_wiring import kafka_input
+from dataflows.load_duckdb import loading_beside
 from dataflows.pipeline import archive_batches, build_flow, sink_batches, without_facts
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
@@ -244,24 +243,17 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
                           settings.sinks.flush_interval.total_seconds(),
                           partitions=settings.sinks.parquet_writers)
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
-    duckdb = DuckDBSink(settings.duckdb_path, create_views,
-                        batch_rows=settings.sinks.duckdb_batch_rows,
-                        flush_seconds=settings.sinks.flush_interval.total_seconds(),
-                        ).build_part("duckdb", "duckdb", None)
     started = time.perf_counter()
 
     def write(rows: list[Row], records: list[RawRecord]) -> None:
-        """As the dataflow does: each batch converted once, the same tables to both sinks."""
-        batches = sink_batches(rows, parquet)
-        for writer, batch in [*batches, *archive_batches(records, parquet)]:
+        """As the dataflow does: each batch converted once, tables and archive to Parquet."""
+        for writer, batch in [*sink_batches(rows, parquet), *archive_batches(records, parquet)]:
             writers[parquet.part_fn(writer)].write_batch([batch])
-        if batches:
-            duckdb.write_batch([batch for _, batch in batches])
 
-    rows = _engine(partitions, settings, write)
-    for writer in writers:
-        writer.close()
-    duckdb.close()
+    with loading_beside(settings):  # DuckDB loaded from the files, as `flowkeeper run` does
+        rows = _engine(partitions, settings, write)
+        for writer in writers:
+            writer.close()
     return Measured(_count(partitions), time.perf_counter() - started, rows)
 
 
@@ -272,9 +264,10 @@ def pipeline(partitions: Partitions, scratch: Path) -> Measured:
 
 
 def pipeline_sinks(partitions: Partitions, scratch: Path) -> Measured:
-    """The real dataflow with every sink on: Parquet (tables and archive) and DuckDB."""
-    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions))
-    return _timed(partitions, lambda: run_main(flow))
+    """The real dataflow with every output: Parquet (tables and archive), DuckDB loaded beside."""
+    settings = bench_settings(scratch)
+    flow = build_flow(settings, source=SimulatorSource(partitions))
+    return _timed(partitions, lambda: _beside(settings, lambda: run_main(flow)))
 
 
 def pipeline_recovery(partitions: Partitions, scratch: Path) -> Measured:
@@ -284,15 +277,18 @@ def pipeline_recovery(partitions: Partitions, scratch: Path) -> Measured:
     config, _ = prepare_recovery(settings.recovery.dir, 1, 0.0)
     flow = build_flow(settings, source=SimulatorSource(partitions))
     every = timedelta(seconds=SNAPSHOT_EVERY_S)
-    return _timed(partitions,
-                  lambda: run_main(flow, epoch_interval=every, recovery_config=config))
+    return _timed(partitions, lambda: _beside(
+        settings, lambda: run_main(flow, epoch_interval=every, recovery_config=config)))
 
 
 def pipeline_2proc(partitions: Partitions, scratch: Path, process: int,
                    addresses: list[str]) -> Measured:
     """This process's half of `pipeline_sinks` run as a cluster of processes (`-i`/`-a`)."""
-    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions))
-    return _timed(partitions, lambda: cluster_main(flow, addresses, process))
+    settings = bench_settings(scratch)
+    flow = build_flow(settings, source=SimulatorSource(partitions))
+    if process:  # process 0 loads DuckDB beside the cluster (files of every process)
+        return _timed(partitions, lambda: cluster_main(flow, addresses, process))
+    return _timed(partitions, lambda: _beside(settings, lambda: cluster_main(flow, addresses, 0)))
 
 
 def kafka(partitions: Partitions, scratch: Path) -> Measured:
@@ -306,7 +302,7 @@ def kafka_sinks(partitions: Partitions, scratch: Path) -> Measured:
     """`pipeline_sinks` reading the workload from the topic in FLOWKEEPER_KAFKA__TOPIC."""
     settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
     flow = build_flow(settings, source=kafka_input(settings))
-    return _timed(partitions, lambda: run_main(flow))
+    return _timed(partitions, lambda: _beside(settings, lambda: run_main(flow)))
 
 
 LATENCY_FILE = "latency.f64"
@@ -353,6 +349,12 @@ def kafka_latency(partitions: Partitions, scratch: Path) -> Measured:
     flow = build_flow(settings, source=kafka_input(settings),
                       sink=LatencySink(scratch / LATENCY_FILE))
     return _timed(partitions, lambda: run_main(flow))
+
+
+def _beside(settings: Settings, run: Callable[[], None]) -> None:
+    """`run` with the DuckDB loader beside it; returns once DuckDB holds every file."""
+    with loading_beside(settings):
+        run()
 
 
 def _timed(partitions: Partitions, run: Callable[[], None]) -> Measured:

@@ -1,9 +1,10 @@
 """Which copy of a run the console reads, opened afresh for each request and closed after it.
 
-A running pipeline holds the DuckDB file as its one writer, so the console must never hold it
-then: `auto` tries the file read-only and, when a writer's lock refuses it, reads the committed
-Parquet datasets through the same views instead. A finished run is read from its DuckDB file,
-the source of truth. Nothing is cached between requests, so every page shows what is written now.
+Beside a running pipeline its DuckDB loader holds the DuckDB file as its one writer, so the
+console must never hold it then: `auto` tries the file read-only and, when a writer's lock
+refuses it, reads the committed Parquet datasets through the same views instead. A finished run
+is read from its DuckDB file, the source of truth. Nothing is cached between requests, so every
+page shows what is written now.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ from `FLOWKEEPER_*` variables, under Bytewax's own runner (`dataflows.bytewax_ru
 `dataflows.pipeline.build_flow` is a library function and raises a `ConfigError` when a setting
 disagrees with bytewax.run's flags; here, as in the `flowkeeper` commands, that becomes one line
 naming both and exit status 2.
+
+The dataflow writes Parquet only: `flowkeeper load-duckdb --out OUT --follow` beside it (or
+without `--follow` after it) fills the DuckDB file from the committed files.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from dataflows.archive_cli import add_import_log, add_replay, add_verify
 from dataflows.bench_cli import add_bench
 from dataflows.console_cli import add_console
 from dataflows.kafka_tools import add_produce, add_tail, add_topics
+from dataflows.load_duckdb import add_load_duckdb
 from dataflows.run_command import cmd_run, settings_arguments
 from dataflows.settings import field_info
 from schemas.errors import FlowkeeperError
@@ -84,7 +85,7 @@ def _add_check_definitions(sub: Any) -> Handler:
 # Each command module contributes one `add_*(subparsers) -> handler` function here.
 COMMANDS: list[Callable[[Any], Handler]] = [
     _add_run, _add_check_definitions, add_replay, add_verify, add_import_log, add_report,
-    add_inspect, add_console, add_topics, add_produce, add_tail, add_bench,
+    add_inspect, add_console, add_topics, add_produce, add_tail, add_bench, add_load_duckdb,
 ]
 
 

@@ -4,20 +4,21 @@
                                    │ rows: outcomes, transitions, commands, anomalies,
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
-    all rows ──▶ Arrow batches (per writer, table) ──▶ Parquet (every worker), DuckDB (one writer)
+    all rows ──▶ Arrow batches (per writer, table) ──▶ Parquet (every worker)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
     records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
 
 Run it with `flowkeeper run`, or the Bytewax way:
 `python -m bytewax.run "dataflows.bytewax_main:flow()"` (settings then come from `FLOWKEEPER_*`
-environment variables).
+environment variables). DuckDB is not written here: its loader takes the committed Parquet files
+beside the run (`connectors.duckdb_loader`; `flowkeeper run` starts it, and under bytewax.run it is
+`flowkeeper load-duckdb --follow`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from functools import partial
 from itertools import chain
 
 import bytewax.operators as op
@@ -25,10 +26,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from analysis.duckdb_views import create_views
 from connectors.archive_format import archive_row
 from connectors.arrow_rows import RowBatch, row_batches
-from connectors.duckdb_sink import DuckDBSink
+from connectors.parquet_commits import (
+    FLOW_ID,
+    PARQUET_STEP,
+    RECOVERY_MARKER,
+    mark_recovery,
+)
 from connectors.parquet_sink import ParquetSink, check_writer_count
 from dataflows.bytewax_run import bytewax_run_flags, reconcile
 from dataflows.formats import with_format
@@ -59,7 +64,7 @@ def parquet_key(item: Row) -> str:
 
 
 def sink_batches(rows: Iterable[Row], parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
-    """Rows as both sinks take them: one Arrow table per Parquet writer (by `parquet_key`) and
+    """Rows as the Parquet sink takes them: one Arrow table per writer (by `parquet_key`) and
     table, converted on the worker that made the rows, so few items cross to the writers."""
     return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item)))
 
@@ -120,7 +125,7 @@ def build_flow(
         clock=clock,
         telemetry=telemetry,
     )
-    flow = Dataflow("flowkeeper")
+    flow = Dataflow(FLOW_ID)
     records = op.input("input", flow,
                        source if source is not None else make_source(settings, catalog))
     saved_partitions, saved_shards = saved_keys(settings.recovery.dir,
@@ -147,6 +152,9 @@ def build_flow(
     settings.parquet_dir.mkdir(parents=True, exist_ok=True)
     if settings.recovery.dir is not None:
         check_writer_count(settings.parquet_dir, settings.sinks.parquet_writers)
+        mark_recovery(settings.parquet_dir, settings.recovery.dir)  # for the DuckDB loader
+    else:  # no resume will delete a file from now on: the loader may take every one
+        (settings.parquet_dir / RECOVERY_MARKER).unlink(missing_ok=True)
     parquet = ParquetSink(settings.parquet_dir, settings.sinks.parquet_batch_rows,
                           settings.sinks.flush_interval.total_seconds(),
                           partitions=settings.sinks.parquet_writers,
@@ -159,10 +167,5 @@ def build_flow(
         archived = op.flat_map_batch("archive_batches", records,
                                      lambda batch: archive_batches(batch, parquet))
         parquet_batches = op.merge("tables_and_archive", batches, archived)
-    op.output("parquet", parquet_batches, parquet)
-    if settings.sinks.duckdb:  # DuckDB's one partition takes every key
-        views = partial(create_views, catalog=catalog)
-        op.output("duckdb", batches, DuckDBSink(settings.duckdb_path, views, exit_with_message,
-                                                settings.sinks.duckdb_batch_rows,
-                                                settings.sinks.flush_interval.total_seconds()))
+    op.output(PARQUET_STEP, parquet_batches, parquet)
     return flow

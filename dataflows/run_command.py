@@ -142,6 +142,7 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
 
     from dataflows.formats import record_format
     from dataflows.jsonlog import configure_logging
+    from dataflows.load_duckdb import loading_beside
     from dataflows.local_cluster import run_local_cluster, shipped
     from dataflows.pipeline import build_flow
     from dataflows.summary import processed_line, render
@@ -157,10 +158,11 @@ def execute(settings: Settings, source: Source[RawRecord], truth_dir: Path | Non
     printer = threading.Thread(target=progress_printer, args=(stop, started), daemon=True)
     printer.start()
     try:
-        if flow is None:
-            run_local_cluster(settings, bool(recovery), shipped(source))
-        else:
-            cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
+        with loading_beside(settings):  # DuckDB follows the committed Parquet files
+            if flow is None:
+                run_local_cluster(settings, bool(recovery), shipped(source))
+            else:
+                cli_main(flow, workers_per_process=settings.workers, **(recovery or {}))
     finally:
         stop.set()
         printer.join()

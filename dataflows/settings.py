@@ -220,10 +220,13 @@ class SinkSettings(_Group):
     parquet_writers: int = Field(2, ge=1, le=64, description=(
         "Parquet writer partitions (each writes its own files; fixed for an output folder resumed "
         "with recovery): fewer means fewer, larger files"))
-    duckdb_batch_rows: int = Field(50_000, ge=1, description="rows per DuckDB transaction at most")
+    duckdb_batch_rows: int = Field(50_000, ge=1, description=(
+        "unused since DuckDB is loaded from whole committed Parquet files (kept so that scripts "
+        "setting it still run)"))
     flush_interval: Duration = Field(timedelta(seconds=5), ge=timedelta(0), description=(
         "write buffered rows at least this often"))
-    duckdb: bool = Field(True, description="also write the DuckDB database")
+    duckdb: bool = Field(True, description=(
+        "also load the DuckDB database from the committed Parquet files, beside the run"))
     archive: bool = Field(True, description=(
         "archive every input record as received to Parquet (parquet/archive), for replay"))
 

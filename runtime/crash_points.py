@@ -4,8 +4,9 @@
 `crash_point` is a function that returns at once (one call, nothing read).
 
 The points: `parquet_after_rename` (a Parquet file committed, its offsets not yet snapshotted),
-`duckdb_after_commit` (a DuckDB batch committed) and `shard_snapshot` (a shard's state taken, the
-epoch not yet written). Random kills almost never land in those instants, which is where
+`duckdb_load_in_transaction` (the DuckDB loader inserted a pass's rows and file records, not yet
+committed), `duckdb_after_commit` (a load committed) and `shard_snapshot` (a shard's state taken,
+the epoch not yet written). Random kills almost never land in those instants, which is where
 exactly-once sinks break; these hooks put the kill exactly there (`tests/test_recovery.py`).
 """
 

@@ -11,11 +11,14 @@ import contextlib
 import io
 import shutil
 import tempfile
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dataflows.cli import main
 
@@ -65,3 +68,16 @@ def pairs(conn: Conn, sql: str) -> dict[Any, Any]:
 def scalar(conn: Conn, sql: str) -> Any:
     """The one value a query returns."""
     return rows(conn, sql)[0][0]
+def paced_archive(out: Path, folder: Path, records: int = 200, gap_ms: int = 20) -> Path:
+    """The demo run's first archived records, re-stamped to arrive `gap_ms` apart: replayed at
+    `--replay-speed 1` the run lasts records * gap_ms of wall time however fast the machine."""
+    table = pq.read_table(sorted((out / "parquet" / "archive").glob("date=*/partition=0/*"))[0])
+    table = table.slice(0, records)
+    first = table.column("arrived_at")[0].as_py()
+    arrivals = pa.array([first + timedelta(milliseconds=gap_ms * i) for i in range(len(table))],
+                        table.schema.field("arrived_at").type)
+    table = table.set_column(table.schema.get_field_index("arrived_at"), "arrived_at", arrivals)
+    target = folder / f"date={first.date().isoformat()}" / "partition=0"
+    target.mkdir(parents=True)
+    pq.write_table(table, target / "part-0.parquet")
+    return folder

@@ -12,15 +12,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
 
@@ -28,7 +25,7 @@ from console.app import SECURITY_HEADERS, TOKEN_COOKIE
 from console.queries import PAGE_SIZE
 from dataflows.cli import main
 from tests.console_kit import HOSTILE_ID, IMG, SCRIPT, client, hostile_run
-from tests.demo_kit import pairs, rows, scalar
+from tests.demo_kit import paced_archive, pairs, rows, scalar
 
 
 @pytest.fixture(scope="module")
@@ -259,21 +256,6 @@ def test_hostile_input_is_shown_as_text(tmp_path: Path) -> None:
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in web.get(pages[3]).text
     assert "\\xff\\xfe&lt;script&gt;" in web.get(pages[-3]).text
     assert IMG not in web.get("/dead-letters").text and SCRIPT not in web.get(pages[4]).text
-
-
-def paced_archive(out: Path, folder: Path, records: int = 200, gap_ms: int = 20) -> Path:
-    """The demo run's first archived records, re-stamped to arrive `gap_ms` apart: replayed at
-    `--replay-speed 1` the run lasts records * gap_ms of wall time however fast the machine."""
-    table = pq.read_table(sorted((out / "parquet" / "archive").glob("date=*/partition=0/*"))[0])
-    table = table.slice(0, records)
-    first = table.column("arrived_at")[0].as_py()
-    arrivals = pa.array([first + timedelta(milliseconds=gap_ms * i) for i in range(len(table))],
-                        table.schema.field("arrived_at").type)
-    table = table.set_column(table.schema.get_field_index("arrived_at"), "arrived_at", arrivals)
-    target = folder / f"date={first.date().isoformat()}" / "partition=0"
-    target.mkdir(parents=True)
-    pq.write_table(table, target / "part-0.parquet")
-    return folder
 
 
 def test_while_a_run_writes_it_reads_parquet_and_never_holds_the_file(out: Path,

@@ -228,13 +228,13 @@ def test_kill_9_of_one_process_then_resume_in_two_gives_the_outputs_of_one(
 
 
 @pytest.mark.parametrize("resumed_in", [2, 1])
-def test_a_crash_inside_the_duckdb_writer_then_resume_gives_the_outputs_of_one(
+def test_a_crash_after_a_parquet_rename_then_resume_gives_the_outputs_of_one(
         recovered_reference: Path, tmp_path: Path, resumed_in: int) -> None:
-    """The process holding the one DuckDB writer dies right after its third commit (a crash
-    point): the run fails, and a run resumed in 2 processes, or in 1, equals the uninterrupted
-    1-process run everywhere."""
+    """A process dies right after its third Parquet file is renamed into place (a crash point):
+    the run fails, and a run resumed in 2 processes, or in 1, equals the uninterrupted 1-process
+    run everywhere (DuckDB, loaded beside the run, too)."""
     out, recovery = tmp_path / "out", tmp_path / "recovery"
-    crashed = flowkeeper(out, recovery, 2, {"FLOWKEEPER_CRASH_AFTER": "duckdb_after_commit:3"})
+    crashed = flowkeeper(out, recovery, 2, {"FLOWKEEPER_CRASH_AFTER": "parquet_after_rename:3"})
     output = crashed.communicate(timeout=300)[0].decode()
     assert crashed.returncode == 1 and "was killed by signal 9 (SIGKILL)" in output, output
     resumed = flowkeeper(out, recovery, resumed_in).communicate(timeout=300)[0].decode()

@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink, run_main
 
 from analysis.duckdb_views import create_views
 from connectors.archive_source import ArchiveSource
-from connectors.duckdb_sink import insert_rows, open_database
+from connectors.duckdb_database import insert_rows, open_database
 from connectors.event_logs import read_log
 from connectors.log_import import StepSla, import_events, write_definition
 from dataflows.cli import main as cli_main

@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
+from connectors.duckdb_loader import LOADED_FILES
+from runtime.fatal import EX_IOERR
 from tests.crash_kit import parquet_files, parquet_rows, wait_for_progress
 
 pytestmark = pytest.mark.slow
@@ -61,13 +64,31 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def assert_same_outputs(got: Path, want: Path) -> None:
+    """Every table equals the reference run's, in Parquet and DuckDB, and DuckDB equals the run's
+    own Parquet files, each loaded exactly once (`assert_each_file_loaded_once`)."""
     for table in TABLES:
         rows = parquet_rows(got, table)
         ids = [r[0] for r in rows]
         assert len(ids) == len(set(ids)), f"duplicate rows in Parquet {table}"
         assert rows == parquet_rows(want, table), f"Parquet {table} differs"
         if table != "archive":
+            assert duckdb_rows(got, table) == rows, f"DuckDB {table} is not the Parquet files"
             assert duckdb_rows(got, table) == duckdb_rows(want, table), f"DuckDB {table} differs"
+    assert_each_file_loaded_once(got)
+
+
+def assert_each_file_loaded_once(out: Path) -> None:
+    """The loader recorded every Parquet file of the DuckDB tables once, with the rows it holds
+    now: no file was loaded twice, none loaded was deleted or rewritten by the resume."""
+    conn = duckdb.connect(str(out / "flowkeeper.duckdb"), read_only=True)
+    try:
+        recorded = conn.execute(f'SELECT file, "rows" FROM {LOADED_FILES}').fetchall()
+    finally:
+        conn.close()
+    parquet = out / "parquet"
+    files = {path.relative_to(parquet).as_posix(): pq.read_metadata(path).num_rows
+             for path in parquet_files(out) if path.relative_to(parquet).parts[0] != "archive"}
+    assert len(recorded) == len(files) and dict(recorded) == files
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -88,16 +109,23 @@ def test_kill_9_mid_run_then_resume_gives_identical_outputs(
     assert_same_outputs(out, reference)
 
 
-@pytest.mark.parametrize("crash_at", ["parquet_after_rename:25", "duckdb_after_commit:3",
-                                      "shard_snapshot:40"])
+@pytest.mark.parametrize("crash_at", ["parquet_after_rename:25", "duckdb_load_in_transaction:3",
+                                      "duckdb_after_commit:3", "shard_snapshot:40"])
 def test_crash_points_then_resume_give_identical_outputs(reference: Path, tmp_path: Path,
                                                          crash_at: str) -> None:
-    """A kill right after a Parquet rename, right after a DuckDB commit, or inside a state
-    snapshot (windows random kills almost never hit) is followed by an exact resume."""
+    """A kill right after a Parquet rename, inside a DuckDB load's transaction (rows and file
+    records inserted, not committed), right after a load's commit, or inside a state snapshot
+    (windows random kills almost never hit) is followed by an exact resume: DuckDB equals the
+    Parquet files, no row twice, each file loaded once. The loader runs in a process of its own:
+    killed there, it ends the run with one line, and the next run resumes."""
     out, recovery = tmp_path / "out", tmp_path / "recovery"
     proc = flowkeeper(out, recovery, {"FLOWKEEPER_CRASH_AFTER": crash_at})
-    proc.communicate(timeout=300)
-    assert proc.returncode == -signal.SIGKILL, f"the crash point {crash_at} was never reached"
+    first = proc.communicate(timeout=300)[0].decode()
+    if crash_at.startswith("duckdb_"):
+        assert proc.returncode in (EX_IOERR, 2), first[-2000:]  # during the run, or at its end
+        assert "the DuckDB loader beside the run was killed by signal 9" in first
+    else:
+        assert proc.returncode == -signal.SIGKILL, f"the crash point {crash_at} was never reached"
     output = finish(out, recovery)
     assert "resuming from recovery folder" in output
     assert_same_outputs(out, reference)  # so deadlines pending at the kill fired once, on time

@@ -1,4 +1,5 @@
-"""Parquet and DuckDB sinks: exact round trips of every table, idempotence, atomicity, flushing."""
+"""The Parquet sink and the DuckDB loader: exact round trips of every table, idempotence,
+atomicity, flushing, each file loaded once."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSource, run_main
 
 from connectors.arrow_rows import Row, RowBatch, row_batches, rows_to_table
-from connectors.duckdb_sink import (
+from connectors.duckdb_database import (
     READER_WAIT_SECONDS,
-    DuckDBSink,
     connect_readonly,
     load_rows,
     open_database,
 )
+from connectors.duckdb_loader import LOADED_FILES, DuckDBLoader, Loaded, LoadError
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
@@ -279,7 +280,7 @@ def _date(table: str, row: Row) -> str:
 
 
 def _run(items: list[Any], sink: Sink[Any]) -> None:
-    """Run a one-step flow from a list into the sink, keyed for writer 0 (any key is DuckDB's)."""
+    """Run a one-step flow from a list into the sink, keyed for writer 0."""
     flow = Dataflow("sink_test")
     stream = op.input("rows", flow, TestingSource(items, batch_size=len(items)))
     op.output("out", op.key_on("key", stream, lambda _item: "000"), sink)
@@ -299,6 +300,17 @@ def _items(table: str) -> list[RowBatch]:
 def _all_items(tables: tuple[str, ...] = tuple(TABLES)) -> list[RowBatch]:
     """The items of every table (or of `tables`)."""
     return [item for table in tables for item in _items(table)]
+
+
+def _load(items: list[Any], tmp_path: Path) -> Loaded:
+    """Write the items with the Parquet sink, then load every file into `tmp_path/out.duckdb`."""
+    parquet = tmp_path / "parquet"
+    _run(items, ParquetSink(parquet, partitions=1))
+    loader = DuckDBLoader(tmp_path / "out.duckdb", parquet)
+    try:
+        return loader.load(everything=True)
+    finally:
+        loader.close()
 
 
 def _read_parquet(out_dir: Path, table: str) -> pa.Table:
@@ -381,17 +393,17 @@ def test_duckdb_reads_parquet_output_with_hive_dates(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("table", DUCKDB_TABLES)
 def test_duckdb_round_trip_is_exact(tmp_path: Path, table: str) -> None:
-    """Rows of every table come back from DuckDB exactly."""
-    db_path = tmp_path / "out.duckdb"
-    _run(_items(table), DuckDBSink(db_path))
+    """Rows of every table come back exactly from DuckDB loaded from the Parquet files."""
+    _load(_items(table), tmp_path)
 
-    assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+    got = _duckdb_rows(tmp_path / "out.duckdb", table)
+    assert got == sorted(_rows(table), key=lambda row: row["row_id"])
 
 
 def test_a_duckdb_file_of_an_older_schema_gets_the_new_columns(tmp_path: Path) -> None:
     """A database whose `corrections` table predates `would_have_sent`/`would_not_have_sent`
     (a run made before they existed, continued or resumed now) gets them added; its old rows
-    hold NULL there, and new rows are written whole."""
+    hold NULL there, and new rows are loaded whole."""
     db_path = tmp_path / "out.duckdb"
     conn = duckdb.connect(str(db_path))
     old = [f for f in TABLES["corrections"] if not f.name.startswith("would_")]
@@ -400,7 +412,7 @@ def test_a_duckdb_file_of_an_older_schema_gets_the_new_columns(tmp_path: Path) -
         for f in old) + ")")
     conn.execute("INSERT INTO corrections (row_id) VALUES ('older')")
     conn.close()
-    _run(_items("corrections"), DuckDBSink(db_path))
+    _load(_items("corrections"), tmp_path)
     rows = {row["row_id"]: row for row in _duckdb_rows(db_path, "corrections")}
     assert rows.pop("older")["would_have_sent"] is None
     assert list(rows.values()) == _rows("corrections")
@@ -427,62 +439,58 @@ def test_the_writer_waits_while_a_reader_holds_the_file(tmp_path: Path) -> None:
 
 
 def test_duckdb_ignores_redelivered_rows(tmp_path: Path) -> None:
-    """Rows sent twice in a batch and again in a second run are stored once, unchanged."""
-    db_path = tmp_path / "out.duckdb"
+    """Rows twice in the Parquet files (in one file and in a later one) are stored once."""
     items = _all_items(DUCKDB_TABLES)
-    _run(items + items, DuckDBSink(db_path))
-    _run(items, DuckDBSink(db_path))
+    first = _load(items + items, tmp_path)
+    second = _load(items, tmp_path)  # a second run into the folder: new files, the same rows
 
+    assert (first.inserted, second.inserted) == (len(items), 0)
     for table in DUCKDB_TABLES:
-        assert _duckdb_rows(db_path, table) == sorted(_rows(table), key=lambda row: row["row_id"])
+        got = _duckdb_rows(tmp_path / "out.duckdb", table)
+        assert got == sorted(_rows(table), key=lambda row: row["row_id"])
 
 
-def test_duckdb_single_partition_with_two_workers(tmp_path: Path) -> None:
-    """With two workers all rows still reach the one DuckDB writer."""
-    db_path = tmp_path / "out.duckdb"
-    flow = Dataflow("two_workers")
-    stream = op.input("rows", flow, TestingSource(_all_items(DUCKDB_TABLES)))
-    stream = op.redistribute("spread", stream)
-    stream = op.key_on("key", stream, lambda item: item[1]["row_id"][0].as_py())
-    op.output("out", stream, DuckDBSink(db_path))
-    cluster_main(flow, [], 0, worker_count_per_proc=2)
+def test_each_file_is_loaded_once_and_recorded(tmp_path: Path) -> None:
+    """A pass loads only files not loaded before, and records each with its rows in the same
+    database; a fresh loader on the same file finds them recorded and loads nothing."""
+    parquet, db_path = tmp_path / "parquet", tmp_path / "out.duckdb"
+    _run(_items("outcomes"), ParquetSink(parquet, partitions=1))
+    loader = DuckDBLoader(db_path, parquet)
+    assert loader.load(everything=True) == Loaded(files=2, rows=3, inserted=3)
+    assert loader.load(everything=True) == Loaded()
+    _run(_items("ledger"), ParquetSink(parquet, partitions=1))
+    assert loader.load(everything=True) == Loaded(files=2, rows=3, inserted=3)
+    loader.close()
+    again = DuckDBLoader(db_path, parquet)
+    assert again.load(everything=True) == Loaded()
+    recorded = again._conn.execute(f'SELECT file, "table", "rows" FROM {LOADED_FILES} '
+                                   "ORDER BY file").fetchall()
+    again.close()
+    files = sorted(p.relative_to(parquet).as_posix() for p in parquet.glob("**/part-*.parquet"))
+    assert [r[0] for r in recorded] == files
+    assert sum(r[2] for r in recorded) == 6 and {r[1] for r in recorded} == {"outcomes", "ledger"}
 
-    for table in DUCKDB_TABLES:
-        assert len(_duckdb_rows(db_path, table)) == len(_rows(table))
 
-
-def test_duckdb_commits_when_buffer_is_full_old_or_snapshotted(tmp_path: Path) -> None:
-    """Rows wait in memory for batch_rows, flush_seconds or a snapshot (an epoch end), whichever
-    comes first; readers never see a part of what was flushed together."""
-    db_path = tmp_path / "out.duckdb"
-    clock = FakeClock()
-    sink = DuckDBSink(db_path, batch_rows=3, flush_seconds=5.0, clock=clock)
-    part = sink.build_part("out", "duckdb", None)
-    a, b, c = _rows("transitions")[:3]
-
-    def stored() -> list[str]:
-        found = part._conn.execute("SELECT row_id FROM transitions ORDER BY row_id").fetchall()
-        return [row[0] for row in found]
-
-    part.write_batch([_batch("transitions", a)])
-    clock.now = 4.999
-    part.write_batch([_batch("transitions", b)])
-    assert stored() == []
-    clock.now = 5.0
-    part.write_batch([_batch("transitions", c)])
-    assert stored() == sorted(r["row_id"] for r in (a, b, c))  # the oldest waited flush_seconds
-
-    d, e, f = ({**a, "row_id": f"transitions:{n}"} for n in "def")
-    part.write_batch([_batch("transitions", d), _batch("transitions", e)])
-    assert len(stored()) == 3
-    part.write_batch([_batch("transitions", f)])
-    assert len(stored()) == 6  # batch_rows reached
-
-    g = {**a, "row_id": "transitions:g"}
-    part.write_batch([_batch("transitions", g)])
-    part.snapshot()
-    assert len(stored()) == 7  # an epoch end writes everything
-    part.close()
+def test_a_rewritten_file_is_loaded_again_only_with_the_same_rows(tmp_path: Path) -> None:
+    """A loaded file replaced under its name (a finished run's recovery folder run again) is
+    loaded again: with the same rows of the same row_ids plus new ones it adds the new ones; with
+    a row that differs from the loaded one the load fails naming the file and loads nothing."""
+    parquet, db_path = tmp_path / "parquet", tmp_path / "out.duckdb"
+    rows = _rows("outcomes")
+    _run([_batch("outcomes", rows[0])], ParquetSink(parquet, partitions=1))
+    (path,) = parquet.glob("**/part-*.parquet")
+    loader = DuckDBLoader(db_path, parquet)
+    loader.load(everything=True)
+    same_day = {**rows[0], "row_id": "outcomes:a2"}
+    pq.write_table(rows_to_table("outcomes", [rows[0], same_day]), path, compression="zstd")
+    assert loader.load(everything=True) == Loaded(files=1, rows=2, inserted=1)
+    changed = {**rows[0], "outcome": "failed"}
+    pq.write_table(rows_to_table("outcomes", [changed]), path, compression="zstd")
+    with pytest.raises(LoadError, match=f"{path}.*1 rows that differ"):
+        loader.load(everything=True)
+    loader.close()
+    assert sorted(r["row_id"] for r in _duckdb_rows(db_path, "outcomes")) == [
+        "outcomes:a", "outcomes:a2"]
 
 
 def test_writer_count_is_fixed_for_an_output_folder(tmp_path: Path) -> None:
