@@ -255,6 +255,19 @@ class StateMachine(_Calendared):
         return self.states[state].calendar or self.calendar
 
     @cached_property
+    def state_calendars(self) -> dict[str, str]:
+        """State -> the calendar its time is counted in, for the states that have one (empty for
+        a definition in wall time only: no business durations to compute)."""
+        return {name: calendar for name in self.states
+                if (calendar := self.state_calendar(name)) is not None}
+
+    @cached_property
+    def deadline_labels(self) -> dict[str, tuple[str, ...]]:
+        """State -> the names of its deadlines, in order (looked up once per state entered)."""
+        return {name: tuple(d.label for d in state.deadlines)
+                for name, state in self.states.items()}
+
+    @cached_property
     def deadline_sources(self) -> frozenset[str]:
         """Event types a deadline counts from (`from`): instances keep first times of these only."""
         return frozenset(d.from_event for state in self.states.values() for d in state.deadlines

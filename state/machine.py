@@ -239,8 +239,7 @@ class MachineInstance(InstanceBase):
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
             "deadlines": [{"name": name, "due_at": due} for due, _, name in armed],
-            "business_duration_ms": definition.business_ms(
-                definition.state_calendar(previous), previous_entered, at_ms) if previous else None,
+            "business_duration_ms": _business_ms(definition, previous, previous_entered, at_ms),
         })
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)
@@ -256,11 +255,13 @@ class MachineInstance(InstanceBase):
         """(due, reference, name) of each deadline of a state just entered: due times are
         computed here, once (business time by the deadline's calendar), and kept absolute."""
         armed = []
-        for index, deadline in enumerate(self.definition.states[target].deadlines):
+        definition = self.definition
+        labels = definition.deadline_labels[target]
+        for index, deadline in enumerate(definition.states[target].deadlines):
             base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
             if base is not None:
-                due = self.definition.due_ms(target, index, base)
-                armed.append((due, deadline_ref(visit, "state", index), deadline.label))
+                due = definition.due_ms(target, index, base)
+                armed.append((due, deadline_ref(visit, "state", index), labels[index]))
         return armed
 
     def _compensate(self, at_ms: int, out: Out) -> None:
@@ -332,3 +333,10 @@ def anomaly_row(workflow_type: str, instance_id: str, kind: str, state: str | No
         "detail": detail,
         "trace_id": trace_id if trace_id else (event.trace_id if event else None),
     }
+
+
+def _business_ms(definition: StateMachine, state: str, entered_ms: int, left_ms: int) -> int | None:
+    """Working time spent in `state` when its time counts in a calendar (else None, at the cost
+    of one lookup: most definitions count wall time only)."""
+    calendar = definition.state_calendars.get(state) if state else None
+    return definition.business_ms(calendar, entered_ms, left_ms) if calendar else None
