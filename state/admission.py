@@ -49,7 +49,6 @@ from schemas.event import DeadLetter, Event, RawRecord
 from state.sharding import bucket_of, partition_shards
 
 NEVER = -(2**62)
-END = 2**62  # the suspect bound when the rule is off: no event time passes it
 QUORUM = 4  # distinct other instances that decide about a held record
 MAX_HELD = 1_000  # held records per partition; beyond it the oldest is admitted unless refuted
 
@@ -154,14 +153,15 @@ class Admission:
         self.partition = records[0].partition
         names = partition_shards(self.partition, buckets)
         trusted = self.vouch() if self.vouch is not None else NEVER
-        skew = self.skew_ms if self.skew_ms is not None else END  # END: nothing is a suspect
+        rule, skew = self.skew_ms is not None, self.skew_ms or 0  # rule off: nothing is held
         for record in records:
             decoded = decode(record, rules)
-            if type(decoded) is Event:  # a suspect: held unless its own arrival vouches for it
-                suspect = decoded.time_ms > (frontier if frontier > trusted else trusted) + skew
+            if type(decoded) is Event:  # too far ahead, and no arrival of its own vouches for it
+                held = (rule and decoded.time_ms > (frontier if frontier > trusted else trusted)
+                        + skew and not _arrival_vouches(decoded))
             else:  # a dead letter before the partition has any time waits for its first event
-                suspect = skew < END and frontier == NEVER and trusted == NEVER
-            if suspect and self._holds(decoded, max(frontier, trusted)):
+                held = rule and frontier == NEVER and trusted == NEVER
+            if held:
                 self.frontier = frontier
                 self._hold(record, decoded)
                 self._decide(groups, names, False, trusted)
@@ -186,7 +186,7 @@ class Admission:
         return groups
 
     def finish(self) -> dict[str, list[Admitted]]:
-        """At the end of a bounded input: every held record decided on the votes it has."""
+        """At the end of a bounded input: every held record not refuted is admitted."""
         groups: dict[str, list[Admitted]] = {}
         if not self.held or self.partition is None:
             return groups
@@ -195,15 +195,6 @@ class Admission:
         self._decide(groups, names, True, NEVER)
         self._tick(groups, names, start)
         return groups
-
-    def _holds(self, decoded: Event | DeadLetter, trusted: int) -> bool:
-        """An event too far ahead of the trusted time and not vouched for by an arrival time of
-        its own, or a dead letter before there is any time."""
-        if self.skew_ms is None:
-            return False
-        if type(decoded) is Event:
-            return decoded.time_ms > trusted + self.skew_ms and not _arrival_vouches(decoded)
-        return trusted == NEVER
 
     def _tick(self, groups: dict[str, list[Admitted]], names: tuple[str, ...],
               start: int) -> None:
