@@ -159,9 +159,8 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
         with reader.open() as opened:
             found = queries.instances(opened.conn, query)
             source = opened.source
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
         return page("instances.html", source, query=query, found=found,
-                    params=params, sortable=queries.SORTABLE)
+                    params=_other_params(request), sortable=queries.SORTABLE)
 
     def instance_list_json(request: Request) -> Response:
         with reader.open() as opened:
@@ -206,8 +205,7 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
         with reader.open() as opened:
             found = queries.due_next(opened.conn, query)
             source = opened.source
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
-        return page("due.html", source, query=query, found=found, params=params,
+        return page("due.html", source, query=query, found=found, params=_other_params(request),
                     within=request.query_params.get("within", ""))
 
     def due_list_json(request: Request) -> Response:
@@ -252,3 +250,8 @@ def create_app(reader: RunReader, rules: DecodeRules, *, token: str | None = Non
         middleware.append(Middleware(TokenGate, token=token))
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: error})
+
+
+def _other_params(request: Request) -> list[tuple[str, str]]:
+    """A list page's query parameters but its page number: what each page link carries on."""
+    return [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
