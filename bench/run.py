@@ -34,11 +34,13 @@ QUICK_INSTANCES = 1_000
 
 
 def extras() -> dict[str, Callable[[int, int, Path], dict[str, Any]]]:
-    """Measurements with their own shape (memory, Kafka, latency, the peer), run once each."""
+    """Measurements with their own shape (memory, Kafka, latency, the peer, whole `run` commands),
+    run once each."""
+    from bench.cli_bench import cli_measurements
     from bench.kafka_bench import kafka_measurements
     from bench.memory import memory_measurement
 
-    return {"memory": memory_measurement, "kafka": kafka_measurements}
+    return {"memory": memory_measurement, "kafka": kafka_measurements, "cli": cli_measurements}
 
 
 def machine() -> dict[str, Any]:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="workflow instances (default 100,000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every variant (default 3)")
     parser.add_argument("--variants", default="", help="comma-separated subset of: "
-                        + ", ".join([*THROUGHPUT, "memory", "kafka"]))
+                        + ", ".join([*THROUGHPUT, "memory", "kafka", "cli"]))
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_INSTANCES:,} instances, 1 repeat, throughput variants only")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON result")

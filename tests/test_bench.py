@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import extra_targets
 from bench.run import THROUGHPUT
 from bench.spawn import ROOT
 from bench.twin import TwinConsumer
@@ -47,3 +48,29 @@ def test_the_twin_consumer_dedupes_rejects_and_follows_the_transition_table() ->
         twin.consume(r)
     assert twin.instances["o-1"]["state"] == "awaiting_shipment"
     assert (twin.duplicates, twin.rejected, twin.invalid) == (1, 1, 1)
+
+
+@pytest.mark.slow
+def test_the_cli_extra_times_whole_runs_with_one_and_two_processes(tmp_path: Path) -> None:
+    """`bench --variants cli` writes the workload as a file, runs `flowkeeper run --processes`
+    1 and 2 on it, and prints their ratio against its target."""
+    done = subprocess.run([sys.executable, "-m", "bench.run", "--instances", "150", "--repeats",
+                           "1", "--variants", "cli", "--results", str(tmp_path)],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    (path,) = tmp_path.glob("*.json")
+    cli = json.loads(path.read_text())["extras"]["cli"]
+    assert cli["records"] > 600
+    assert cli["processes_1_per_s_median"] > 0 and cli["processes_2_per_s_median"] > 0
+    assert cli["processes_2_vs_1"] == pytest.approx(
+        cli["processes_2_per_s_median"] / cli["processes_1_per_s_median"])
+    assert "run --processes 2 / --processes 1" in done.stdout
+
+
+def test_the_report_checks_the_extras_against_their_targets() -> None:
+    """Targets on the extras are judged in the right direction, and unmeasured ones are left
+    out rather than failed."""
+    checked = extra_targets({"memory": {"rss_bytes_per_instance": 1100.0,
+                                        "restore_seconds": 4.0},
+                             "kafka": {"quix": "skipped: no network"}})
+    assert checked == [("RSS bytes per open instance", 1100.0, 1024.0, False),
+                       ("restore of the open instances, s", 4.0, 10.0, True)]
