@@ -49,7 +49,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay ARCHIVE into --out and print the run summary."""
     from dataflows.formats import recorded_format
     from dataflows.replay import replay_source
-    from dataflows.run_command import execute, prepare_out, settings_from
+    from dataflows.run_command import execute, prepare_out, settings_from, start_recovery
     from state.catalog import load_catalog
 
     args.source, args.archive_path = "archive", args.archive_dir
@@ -69,10 +69,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         msg = (f"the archive {source.archive} is inside --out {settings.out}: replaying there "
                "would replace it; choose another --out")
         raise ConfigError(msg)
-    prepare_out(settings, args.overwrite)
+    recovery, resuming = start_recovery(settings, args.overwrite)  # a long replay resumes too
+    prepare_out(settings, args.overwrite, resuming)
     print(f"replaying {source.archive} ({len(source.list_parts())} partitions) with definitions "
           f"{settings.definitions} into {settings.out}", file=sys.stderr)
-    return execute(settings, source, None)
+    return execute(settings, source, None, recovery)
 
 
 def add_verify(sub: Any) -> Handler:
