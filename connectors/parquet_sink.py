@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import RowBatch, hive_groups
+from operators.locality import worker_of_thread
 from runtime.crash_points import crash_point
 from schemas.errors import ConfigError, FlowkeeperError
 
@@ -75,16 +76,33 @@ class ParquetSink(FixedPartitionedSink[Item, int]):
         self._partitions = partitions
         self._recovery = recovery
         self._on_write_error = on_write_error
-        self._writers: dict[str, str] = {}
+        self._writers: dict[tuple[str, int, str], str] = {}
 
     def list_parts(self) -> list[str]:
-        return [f"{i:03d}" for i in range(self._partitions)]
+        """The writers this worker hosts (`local_writers`): Bytewax makes a worker the primary
+        of the parts it lists, so each worker writes the rows it made and no batch crosses to
+        another worker or process to be written."""
+        return self.local_writers()
 
-    def writer_of(self, key: str) -> str:
-        """The writer of a key: stable across processes (crc32, not Python's salted hash)."""
-        writer = self._writers.get(key)
+    def local_writers(self) -> list[str]:
+        """Writer `i` lives on worker `i % workers` when there are at least as many writers as
+        workers; otherwise, and outside a dataflow, every writer is listed everywhere (Bytewax
+        then spreads them). Where a part is written never changes what is written: rows only
+        cross workers when this placement does not hold."""
+        worker = worker_of_thread()
+        if worker is None or worker[1] > self._partitions:
+            return [f"{i:03d}" for i in range(self._partitions)]
+        index, count = worker
+        return [f"{i:03d}" for i in range(index, self._partitions, count)]
+
+    def writer_of(self, key: str, writers: list[str] | None = None) -> str:
+        """The writer of a key (the shard) among `writers` (default: every writer): stable across
+        processes (crc32, not Python's salted hash)."""
+        choice = writers or self.local_writers()
+        slot = (key, len(choice), choice[0])
+        writer = self._writers.get(slot)
         if writer is None:
-            writer = self._writers[key] = f"{zlib.crc32(key.encode()) % self._partitions:03d}"
+            writer = self._writers[slot] = choice[zlib.crc32(key.encode()) % len(choice)]
         return writer
 
     def part_fn(self, item_key: str) -> int:

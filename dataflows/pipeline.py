@@ -66,7 +66,8 @@ def parquet_key(item: Row) -> str:
 def sink_batches(rows: Iterable[Row], parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
     """Rows as the Parquet sink takes them: one Arrow table per writer (by `parquet_key`) and
     table, converted on the worker that made the rows, so few items cross to the writers."""
-    return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item)))
+    here = parquet.local_writers()  # the writers on this worker: the rows stay on it
+    return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item), here))
 
 
 def archive_batches(records: Iterable[RawRecord],

@@ -64,6 +64,11 @@ def to_this_worker(groups: Iterable[tuple[str, T]], saved: Mapping[str, str]
             for name, group in groups]
 
 
+def worker_of_thread() -> tuple[int, int] | None:
+    """`this_worker()`, or None on a thread that is no Bytewax worker of a probed dataflow."""
+    return _WORKERS.get(threading.get_ident())
+
+
 def this_worker() -> tuple[int, int]:
     """`(worker_index, worker_count)` of the Bytewax worker running this thread."""
     try:

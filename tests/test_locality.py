@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
 
@@ -137,19 +138,20 @@ def test_unsalted_keys_move_records_and_the_counter_sees_it(
 def test_cli_two_workers_move_nothing_and_equal_one_worker(one_worker: Path,
                                                           tmp_path: Path) -> None:
     """`flowkeeper run --workers 2` reports 0 records moved, and `verify` finds its outputs
-    identical to the 1-worker run's."""
+    identical to the 1-worker run's; each worker wrote the rows it made."""
     out = tmp_path / "out"
     summary = finished(run("dataflows.cli", "run", "--out", str(out), *RUN,
                            "--workers", "2"))
     assert moved(summary) == 0
+    assert_each_partition_written_by_one_part(out)
     verify(out, one_worker)
 
 
 @pytest.mark.slow
 def test_two_processes_move_nothing_and_equal_one_worker(one_worker: Path,
                                                          tmp_path: Path) -> None:
-    """`python -m bytewax.run` as 2 processes moves no record to another worker or process, and
-    `verify` finds its outputs identical to the 1-worker run's."""
+    """`python -m bytewax.run` as 2 processes moves no record to another worker or process, not
+    even to be written, and `verify` finds its outputs identical to the 1-worker run's."""
     out = tmp_path / "out"
     addresses = ";".join(f"127.0.0.1:{port}" for port in free_ports(2))
     env = {**os.environ, "FLOWKEEPER_OUT": str(out), "FLOWKEEPER_SOURCE__SIM_INSTANCES": "2000",
@@ -168,7 +170,29 @@ def test_two_processes_move_nothing_and_equal_one_worker(one_worker: Path,
     assert all(counts), outputs
     assert [int(c.group(1)) for c in counts if c] == [0, 0]
     assert all(int(c.group(2)) > 0 for c in counts if c)  # both processes ran shards
+    assert_each_partition_written_by_one_part(out)  # no row crossed processes to be written
     verify(out, one_worker)
+
+
+def written_where_read(out: Path) -> dict[str, set[int]]:
+    """The input partitions whose ledger rows each Parquet writer part wrote. A worker writes the
+    rows it made (`ParquetSink.local_writers`), so with one part per worker no input partition
+    shows up under two parts; if rows crossed workers to be written, every part would hold
+    rows of every partition (a partition's shards hash to any writer)."""
+    parts: dict[str, set[int]] = {}
+    for path in (out / "parquet" / "ledger").glob("**/*.parquet"):
+        part = re.match(r"part-p(\d+)-", path.name)
+        assert part, path
+        partitions = pq.read_table(path, columns=["partition"]).column("partition").to_pylist()
+        parts.setdefault(part.group(1), set()).update(partitions)
+    return parts
+
+
+def assert_each_partition_written_by_one_part(out: Path) -> None:
+    parts = written_where_read(out)
+    assert len(parts) == 2, parts
+    first, second = parts.values()
+    assert first and second and not first & second, parts
 
 
 def kill_mid_run(command: list[str], out: Path, recovery: Path, reference: Path) -> None:
