@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,21 @@ def local_schemas(folder: Path) -> SchemaLookup:
             raise ConfigError(f"{file}: not an Avro schema: {e}") from e
         schemas[int(file.stem)] = schema
     return schemas.get
+
+
+def saving_schemas(lookup: SchemaLookup, folder: Path) -> SchemaLookup:
+    """`lookup`, each schema it finds also written to `folder/<id>.avsc` (once per id, atomically:
+    a temporary file renamed), so a replay reads them there without the registry."""
+    saved: set[int] = set()
+
+    def found(schema_id: int) -> dict[str, Any] | None:
+        schema = lookup(schema_id)
+        if schema is not None and schema_id not in saved:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{schema_id}.avsc"
+            temporary = folder / f".{schema_id}.avsc.{os.getpid()}.{threading.get_ident()}"
+            temporary.write_text(json.dumps(schema, indent=1), "utf-8")
+            temporary.replace(path)
+            saved.add(schema_id)
+        return schema
+    return found

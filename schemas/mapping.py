@@ -140,10 +140,25 @@ class FormatsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     formats: dict[str, FormatSpec]
+    read: str | None = None  # OUT/input_format.yaml: the `--format` the run read with
 
 
 def load_formats(file: Path) -> dict[str, FormatSpec]:
     """The formats of a `formats.yaml`; a `DefinitionError` names the file and the path in it."""
+    return _formats_file(file).formats
+
+
+def recorded_choice(file: Path) -> str:
+    """The `--format` a run read with, from the `input_format.yaml` it wrote (one written before
+    formats could be chosen per source holds one format: that one)."""
+    parsed = _formats_file(file)
+    if parsed.read is not None:
+        return parsed.read
+    (name,) = parsed.formats
+    return name
+
+
+def _formats_file(file: Path) -> FormatsFile:
     with file.open("rb") as stream:
         raw = stream.read(MAX_FORMATS_BYTES + 1)
     if len(raw) > MAX_FORMATS_BYTES:
@@ -167,7 +182,7 @@ def load_formats(file: Path) -> dict[str, FormatSpec]:
         if name in BUILT_IN and name != DEBEZIUM_OUTBOX:
             raise DefinitionError(f"{file}: at formats.{name}: {name!r} is built in; "
                                   "give the format another name")
-    return parsed.formats
+    return parsed
 
 
 def check_format(name: str, spec: FormatSpec, known_types: set[str] | None,
