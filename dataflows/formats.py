@@ -62,18 +62,18 @@ def check_formats(formats: dict[str, FormatSpec], catalog: Catalog,
 
 
 def run_choice(settings: Settings) -> FormatChoice:
-    """`--format` parsed; a pattern that matches none of the files or the topic the run reads
-    stops it with one line (a replay reads the patterns its run recorded, unchecked)."""
+    """`--format` parsed; a pattern that matches none of the files the run reads stops it with
+    one line. Topic patterns are not checked: a run reads one topic, so one choice shared by the
+    runs of several topics names topics this one does not read (a replay reads the choice its run
+    recorded)."""
     choice = parse_choice(settings.source.format)
-    kind = settings.source.kind
-    sources = ([f"file:{Path(p).name}" for p in settings.source.files] if kind == "file" else
-               [f"kafka:{settings.kafka.topic}"] if kind == "kafka" else None)
-    unmatched = choice.unmatched(sources) if sources is not None else []
+    if settings.source.kind != "file":
+        return choice
+    names = [Path(p).name for p in settings.source.files]
+    unmatched = choice.unmatched(names)
     if unmatched:
-        reads = ", ".join(s.split(":", 1)[1] for s in sources or [])
         raise ConfigError(f"--format {settings.source.format!r}: {unmatched[0]!r} matches no "
-                          f"{'file' if kind == 'file' else 'topic'} this run reads ({reads}); "
-                          "fix the pattern or drop it")
+                          f"file this run reads ({', '.join(names)}); fix the pattern or drop it")
     return choice
 
 
