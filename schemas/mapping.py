@@ -46,7 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
-from schemas.avro_wire import AvroDecoder
+from schemas.avro_wire import AvroDecoder, EpochMs
 from schemas.errors import ConfigError, DefinitionError
 from schemas.event import RawRecord
 from schemas.mapped import Mapped, MappingFailed
@@ -274,12 +274,20 @@ class MappingReader:
         self._consumed = frozenset(s.path for s in used
                                    if s is not None and s.path is not None and "." not in s.path)
         self._names = (spec.type.names if spec.type is not None else None) or {}
+        self._optional_names = [name for name, _ in self._optional]
+        self._flat = _flat_keys([spec.id, spec.type, spec.time, instance, spec.sequence,
+                                   spec.trace_id, spec.data_version])
         time = spec.time or Source(timestamp=True)
         self._to_time = _time_reader(time)
+        # An Avro timestamp the time reads at the top level comes as `EpochMs`, not a datetime.
+        self._epoch_fields = frozenset(
+            [time.path] if time.path is not None and "." not in time.path
+            and (time.format or "rfc3339") in ("rfc3339", *_EPOCH_SCALE) else [])
 
     def read(self, record: RawRecord) -> Mapped:
         if self.avro is not None:
-            return self._mapped(self._unwrap(self.avro.value(record.value)), record)
+            value = self.avro.value(record.value, self._epoch_fields)
+            return self._mapped(value if type(value) is dict else self._unwrap(value), record)
         try:
             value = from_json(record.value)
         except ValueError as e:
@@ -309,6 +317,16 @@ class MappingReader:
         return value
 
     def _mapped(self, value: dict[str, Any], record: RawRecord | None) -> Mapped:
+        flat = self._flat
+        if flat is not None:  # every attribute at a top-level key: read in one pass
+            found = tuple(map(value.get, flat))
+            if (type(found[0]) is str and 0 < len(found[0]) <= 512
+                    and type(found[1]) is str and 0 < len(found[1]) <= 256
+                    and found[2] is not None and found[3] is not None):
+                event_id, raw_type = found[0], found[1]
+                return self._built(value, record, event_id, self._names.get(raw_type, raw_type),
+                                   found[2], found[3], zip(self._optional_names, found[4:],
+                                                           strict=True))
         event_id = self._id(value, record)
         if type(event_id) is not str or not 0 < len(event_id) <= 512:
             event_id = self._event_id(event_id)
@@ -318,6 +336,14 @@ class MappingReader:
                                "characters)", event_id)
         event_type = self._names.get(raw_type, raw_type)
         raw_time = self._time(value, record)
+        return self._built(value, record, event_id, event_type, raw_time, None,
+                           ((name, get(value, record)) for name, get in self._optional))
+
+    def _built(self, value: dict[str, Any], record: RawRecord | None, event_id: str,
+               event_type: str, raw_time: Any, instance: Any,
+               optional: Iterable[tuple[str, Any]]) -> Mapped:
+        """The `Mapped` of attributes found (`instance` None: read it with its getter; an
+        optional attribute that is `_MISSING` or null is left out)."""
         try:
             time = self._to_time(raw_time)
         except ValueError as e:
@@ -337,19 +363,22 @@ class MappingReader:
                 if found is not _MISSING:
                     data[name] = found
         mapped = Mapped(event_id, event_type, time, data)
-        if self._instance is not None:
-            found = self._instance(value, record)
-            mapped.instance_id = None if found is _MISSING else found  # None: the route's
-        for name, get in self._optional:
-            found = get(value, record)
-            if found is _MISSING:
+        if instance is None and self._instance is not None:
+            instance = self._instance(value, record)
+        if instance is not None:
+            mapped.instance_id = None if instance is _MISSING else instance  # None: the route's
+        for name, found in optional:
+            if found is _MISSING or found is None:
                 continue
-            if name == "trace_id" and not isinstance(found, str):
-                continue  # a broken trace context is dropped, never fatal
-            if name != "trace_id" and (isinstance(found, bool)
-                                       or not isinstance(found, str | int)):
+            if name == "trace_id":
+                if isinstance(found, str):  # a broken trace context is dropped, never fatal
+                    mapped.trace_id = found
+            elif isinstance(found, bool) or not isinstance(found, str | int):
                 raise self._failed(name, f"{_shown(found)} is not a whole number", event_id)
-            setattr(mapped, name, found)
+            elif name == "sequence":
+                mapped.sequence = found
+            else:
+                mapped.data_version = found
         return mapped
 
     def _event_id(self, found: Any) -> str:
@@ -434,6 +463,20 @@ class MappingReader:
         return stamp
 
 
+def _flat_keys(sources: list[Source | None]) -> tuple[str, ...] | None:
+    """The top-level keys the id, type, time, instance id and the optional attributes that are
+    set read, in that order, when every one of them reads such a key; None otherwise (null or
+    absent values then take the attribute's getter, which says what is missing)."""
+    required, optional = sources[:4], [s for s in sources[4:] if s is not None]
+    if any(s is None for s in required[:3]) or any(
+            s is not None and (s.path is None or "." in s.path or s.path.isdigit())
+            for s in (*required, *optional)):
+        return None
+    if required[3] is None:
+        return None
+    return tuple(s.path for s in (*required, *optional) if s is not None and s.path)
+
+
 def _step(value: Any, step: int | str) -> Any:
     """One step of a path: a list index or an object key (`_MISSING` when there is none)."""
     if isinstance(value, list) and isinstance(step, int):
@@ -470,6 +513,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
     fmt = source.format or "rfc3339"
     if fmt == "rfc3339":
         def rfc3339(raw: Any) -> str | int:
+            if type(raw) is EpochMs:  # an Avro timestamp (`schemas.avro_wire`)
+                return int(raw)
             if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
                 return (raw - _EPOCH) // _MS
             if not isinstance(raw, str):
@@ -481,6 +526,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
         scale = _EPOCH_SCALE[fmt]
 
         def epoch(raw: Any) -> str | int:
+            if type(raw) is EpochMs:  # an Avro timestamp (`schemas.avro_wire`)
+                return int(raw)
             if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
                 return (raw - _EPOCH) // _MS
             if isinstance(raw, str) and _DECIMAL.fullmatch(raw):
