@@ -273,6 +273,8 @@ class MappingReader:
                 spec.data_version, *spec.fields.values()]
         self._consumed = frozenset(s.path for s in used
                                    if s is not None and s.path is not None and "." not in s.path)
+        self._nested = _read_tree([s.path for s in used
+                                   if s is not None and s.path is not None and "." in s.path])
         self._names = (spec.type.names if spec.type is not None else None) or {}
         self._optional_names = [name for name, _ in self._optional]
         self._flat = _flat_keys([spec.id, spec.type, spec.time, instance, spec.sequence,
@@ -348,9 +350,11 @@ class MappingReader:
             time = self._to_time(raw_time)
         except ValueError as e:
             raise self._failed("time", str(e), event_id) from e
+        nested = self._nested
         data = self._payload(value, record) if self._payload else (
-            {k: v for k, v in value.items() if k not in self._consumed} if self._consumed
-            else value)
+            {k: v for k, v in value.items() if k not in self._consumed and not (
+                k in nested and _all_read(v, nested[k]))}
+            if self._consumed or nested else value)
         if isinstance(data, str):  # a payload column or Avro field holding JSON text
             with contextlib.suppress(ValueError):  # not JSON: judged just below
                 data = from_json(data)
@@ -475,6 +479,33 @@ def _flat_keys(sources: list[Source | None]) -> tuple[str, ...] | None:
     if required[3] is None:
         return None
     return tuple(s.path for s in (*required, *optional) if s is not None and s.path)
+
+
+ReadTree = dict[str, "ReadTree"]
+"""The nested paths the attributes read, as a tree of keys; an empty tree: read whole."""
+
+
+def _read_tree(paths: list[str]) -> ReadTree:
+    """The tree of `paths` (`customer.id` -> {"customer": {"id": {}}}); a list is never read
+    whole (`_all_read`), so a path through an index keeps its list."""
+    tree: ReadTree = {}
+    for path in paths:
+        node = tree
+        for step in path.split("."):
+            node = node.setdefault(step, {})
+    return tree
+
+
+def _all_read(value: Any, read: ReadTree) -> bool:
+    """Whether the attributes read all of `value`: every key of an object, each one read whole or
+    all of it read in turn. Such an object leaves a whole-value payload; one with anything else
+    stays in it whole (`customer.id` read from `{"customer": {"id": .., "name": ..}}` keeps
+    `customer` as it is, so a payload model with a `customer` still finds all of it)."""
+    if not read:
+        return True
+    if not isinstance(value, dict) or not value:
+        return False
+    return all(key in read and _all_read(child, read[key]) for key, child in value.items())
 
 
 def _step(value: Any, step: int | str) -> Any:
