@@ -4,6 +4,7 @@ service would (plain JSON, outbox messages with key and headers, Confluent-frame
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -12,10 +13,16 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 from analysis.output_diff import compare_outputs
 from connectors.simulator.truth import Simulation
+from console.app import create_app
+from console.reader import RunReader
 from dataflows.cli import main
+from dataflows.formats import archive_rules
+from dataflows.settings import BUNDLED_DEFINITIONS
+from state.catalog import load_catalog
 from tests.kafka_broker import Broker
 from tests.test_avro import SCHEMA, SCHEMA_ID, Registry, avro_spec, registry_server
 from tests.test_formats import (
@@ -62,8 +69,9 @@ def test_a_topic_in_each_format_reaches_the_cloudevents_verdicts(
 def test_an_avro_run_replays_identical_without_the_registry(
         broker: Broker, tmp_path: Path) -> None:
     """An Avro run from a topic saves each schema it fetched in OUT/avro_schemas: with the
-    registry gone, `replay` (no registry flags) verifies identical, dead letters too, and
-    `inspect` decodes an instance's Avro records without flags."""
+    registry gone, `replay` (no registry flags) verifies identical, dead letters too; `inspect`
+    and the console decode an instance's Avro records again without flags, and the console
+    shows the dead letters' raw values."""
     formats = tmp_path / "formats.yaml"
     entries = formats_yaml()
     entries["formats"]["shop_avro"] = avro_spec().model_dump(exclude_defaults=True)
@@ -92,7 +100,8 @@ def test_an_avro_run_replays_identical_without_the_registry(
         assert diff.identical, (diff.table, diff.differences[:3])
     conn = duckdb.connect(str(got / "flowkeeper.duckdb"), read_only=True)
     try:
-        (instance,) = conn.execute("SELECT min(instance_id) FROM outcomes").fetchone() or (None,)
+        instance, workflow = conn.execute("SELECT instance_id, workflow_type FROM outcomes "
+                                          "ORDER BY instance_id LIMIT 1").fetchone() or ("", "")
         applied = conn.execute("SELECT count(*) FROM ledger WHERE disposition = 'applied'"
                                ).fetchone()
     finally:
@@ -102,4 +111,14 @@ def test_an_avro_run_replays_identical_without_the_registry(
     with contextlib.redirect_stdout(printed):
         assert main(["inspect", str(instance), "--out", str(got), "--json"]) == 0
     events = [e for e in json.loads(printed.getvalue())["timeline"] if e["kind"] == "event"]
-    assert events
+    assert events and all(e["trace_id"] for e in events)  # decoded from the Avro again
+    catalog = load_catalog(BUNDLED_DEFINITIONS)
+    flags = argparse.Namespace(out=got, format=None, formats=None,
+                               definitions=BUNDLED_DEFINITIONS)
+    web = TestClient(create_app(RunReader(got, catalog, "auto"), archive_rules(flags, catalog)))
+    answer = web.get(f"/api/instances/{workflow}/{instance}")
+    assert answer.status_code == 200, answer.text[:300]
+    timeline = answer.json()["timeline"]
+    assert [e for e in timeline if e["kind"] == "event"] == events
+    page = web.get("/dead-letters", params={"reason": "mapping_failed"}).text
+    assert "<summary>value: " in page and "not Avro in Confluent" in page
