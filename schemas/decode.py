@@ -554,8 +554,14 @@ def _mapped_instance(mapped: Mapped, data: BaseModel | dict[str, Any], route: Ro
             raise _Reject("missing_attribute", msg, mapped.event_id, mapped.event_type)
         return _instance_id(_field(data, route.id_field), route, mapped.event_id,
                             mapped.event_type)
-    return _instance_id(mapped.instance_id, Route(route.workflow_type), mapped.event_id,
+    return _instance_id(mapped.instance_id, _named_route(route.workflow_type), mapped.event_id,
                         mapped.event_type)
+
+
+@cache
+def _named_route(workflow_type: str) -> Route:
+    """The route of an instance id the format names (made once per workflow type)."""
+    return Route(workflow_type)
 
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -565,6 +571,8 @@ def _mapped_trace(value: str | None) -> str | None:
     """A traceparent's trace id, or a bare trace id; anything else is dropped, never fatal."""
     if value is None:
         return None
+    if len(value) == 55:  # a traceparent
+        return _trace_id(value)
     if _TRACE_ID.fullmatch(value):
         return None if value == "0" * 32 else value
     return _trace_id(value)
