@@ -355,10 +355,10 @@ class MappingReader:
             {k: v for k, v in value.items() if k not in self._consumed and not (
                 k in nested and _all_read(v, nested[k]))}
             if self._consumed or nested else value)
-        if isinstance(data, str):  # a payload column or Avro field holding JSON text
+        if type(data) is str:  # a payload column or Avro field holding JSON text
             with contextlib.suppress(ValueError):  # not JSON: judged just below
                 data = from_json(data)
-        if not isinstance(data, dict):
+        if type(data) is not dict and not isinstance(data, dict):
             raise self._failed("payload", f"{_shown(data)} is not a JSON object", event_id)
         if self._fields:
             data = dict(data)
@@ -372,12 +372,14 @@ class MappingReader:
         if instance is not None:
             mapped.instance_id = None if instance is _MISSING else instance  # None: the route's
         for name, found in optional:
+            kind = type(found)
             if found is _MISSING or found is None:
                 continue
             if name == "trace_id":
-                if isinstance(found, str):  # a broken trace context is dropped, never fatal
+                if kind is str or isinstance(found, str):  # a broken one is dropped, never fatal
                     mapped.trace_id = found
-            elif isinstance(found, bool) or not isinstance(found, str | int):
+            elif kind is not str and kind is not int and (isinstance(found, bool)
+                                                          or not isinstance(found, str | int)):
                 raise self._failed(name, f"{_shown(found)} is not a whole number", event_id)
             elif name == "sequence":
                 mapped.sequence = found
