@@ -276,9 +276,11 @@ def test_the_workload_as_avro_reaches_the_cloudevents_verdicts(
         exclude_defaults=True)}}))
     with registry_server(Registry({SCHEMA_ID: SCHEMA})) as registry:
         settings = SETTINGS.with_flags(format="shop_avro", formats=formats,
-                                       schema_registry_url=registry.url)
+                                       schema_registry_url=registry.url, out=tmp_path / "out")
         got = verdicts(run_flow(settings, partitions, workers))
     assert registry.paths.count(f"/schemas/ids/{SCHEMA_ID}") <= 2  # cached per id (per reader)
+    assert json.loads((tmp_path / "out" / "avro_schemas" / f"{SCHEMA_ID}.avsc").read_text()
+                      ) == SCHEMA  # kept for a replay without the registry
     for table in ("outcomes", "commands", "ledger"):
         assert got[table] == want[table], table
 

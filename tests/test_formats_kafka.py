@@ -59,7 +59,8 @@ def test_a_topic_in_each_format_reaches_the_cloudevents_verdicts(
                          "--formats", str(formats), "--avro-schema", str(schema)]) == 0
         settings = SETTINGS.with_flags(source="kafka", kafka_brokers=broker.address,
                                        kafka_topic=topic, kafka_tail=False, format=name,
-                                       formats=formats, schema_registry_url=registry.url)
+                                       formats=formats, schema_registry_url=registry.url,
+                                       out=tmp_path / "out")
         got = verdicts(run_flow(settings, None, workers))
     for table in ("outcomes", "commands", "ledger"):
         assert got[table] == cloudevents_verdicts[table], table
