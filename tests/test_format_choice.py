@@ -17,7 +17,8 @@ from analysis.output_diff import compare_outputs
 from connectors.format_writer import FormatWriter
 from connectors.simulator.truth import Simulation
 from dataflows.cli import main
-from dataflows.formats import RUN_FORMAT_FILE
+from dataflows.formats import RUN_FORMAT_FILE, run_choice
+from dataflows.settings import Settings
 from schemas.errors import ConfigError
 from schemas.format_choice import FormatChoice, parse_choice
 from tests.kafka_broker import Broker
@@ -50,6 +51,17 @@ def test_the_first_matching_pattern_chooses_and_the_rest_read_the_default() -> N
     assert parse_choice("shop") == FormatChoice("shop")
     assert parse_choice("a.jsonl=shop").default == "cloudevents"
     assert choice.unmatched(["file:shop-1.jsonl", "kafka:orders.eu"]) == ["shop-old.jsonl"]
+
+
+def test_the_choice_comes_from_the_environment_too(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """`FLOWKEEPER_SOURCE__FORMAT` takes the same list as `--format`, checked the same way."""
+    monkeypatch.setenv("FLOWKEEPER_SOURCE__FORMAT", "b.jsonl=shop,cloudevents")
+    settings = Settings.from_flags(source="file", files=[Path("a.jsonl"), Path("b.jsonl")],
+                                   out=tmp_path)
+    assert run_choice(settings) == FormatChoice("cloudevents", (("b.jsonl", "shop"),))
+    with pytest.raises(ConfigError, match=r"'b\.jsonl' matches no file this run reads"):
+        run_choice(settings.with_flags(files=[Path("a.jsonl")]))
 
 
 @pytest.mark.parametrize(("text", "named"), [
