@@ -108,6 +108,7 @@ class ReplayFilter:
 def _event_type(record: RawRecord, rules: DecodeRules) -> str | None:
     """The CloudEvents `type`: the `ce_type` header (binary mode) or the JSON attribute; or the
     type the run's format reads."""
+    rules = rules.for_source(record.source)
     if rules.reader is not None:
         try:
             return rules.reader.read(record).event_type

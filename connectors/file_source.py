@@ -85,7 +85,8 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
                               f"the input files ({', '.join(names)}): give the same files, or "
                               "start over with a new recovery folder")
         self.position: FilePosition = (name, row, arrived)
-        self.previous: FileEvent | None = None  # the file's last row with an event, any partition
+        # The file's last row with an event, any partition, and the rules of its file's format.
+        self.previous: tuple[FileEvent, DecodeRules] | None = None
         self.rows = self._rows(names.index(name), row)
 
     def _rows(self, index: int, first: int) -> Generator[tuple[EventFile, FileEvent]]:
@@ -115,13 +116,14 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
                     return batch
                 raise StopIteration
             file, event = found
-            instance = instance_id_of(event.envelope, source.rules) if event.envelope else None
+            rules = source.rules.for_source(file.source)  # its file's format
+            instance = instance_id_of(event.envelope, rules) if event.envelope else None
             key = instance.encode() if instance is not None else None
             mine = partition_of(key, partitions) == self.partition
-            if undated and (dated := self._dated(event)) is not None:
+            if undated and (dated := self._dated(event, rules)) is not None:
                 self._place(batch, undated, dated)
             if mine:
-                arrived = self._arrival(event)
+                arrived = self._arrival(event, rules)
                 if arrived is None:
                     undated.append((file, event, key))  # dated by the next row with a time
                     continue
@@ -131,7 +133,7 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
             else:
                 self.position = (file.name, event.number + 1, self.position[2])
             if event.envelope is not None:
-                self.previous = event
+                self.previous = event, rules
             if len(batch) >= source.batch_size and not undated:
                 break
         return batch
@@ -146,30 +148,30 @@ class _FilePartition(StatefulSourcePartition[RawRecord, FilePosition]):
                                    self.source.headers, arrived, event.error))
         undated.clear()
 
-    def _arrival(self, event: FileEvent) -> int | None:
+    def _arrival(self, event: FileEvent, rules: DecodeRules) -> int | None:
         """The named arrival attribute or column, else the event time; a row with neither (not
         JSON, no time) arrives with the file's row before it (never at the epoch), or, at the
         start of the input, with the next row that has a time (None: not known yet)."""
-        for candidate in (event, self.previous):
-            if candidate is not None and (ms := self._dated(candidate)) is not None:
+        for candidate in ((event, rules), self.previous):
+            if candidate is not None and (ms := self._dated(*candidate)) is not None:
                 return ms
         return self.position[2] if self.position[2] != 0 else None
 
-    def _dated(self, event: FileEvent) -> int | None:
+    def _dated(self, event: FileEvent, rules: DecodeRules) -> int | None:
         """The row's arrival attribute or column, else its event time (where its `--format`
         finds it), else None."""
         field = self.source.arrival_field
         envelope: dict[str, Any] = event.envelope or {}
         named = event.arrival if event.arrival is not None else (
             envelope.get(field) if field else None)
-        for value in (named, self._event_time(event, envelope)):
+        for value in (named, self._event_time(event, envelope, rules)):
             ms = time_ms(value) if value is not None else None
             if ms is not None:
                 return ms
         return None
 
-    def _event_time(self, event: FileEvent, envelope: dict[str, Any]) -> Any:
-        reader = self.source.rules.reader
+    def _event_time(self, event: FileEvent, envelope: dict[str, Any], rules: DecodeRules) -> Any:
+        reader = rules.reader
         if reader is None or event.envelope is None:
             return envelope.get("time")
         try:

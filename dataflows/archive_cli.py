@@ -47,7 +47,7 @@ def add_replay(sub: Any) -> Handler:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay ARCHIVE into --out and print the run summary."""
-    from dataflows.formats import recorded_format
+    from dataflows.formats import AVRO_SCHEMAS_DIR, recorded_format
     from dataflows.replay import replay_source
     from dataflows.run_command import execute, prepare_out, settings_from, start_recovery
     from state.catalog import load_catalog
@@ -63,6 +63,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     recorded = recorded_format(args.archive_dir)
     if recorded is not None and "format" not in settings.source.model_fields_set:
         updates["format"], updates["formats"] = recorded  # read as the recorded run read it
+    saved_schemas = args.archive_dir / AVRO_SCHEMAS_DIR  # the Avro schemas the run fetched
+    if saved_schemas.is_dir() and not ({"schema_registry_url", "avro_schemas"}
+                                       & settings.source.model_fields_set):
+        updates["avro_schemas"] = saved_schemas
     settings = settings.with_flags(**updates)
     source = replay_source(settings, load_catalog(settings.definitions, settings.calendars))
     if source.archive.resolve().is_relative_to(settings.out.resolve()):

@@ -124,13 +124,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
     connection = kafka_connection(settings)
     partitions = topic_partitions(connection, settings.kafka.topic)
     from schemas.errors import ConfigError
+    from schemas.format_choice import parse_choice
 
     messages, total = _messages(args, settings.with_flags(format="cloudevents"),
                                 len(partitions))
-    if settings.source.format != "cloudevents":
+    # The format `--format` chooses for the topic (a default, or PATTERN=NAME per topic).
+    written_in = parse_choice(settings.source.format).name_for(f"kafka:{settings.kafka.topic}")
+    if written_in != "cloudevents":
         if args.binary_mode:
             raise ConfigError("--binary-mode is for CloudEvents; leave it out with --format")
-        messages = _in_format(messages, settings, args.avro_schema)
+        messages = _in_format(messages, settings, written_in, args.avro_schema)
     if args.binary_mode:
         messages = (m.binary() for m in messages)
     bar = ProgressBar(total)
@@ -172,7 +175,7 @@ def _messages(args: argparse.Namespace, settings: Settings,
     return replayed(records), sum(map(len, simulation.partitions))
 
 
-def _in_format(messages: Iterator[Outgoing], settings: Settings,
+def _in_format(messages: Iterator[Outgoing], settings: Settings, name: str,
                avro_schema: Path | None) -> Iterator[Outgoing]:
     """The CloudEvents messages rewritten in `--format` (`connectors.format_writer`); records
     that are no valid CloudEvent go as they are."""
@@ -185,8 +188,7 @@ def _in_format(messages: Iterator[Outgoing], settings: Settings,
     from schemas.payloads.bundled import bundled_registry
     from state.catalog import load_catalog
 
-    spec = format_spec(settings.source.format,
-                       loaded_formats(settings.definitions, settings.source.formats))
+    spec = format_spec(name, loaded_formats(settings.definitions, settings.source.formats))
     schema: Any = None
     schema_id = 0
     if spec.encoding == "avro":

@@ -115,7 +115,9 @@ class SourceSettings(_Group):
 
     format: str = Field("cloudevents", min_length=1, description=(
         "how input records are written: cloudevents, debezium-outbox, or a name under "
-        "'formats:' in --formats (README: Your own event format)"))
+        "'formats:' in --formats; per file or topic as a comma-separated list of PATTERN=NAME "
+        "(a glob of file or topic names) and one default NAME, e.g. "
+        "'shop-*.jsonl=shop,cloudevents' (README: Your own event format)"))
     formats: Path | None = Field(None, description=(
         "the YAML file of 'formats:' (default: formats.yaml in the --definitions folder, "
         "if there is one)"))

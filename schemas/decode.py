@@ -82,6 +82,8 @@ class DecodeRules:
     max_time_ms: int = MAX_TIME_MS
     max_future_skew_ms: int | None = 3_600_000  # event time may run this far ahead of arrival
     reader: RecordReader | None = None  # a format other than CloudEvents (`schemas.mapping`)
+    # Formats chosen per file or topic: the rules of a record's source (`schemas.format_choice`).
+    by_source: Callable[[str], DecodeRules] | None = None
     # The typed fast path of each type seen, by the type's raw bytes (`_typed_plan`).
     plans: dict[bytes, _TypedPlan | None] = field(default_factory=dict, init=False, repr=False,
                                                   compare=False)
@@ -89,6 +91,10 @@ class DecodeRules:
     def route(self, event_type: str) -> Route | None:
         """The route of a type, or the catch-all, or None (unknown type)."""
         return self.routes.get(event_type, self.catch_all)
+
+    def for_source(self, source: str) -> DecodeRules:
+        """The rules reading the records of `source` (`file:<name>`, `kafka:<topic>`)."""
+        return self if self.by_source is None else self.by_source(source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,8 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
                "(--max-event-bytes)")
         raise _Reject("too_large", msg)
+    if rules.by_source is not None:
+        rules = rules.by_source(record.source)
     if rules.reader is not None:
         return _mapped_event(record, rules.reader, rules)
     if not (record.headers and is_binary_mode(record.headers)):
@@ -546,8 +554,14 @@ def _mapped_instance(mapped: Mapped, data: BaseModel | dict[str, Any], route: Ro
             raise _Reject("missing_attribute", msg, mapped.event_id, mapped.event_type)
         return _instance_id(_field(data, route.id_field), route, mapped.event_id,
                             mapped.event_type)
-    return _instance_id(mapped.instance_id, Route(route.workflow_type), mapped.event_id,
+    return _instance_id(mapped.instance_id, _named_route(route.workflow_type), mapped.event_id,
                         mapped.event_type)
+
+
+@cache
+def _named_route(workflow_type: str) -> Route:
+    """The route of an instance id the format names (made once per workflow type)."""
+    return Route(workflow_type)
 
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -557,6 +571,8 @@ def _mapped_trace(value: str | None) -> str | None:
     """A traceparent's trace id, or a bare trace id; anything else is dropped, never fatal."""
     if value is None:
         return None
+    if len(value) == 55:  # a traceparent
+        return _trace_id(value)
     if _TRACE_ID.fullmatch(value):
         return None if value == "0" * 32 else value
     return _trace_id(value)

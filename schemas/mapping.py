@@ -46,7 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import from_json
 
-from schemas.avro_wire import AvroDecoder
+from schemas.avro_wire import AvroDecoder, EpochMs
 from schemas.errors import ConfigError, DefinitionError
 from schemas.event import RawRecord
 from schemas.mapped import Mapped, MappingFailed
@@ -140,10 +140,25 @@ class FormatsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     formats: dict[str, FormatSpec]
+    read: str | None = None  # OUT/input_format.yaml: the `--format` the run read with
 
 
 def load_formats(file: Path) -> dict[str, FormatSpec]:
     """The formats of a `formats.yaml`; a `DefinitionError` names the file and the path in it."""
+    return _formats_file(file).formats
+
+
+def recorded_choice(file: Path) -> str:
+    """The `--format` a run read with, from the `input_format.yaml` it wrote (one written before
+    formats could be chosen per source holds one format: that one)."""
+    parsed = _formats_file(file)
+    if parsed.read is not None:
+        return parsed.read
+    (name,) = parsed.formats
+    return name
+
+
+def _formats_file(file: Path) -> FormatsFile:
     with file.open("rb") as stream:
         raw = stream.read(MAX_FORMATS_BYTES + 1)
     if len(raw) > MAX_FORMATS_BYTES:
@@ -167,7 +182,7 @@ def load_formats(file: Path) -> dict[str, FormatSpec]:
         if name in BUILT_IN and name != DEBEZIUM_OUTBOX:
             raise DefinitionError(f"{file}: at formats.{name}: {name!r} is built in; "
                                   "give the format another name")
-    return parsed.formats
+    return parsed
 
 
 def check_format(name: str, spec: FormatSpec, known_types: set[str] | None,
@@ -258,13 +273,23 @@ class MappingReader:
                 spec.data_version, *spec.fields.values()]
         self._consumed = frozenset(s.path for s in used
                                    if s is not None and s.path is not None and "." not in s.path)
+        self._nested = _read_tree([s.path for s in used
+                                   if s is not None and s.path is not None and "." in s.path])
         self._names = (spec.type.names if spec.type is not None else None) or {}
+        self._optional_names = [name for name, _ in self._optional]
+        self._flat = _flat_keys([spec.id, spec.type, spec.time, instance, spec.sequence,
+                                   spec.trace_id, spec.data_version])
         time = spec.time or Source(timestamp=True)
         self._to_time = _time_reader(time)
+        # An Avro timestamp the time reads at the top level comes as `EpochMs`, not a datetime.
+        self._epoch_fields = frozenset(
+            [time.path] if time.path is not None and "." not in time.path
+            and (time.format or "rfc3339") in ("rfc3339", *_EPOCH_SCALE) else [])
 
     def read(self, record: RawRecord) -> Mapped:
         if self.avro is not None:
-            return self._mapped(self._unwrap(self.avro.value(record.value)), record)
+            value = self.avro.value(record.value, self._epoch_fields)
+            return self._mapped(value if type(value) is dict else self._unwrap(value), record)
         try:
             value = from_json(record.value)
         except ValueError as e:
@@ -294,6 +319,16 @@ class MappingReader:
         return value
 
     def _mapped(self, value: dict[str, Any], record: RawRecord | None) -> Mapped:
+        flat = self._flat
+        if flat is not None:  # every attribute at a top-level key: read in one pass
+            found = tuple(map(value.get, flat))
+            if (type(found[0]) is str and 0 < len(found[0]) <= 512
+                    and type(found[1]) is str and 0 < len(found[1]) <= 256
+                    and found[2] is not None and found[3] is not None):
+                event_id, raw_type = found[0], found[1]
+                return self._built(value, record, event_id, self._names.get(raw_type, raw_type),
+                                   found[2], found[3], zip(self._optional_names, found[4:],
+                                                           strict=True))
         event_id = self._id(value, record)
         if type(event_id) is not str or not 0 < len(event_id) <= 512:
             event_id = self._event_id(event_id)
@@ -303,17 +338,27 @@ class MappingReader:
                                "characters)", event_id)
         event_type = self._names.get(raw_type, raw_type)
         raw_time = self._time(value, record)
+        return self._built(value, record, event_id, event_type, raw_time, None,
+                           ((name, get(value, record)) for name, get in self._optional))
+
+    def _built(self, value: dict[str, Any], record: RawRecord | None, event_id: str,
+               event_type: str, raw_time: Any, instance: Any,
+               optional: Iterable[tuple[str, Any]]) -> Mapped:
+        """The `Mapped` of attributes found (`instance` None: read it with its getter; an
+        optional attribute that is `_MISSING` or null is left out)."""
         try:
             time = self._to_time(raw_time)
         except ValueError as e:
             raise self._failed("time", str(e), event_id) from e
+        nested = self._nested
         data = self._payload(value, record) if self._payload else (
-            {k: v for k, v in value.items() if k not in self._consumed} if self._consumed
-            else value)
-        if isinstance(data, str):  # a payload column or Avro field holding JSON text
+            {k: v for k, v in value.items() if k not in self._consumed and not (
+                k in nested and _all_read(v, nested[k]))}
+            if self._consumed or nested else value)
+        if type(data) is str:  # a payload column or Avro field holding JSON text
             with contextlib.suppress(ValueError):  # not JSON: judged just below
                 data = from_json(data)
-        if not isinstance(data, dict):
+        if type(data) is not dict and not isinstance(data, dict):
             raise self._failed("payload", f"{_shown(data)} is not a JSON object", event_id)
         if self._fields:
             data = dict(data)
@@ -322,19 +367,24 @@ class MappingReader:
                 if found is not _MISSING:
                     data[name] = found
         mapped = Mapped(event_id, event_type, time, data)
-        if self._instance is not None:
-            found = self._instance(value, record)
-            mapped.instance_id = None if found is _MISSING else found  # None: the route's
-        for name, get in self._optional:
-            found = get(value, record)
-            if found is _MISSING:
+        if instance is None and self._instance is not None:
+            instance = self._instance(value, record)
+        if instance is not None:
+            mapped.instance_id = None if instance is _MISSING else instance  # None: the route's
+        for name, found in optional:
+            kind = type(found)
+            if found is _MISSING or found is None:
                 continue
-            if name == "trace_id" and not isinstance(found, str):
-                continue  # a broken trace context is dropped, never fatal
-            if name != "trace_id" and (isinstance(found, bool)
-                                       or not isinstance(found, str | int)):
+            if name == "trace_id":
+                if kind is str or isinstance(found, str):  # a broken one is dropped, never fatal
+                    mapped.trace_id = found
+            elif kind is not str and kind is not int and (isinstance(found, bool)
+                                                          or not isinstance(found, str | int)):
                 raise self._failed(name, f"{_shown(found)} is not a whole number", event_id)
-            setattr(mapped, name, found)
+            elif name == "sequence":
+                mapped.sequence = found
+            else:
+                mapped.data_version = found
         return mapped
 
     def _event_id(self, found: Any) -> str:
@@ -419,6 +469,47 @@ class MappingReader:
         return stamp
 
 
+def _flat_keys(sources: list[Source | None]) -> tuple[str, ...] | None:
+    """The top-level keys the id, type, time, instance id and the optional attributes that are
+    set read, in that order, when every one of them reads such a key; None otherwise (null or
+    absent values then take the attribute's getter, which says what is missing)."""
+    required, optional = sources[:4], [s for s in sources[4:] if s is not None]
+    if any(s is None for s in required[:3]) or any(
+            s is not None and (s.path is None or "." in s.path or s.path.isdigit())
+            for s in (*required, *optional)):
+        return None
+    if required[3] is None:
+        return None
+    return tuple(s.path for s in (*required, *optional) if s is not None and s.path)
+
+
+ReadTree = dict[str, "ReadTree"]
+"""The nested paths the attributes read, as a tree of keys; an empty tree: read whole."""
+
+
+def _read_tree(paths: list[str]) -> ReadTree:
+    """The tree of `paths` (`customer.id` -> {"customer": {"id": {}}}); a list is never read
+    whole (`_all_read`), so a path through an index keeps its list."""
+    tree: ReadTree = {}
+    for path in paths:
+        node = tree
+        for step in path.split("."):
+            node = node.setdefault(step, {})
+    return tree
+
+
+def _all_read(value: Any, read: ReadTree) -> bool:
+    """Whether the attributes read all of `value`: every key of an object, each one read whole or
+    all of it read in turn. Such an object leaves a whole-value payload; one with anything else
+    stays in it whole (`customer.id` read from `{"customer": {"id": .., "name": ..}}` keeps
+    `customer` as it is, so a payload model with a `customer` still finds all of it)."""
+    if not read:
+        return True
+    if not isinstance(value, dict) or not value:
+        return False
+    return all(key in read and _all_read(child, read[key]) for key, child in value.items())
+
+
 def _step(value: Any, step: int | str) -> Any:
     """One step of a path: a list index or an object key (`_MISSING` when there is none)."""
     if isinstance(value, list) and isinstance(step, int):
@@ -455,6 +546,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
     fmt = source.format or "rfc3339"
     if fmt == "rfc3339":
         def rfc3339(raw: Any) -> str | int:
+            if type(raw) is EpochMs:  # an Avro timestamp (`schemas.avro_wire`)
+                return int(raw)
             if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
                 return (raw - _EPOCH) // _MS
             if not isinstance(raw, str):
@@ -466,6 +559,8 @@ def _time_reader(source: Source) -> Callable[[Any], str | int]:
         scale = _EPOCH_SCALE[fmt]
 
         def epoch(raw: Any) -> str | int:
+            if type(raw) is EpochMs:  # an Avro timestamp (`schemas.avro_wire`)
+                return int(raw)
             if isinstance(raw, datetime) and raw.tzinfo is not None:  # Avro's timestamp types
                 return (raw - _EPOCH) // _MS
             if isinstance(raw, str) and _DECIMAL.fullmatch(raw):

@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,11 @@ from connectors.format_writer import FormatWriter, confluent_avro
 from connectors.schema_registry import SchemaRegistry
 from connectors.simulator.truth import Simulation
 from dataflows.cli import main
-from schemas.avro_wire import AvroDecoder, local_schemas
+from schemas.avro_wire import AvroDecoder, EpochMs, local_schemas
 from schemas.decode import decode
 from schemas.errors import ConfigError
 from schemas.event import DeadLetter, Event, RawRecord
-from schemas.mapping import FormatSpec, MappingReader
+from schemas.mapping import FormatSpec, MappingReader, Source
 from tests.kafka_broker import free_port
 from tests.test_formats import (
     RULES,
@@ -159,6 +160,39 @@ def test_an_avro_record_reads_as_its_cloudevent() -> None:
     same_event(decode(avro, rules), decode(record, RULES))
 
 
+@pytest.mark.parametrize("stamp", [
+    {"type": "long", "logicalType": "timestamp-micros"},
+    ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+    "long",
+])
+def test_the_time_reads_the_same_instant_from_each_avro_timestamp(stamp: Any) -> None:
+    """The event time as timestamp-micros, a nullable timestamp-millis or a plain long (read
+    `epoch_ms`) decodes to the `Event` of the CloudEvents form; a timestamp field the time does
+    not read stays a datetime in the value."""
+    schema = json.loads(json.dumps(SCHEMA))
+    schema["fields"][2]["type"] = stamp
+    schema["fields"].append({"name": "shippedAt", "default": 0,
+                             "type": {"type": "long", "logicalType": "timestamp-millis"}})
+    record = cloudevent(sequence="3")
+    value = json.loads(avro_writer().write(record).value)
+    value["payload"] = json.dumps(value["payload"])
+    value["seq"], value["shippedAt"] = int(value["seq"]), 1_767_261_600_000
+    micros = isinstance(stamp, dict) and stamp["logicalType"] == "timestamp-micros"
+    value["occurredAt"] *= 1000 if micros else 1
+    spec = avro_spec()
+    if stamp == "long":
+        spec = spec.model_copy(update={"time": Source(path="occurredAt", format="epoch_ms")})
+    decoder = AvroDecoder({SCHEMA_ID: schema}.get)
+    raw = confluent_avro(value, schema, SCHEMA_ID)
+    rules = replace(RULES, reader=MappingReader("shop", spec, decoder))
+    same_event(decode(replace(record, value=raw), rules), decode(record, RULES))
+    read = decoder.value(raw, frozenset({"occurredAt"}))
+    assert type(read["occurredAt"]) is (int if stamp == "long" else EpochMs)
+    assert read["shippedAt"] == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert decoder.value(raw)["occurredAt"] == (
+        value["occurredAt"] if stamp == "long" else datetime(2026, 1, 1, 10, tzinfo=UTC))
+
+
 @pytest.mark.parametrize(("change", "reason", "message"), [
     (lambda raw: raw[:1] + (99).to_bytes(4, "big") + raw[5:], "unknown_schema",
      "schema id 99 is unknown"),
@@ -242,9 +276,11 @@ def test_the_workload_as_avro_reaches_the_cloudevents_verdicts(
         exclude_defaults=True)}}))
     with registry_server(Registry({SCHEMA_ID: SCHEMA})) as registry:
         settings = SETTINGS.with_flags(format="shop_avro", formats=formats,
-                                       schema_registry_url=registry.url)
+                                       schema_registry_url=registry.url, out=tmp_path / "out")
         got = verdicts(run_flow(settings, partitions, workers))
     assert registry.paths.count(f"/schemas/ids/{SCHEMA_ID}") <= 2  # cached per id (per reader)
+    assert json.loads((tmp_path / "out" / "avro_schemas" / f"{SCHEMA_ID}.avsc").read_text()
+                      ) == SCHEMA  # kept for a replay without the registry
     for table in ("outcomes", "commands", "ledger"):
         assert got[table] == want[table], table
 

@@ -31,7 +31,7 @@ from dataflows.settings import BUNDLED_DEFINITIONS, Settings
 from dataflows.sources import simulator_config
 from schemas.decode import DecodeRules, decode
 from schemas.event import DeadLetter, Event, RawRecord
-from schemas.mapping import FormatSpec, MappingReader
+from schemas.mapping import FormatSpec, MappingReader, Source
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 
@@ -422,6 +422,33 @@ def test_fields_rename_a_services_keys_to_the_payload_models() -> None:
     extra = decode(RawRecord("t", 0, 0, json.dumps({**value, "note": "x"}).encode()), rules)
     assert isinstance(extra, DeadLetter) and extra.reason == "payload_invalid"
     assert "data.note" in extra.message
+
+
+def test_a_nested_object_the_mapping_read_all_of_leaves_a_whole_value_payload() -> None:
+    """Nested paths (`meta.id`, `customer.id`): an object every key of which the mapping read
+    leaves the payload, nested ones too; one with anything else stays whole; lists stay."""
+    spec = FormatSpec.model_validate({
+        "id": "meta.id",
+        "type": {"path": "meta.kind.name", "names": {"order.placed": "OrderPlaced"}},
+        "time": {"path": "meta.at", "format": "epoch_ms"},
+        "fields": {"customer_id": "customer.id", "order_id": "lines.0.order"}})
+    value = {"meta": {"id": "e-1", "kind": {"name": "order.placed"}, "at": 1767261600000},
+             "customer": {"id": "c-1"}, "lines": [{"order": "o-1"}], "total": 12.0}
+    reader = MappingReader("nested", spec)
+    data = reader.read(RawRecord("t", 0, 0, json.dumps(value).encode())).data
+    assert data == {"lines": [{"order": "o-1"}], "total": 12.0,
+                    "customer_id": "c-1", "order_id": "o-1"}
+    value["customer"]["name"] = "Ada"
+    value["meta"]["source"] = "shop"
+    data = reader.read(RawRecord("t", 0, 0, json.dumps(value).encode())).data
+    assert data["customer"] == {"id": "c-1", "name": "Ada"}
+    assert data["meta"] == value["meta"]
+    value = {"meta": {"id": "e-2", "kind": {"name": "order.placed"}, "at": 1767261600000},
+             "customer": {"id": "c-1"}, "order_id": "o-1", "total": 12.0, "items": ["MUG-01"]}
+    spec = spec.model_copy(update={"fields": {"customer_id": Source(path="customer.id")}})
+    event = decode(RawRecord("t", 0, 0, json.dumps(value).encode()), rules_for("nested", spec))
+    assert isinstance(event, Event), event
+    assert (event.event_id, event.instance_id) == ("e-2", "o-1")
 
 
 @pytest.mark.parametrize(("entry", "named"), [
