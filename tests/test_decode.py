@@ -222,6 +222,9 @@ def test_valid_traceparent_gives_its_trace_id() -> None:
     TRACEPARENT + "\n",
     "",
     42,
+    4.5,
+    True,
+    [TRACEPARENT],
     {"trace": TRACE_ID},
 ])
 def test_malformed_traceparent_is_dropped_not_dead_lettered(traceparent: object) -> None:
