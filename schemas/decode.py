@@ -514,7 +514,8 @@ def _trace_id(traceparent: Any) -> str | None:
         return None
     trace_id = traceparent[3:35]
     # W3C trace context: version ff and all-zero ids are invalid.
-    if traceparent[:2] == "ff" or trace_id == _ZERO_TRACE or traceparent[36:52] == _ZERO_PARENT:
+    if (traceparent.startswith("ff") or trace_id == _ZERO_TRACE
+            or traceparent.startswith(_ZERO_PARENT, 36)):
         return None
     return trace_id
 
