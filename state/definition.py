@@ -262,9 +262,12 @@ class StateMachine(_Calendared):
                 if (calendar := self.state_calendar(name)) is not None}
 
     @cached_property
-    def deadline_labels(self) -> dict[str, tuple[str, ...]]:
-        """State -> the names of its deadlines, in order (looked up once per state entered)."""
-        return {name: tuple(d.label for d in state.deadlines)
+    def arming(self) -> dict[str, tuple[tuple[int, str | None, int | None, str], ...]]:
+        """State -> (index, `from` type, ms in wall time or None for business time, name) of
+        each of its deadlines in order: what entering the state arms, read once per definition
+        (a deadline in wall time is then one addition)."""
+        return {name: tuple((i, d.from_event, self.wall_afters.get((name, i)), d.label)
+                            for i, d in enumerate(state.deadlines))
                 for name, state in self.states.items()}
 
     @cached_property

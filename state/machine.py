@@ -218,12 +218,17 @@ class MachineInstance(InstanceBase):
         definition = self.definition
         self.visit = visit = self.visit + 1
         state = definition.states[target]
-        armed = self._arm(target, visit, at_ms) if state.outcome is None else []
-        compensating = state.outcome is not None and state.compensates and bool(self.completed)
-        if compensating:
-            timeout = parse_duration_ms(definition.compensation_timeout)
-            armed.append((at_ms + timeout, deadline_ref(visit, "compensation", 0),
-                          COMPENSATION_TIMEOUT))
+        compensating = False
+        if state.outcome is None:
+            deadlines = self._arm(target, visit, at_ms)
+        else:
+            deadlines = []
+            compensating = state.compensates and bool(self.completed)
+            if compensating:
+                due = at_ms + parse_duration_ms(definition.compensation_timeout)
+                self.armed += ((due, deadline_ref(visit, "compensation", 0)),)
+                deadlines.append({"name": COMPENSATION_TIMEOUT, "due_at": due})
+        calendars = definition.state_calendars  # empty for a definition in wall time only
         out.row("transitions", {
             "row_id": f"{self.key}/t{visit}",
             "workflow_type": definition.workflow,
@@ -238,31 +243,38 @@ class MachineInstance(InstanceBase):
             "at": at_ms,
             "state_duration_ms": at_ms - previous_entered if previous else None,
             "trace_id": self.trace_id,
-            "deadlines": [{"name": name, "due_at": due} for due, _, name in armed],
-            "business_duration_ms": _business_ms(definition, previous, previous_entered, at_ms),
+            "deadlines": deadlines,
+            # Working time spent in the state left, when its time counts in a calendar.
+            "business_duration_ms": definition.business_ms(
+                calendars[previous], previous_entered, at_ms) if previous in calendars else None,
         })
         self.state, self.entered_ms = target, at_ms
         self.path = extended(self.path, target)
         self.branches_done = ()
-        self.armed += tuple((due, ref) for due, ref, _ in armed)
         if state.outcome is not None:  # terminal
             if compensating:
                 self._compensate(at_ms, out)
             else:
                 self._finish(state.outcome, at_ms, out)
 
-    def _arm(self, target: str, visit: int, at_ms: int) -> list[tuple[int, DeadlineRef, str]]:
-        """(due, reference, name) of each deadline of a state just entered: due times are
-        computed here, once (business time by the deadline's calendar), and kept absolute."""
+    def _arm(self, target: str, visit: int, at_ms: int) -> list[dict[str, Any]]:
+        """Arm each deadline of a state just entered: due times are computed here, once
+        (business time by the deadline's calendar), and kept absolute. Returns the names and due
+        times for the transition's row."""
+        deadlines: list[dict[str, Any]] = []
+        arming = self.definition.arming[target]
+        if not arming:
+            return deadlines
         armed = []
-        definition = self.definition
-        labels = definition.deadline_labels[target]
-        for index, deadline in enumerate(definition.states[target].deadlines):
-            base = at_ms if deadline.from_event is None else self._first_seen(deadline.from_event)
+        for index, from_event, wall_ms, name in arming:
+            base = at_ms if from_event is None else self._first_seen(from_event)
             if base is not None:
-                due = definition.due_ms(target, index, base)
-                armed.append((due, deadline_ref(visit, "state", index), labels[index]))
-        return armed
+                due = (base + wall_ms if wall_ms is not None
+                       else self.definition.due_ms(target, index, base))
+                armed.append((due, deadline_ref(visit, "state", index)))
+                deadlines.append({"name": name, "due_at": due})
+        self.armed += tuple(armed)
+        return deadlines
 
     def _compensate(self, at_ms: int, out: Out) -> None:
         """Undo completed steps in reverse order and wait for every acknowledgement (the timeout
@@ -334,9 +346,3 @@ def anomaly_row(workflow_type: str, instance_id: str, kind: str, state: str | No
         "trace_id": trace_id if trace_id else (event.trace_id if event else None),
     }
 
-
-def _business_ms(definition: StateMachine, state: str, entered_ms: int, left_ms: int) -> int | None:
-    """Working time spent in `state` when its time counts in a calendar (else None, at the cost
-    of one lookup: most definitions count wall time only)."""
-    calendar = definition.state_calendars.get(state) if state else None
-    return definition.business_ms(calendar, entered_ms, left_ms) if calendar else None

@@ -222,6 +222,9 @@ def test_valid_traceparent_gives_its_trace_id() -> None:
     TRACEPARENT + "\n",
     "",
     42,
+    4.5,
+    True,
+    [TRACEPARENT],
     {"trace": TRACE_ID},
 ])
 def test_malformed_traceparent_is_dropped_not_dead_lettered(traceparent: object) -> None:
@@ -771,7 +774,7 @@ def test_fast_path_and_general_path_agree_on_edge_cases(body: bytes) -> None:
 def _general_time(record: RawRecord, the_rules: DecodeRules) -> Event | DeadLetter:
     """What `decode` gives when the millisecond-UTC shortcut for `time` is switched off."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("schemas.decode._utc_millis_ms", lambda text: None)
+        patch.setattr("schemas.decode._stamp_ms", lambda text: None)
         return decode(record, the_rules)
 
 
