@@ -34,6 +34,8 @@ from connectors.duckdb_loader import LOADED_FILES, DuckDBLoader, Loaded, LoadErr
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
+from state.output import Out
+from state.table_rows import TableRows
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
@@ -598,6 +600,28 @@ def test_rows_with_wrong_keys_are_refused() -> None:
     expected = r"missing columns \['offset'\], unexpected keys \['offest'\]"
     with pytest.raises(ValueError, match=expected):
         rows_to_table("ledger", [row])
+    with pytest.raises(ValueError, match=expected):  # as the engine hands its rows on
+        Out("0/0").row("ledger", row)
+    del row["offest"]
+    with pytest.raises(ValueError, match=r"missing columns \['offset'\], unexpected keys \[\]"):
+        TableRows("0/0").add("ledger", row)
+    with pytest.raises(ValueError, match="'ledger' row of 10 values; the table has 11 columns"):
+        TableRows("0/0").add_values("ledger", tuple(row.values()))
+
+
+def test_value_rows_become_the_same_arrow_table_as_dict_rows() -> None:
+    """Every table's rows, added as dicts or as tuples, convert column by column to exactly the
+    table `from_pylist` makes of the dicts (types, nulls, nested lists, non-ASCII text)."""
+    for table, schema in TABLES.items():
+        rows = _rows(table)
+        as_tuples = TableRows("0/0")
+        for row in rows:
+            as_tuples.add_values(table, tuple(row[name] for name in schema.names))
+        expected = pa.Table.from_pylist(rows, schema=schema)
+        assert rows_to_table(table, rows).equals(expected)
+        [(_, (_, converted))] = row_batches([as_tuples], lambda key: "000")
+        assert converted.equals(expected)
+        assert as_tuples.rows_of(table) == rows
 
 
 def test_parquet_resume_removes_files_written_after_the_snapshot(tmp_path: Path) -> None:
@@ -630,11 +654,15 @@ def test_parquet_snapshot_flushes_buffers(tmp_path: Path) -> None:
 
 
 def test_row_batches_convert_rows_once_per_key_and_table_in_row_order() -> None:
-    """The dataflow's batching step: one Arrow table per (key, table), rows in arrival order."""
+    """The dataflow's batching step: one Arrow table per (writer, table), rows in arrival order."""
     ledger, transitions = _rows("ledger"), _rows("transitions")
-    items = [("ledger", ledger[0]), ("transitions", transitions[0]), ("ledger", ledger[1]),
-             ("ledger", ledger[2])]
-    batches = row_batches(items, lambda item: "001" if item[1]["row_id"] == "ledger:b-ü" else "000")
+    first, second, third = TableRows("0/0"), TableRows("1/0"), TableRows("0/1")
+    first.add("ledger", ledger[0])
+    first.add("transitions", transitions[0])
+    second.add("ledger", ledger[1])
+    third.add("ledger", ledger[2])
+    writers = {"0/0": "000", "1/0": "001", "0/1": "000"}
+    batches = row_batches([first, second, third], writers.__getitem__)
 
     got = [(key, table, data.column("row_id").to_pylist()) for key, (table, data) in batches]
     assert got == [("000", "ledger", ["ledger:a", "ledger:c"]),
