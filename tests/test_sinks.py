@@ -31,6 +31,7 @@ from connectors.duckdb_database import (
     open_database,
 )
 from connectors.duckdb_loader import LOADED_FILES, DuckDBLoader, Loaded, LoadError
+from connectors.durable_files import sync_files
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
@@ -706,3 +707,39 @@ def test_rows_without_event_time_are_refused_by_name(tmp_path: Path) -> None:
     part = ParquetSink(tmp_path).build_part("out", "000", None)
     with pytest.raises(ValueError, match="'ledger' row 'ledger:no-time' has no 'arrived_at'"):
         part.write_batch([_batch("ledger", _rows("ledger")[0], row)])
+
+
+def test_a_flush_commits_its_files_with_two_barriers(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """All files of one flush are written under temp names, made durable by one barrier, renamed,
+    and their names made durable by a second: never a final name on data not yet synced."""
+    barriers: list[tuple[list[str], list[str]]] = []
+
+    def barrier(paths: list[Path]) -> None:
+        names = sorted(p.name for p in tmp_path.glob("**/*part-p*"))
+        barriers.append(([p.name for p in paths], names))
+        sync_files(paths)
+
+    monkeypatch.setattr("connectors.parquet_sink.sync_files", barrier)
+    part = ParquetSink(tmp_path, batch_rows=1000, flush_seconds=3600).build_part("out", "000", None)
+    part.write_batch([_batch(table, *_rows(table)) for table in ("ledger", "commands")])
+    part.close()
+
+    [(synced, before), (dirs, after)] = barriers
+    assert len(synced) == len(before) == 4  # two tables, two days each: four temp files
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in synced + before)
+    assert after == [f"part-p000-00000{i}.parquet" for i in range(4)]
+    assert sorted(dirs) == ["date=2024-03-30"] * 2 + ["date=2024-03-31"] * 2  # once each
+
+
+def test_without_syncfs_every_path_is_fsynced(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C library has no `syncfs`, each file and directory gets its own fsync."""
+    files = [tmp_path / "a", tmp_path / "b"]
+    for path in files:
+        path.write_bytes(b"x")
+    synced: list[int] = []
+    monkeypatch.setattr("connectors.durable_files._syncfs", lambda: None)
+    monkeypatch.setattr(os, "fsync", synced.append)
+    sync_files([*files, tmp_path])
+    assert len(synced) == 3
