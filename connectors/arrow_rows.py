@@ -92,10 +92,28 @@ def hive_groups(table: str, data: pa.Table) -> list[tuple[tuple[str, ...], pa.Ta
     names = PARTITION_COLUMNS.get(table, ())
     keys = pa.table({"day": pc.divide(times.cast(pa.int64()), _DAY_MS),
                      **{name: data.column(name) for name in names}})
+    single = _single_key(keys)
+    if single is not None:  # the usual batch: no grouping needed
+        return [(_dirs(single, names), data)]
     combos = keys.group_by(list(keys.column_names), use_threads=False).aggregate([]).to_pylist()
     if len(combos) == 1:
         return [(_dirs(combos[0], names), data)]
     return [(_dirs(combo, names), data.filter(_matching(keys, combo))) for combo in combos]
+
+
+def _single_key(keys: pa.Table) -> dict[str, Any] | None:
+    """The one value of every key column, when each holds a single value and no null."""
+    combo: dict[str, Any] = {}
+    for name in keys.column_names:
+        column = keys.column(name)
+        if column.null_count:
+            return None
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low != high:
+            return None
+        combo[name] = low
+    return combo
 
 
 def _dirs(combo: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
