@@ -144,8 +144,8 @@ def build_flow(
     slices = admit("admission", records, config.rules, config.buckets, saved_partitions,
                    saved_shards, wall_vouch(clock, settings.time.idle_grace),
                    config.shard.allowed_lateness_ms)
-    # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
-    # in every step it crosses.
+    # Rows travel in chunks (one per engine call, per-table value tuples) up to the sinks: each
+    # item costs a Python call in every step it crosses.
     chunks = run_shards("workflow_state", slices, config)
     facts = op.flat_map("fact_values", chunks, lambda chunk: [row for _, row in chunk[1]])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
