@@ -2,7 +2,9 @@
 
 `fsync` costs a journal commit per call (about 5 ms here): a sink that commits a few hundred files
 at a snapshot spent most of its time there. On Linux, `syncfs` makes everything written to one file
-system durable in one call; elsewhere (or if the C library lacks it) each path is fsynced.
+system durable in one call; elsewhere (or if the C library lacks it) each path is fsynced. A
+barrier also waits for whatever else is dirty on that file system, so one or two paths still get
+their own `fsync`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+
+FSYNC_UP_TO = 2  # paths synced one by one; more share one `syncfs` per file system
 
 
 @cache
@@ -29,7 +33,7 @@ def _syncfs() -> Callable[[int], int] | None:
 
 def sync_files(paths: list[Path]) -> None:
     """Make the data of these files (or, for directories, their entries) durable."""
-    syncfs = _syncfs()
+    syncfs = _syncfs() if len(paths) > FSYNC_UP_TO else None
     done: set[int] = set()
     for path in paths:
         fd = os.open(path, os.O_RDONLY)

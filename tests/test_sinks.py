@@ -743,3 +743,25 @@ def test_without_syncfs_every_path_is_fsynced(tmp_path: Path,
     monkeypatch.setattr(os, "fsync", synced.append)
     sync_files([*files, tmp_path])
     assert len(synced) == 3
+
+
+def test_one_or_two_paths_get_their_own_fsync(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A barrier waits for everything dirty on the file system: a path or two is fsynced instead,
+    and more paths on one file system share a single barrier."""
+    files = [tmp_path / name for name in "abc"]
+    for path in files:
+        path.write_bytes(b"x")
+    fsynced: list[int] = []
+    barriers: list[int] = []
+
+    def barrier(fd: int) -> int:
+        barriers.append(fd)
+        return 0
+
+    monkeypatch.setattr("connectors.durable_files._syncfs", lambda: barrier)
+    monkeypatch.setattr(os, "fsync", fsynced.append)
+    sync_files(files[:2])
+    assert (len(fsynced), len(barriers)) == (2, 0)
+    sync_files(files)
+    assert (len(fsynced), len(barriers)) == (2, 1)
