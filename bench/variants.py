@@ -42,8 +42,8 @@ from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.definition import StateMachine
 from state.durations import to_ms
-from state.output import Row
 from state.shard import ShardConfig
+from state.table_rows import TableRows
 
 BATCH = 1000  # records per source batch, as `SimulatorSource` emits them
 SNAPSHOT_EVERY_S = 10.0
@@ -58,19 +58,20 @@ class Measured:
     rows: int
 
 
-class NullSink(DynamicSink[Any]):
-    """Counts and drops: the dataflow without any output cost."""
+class NullSink(DynamicSink[TableRows]):
+    """Counts and drops the rows as they travel (`build_flow(table_sink=...)`): the dataflow
+    without any output cost."""
 
     def build(self, step_id: str, worker_index: int,
-              worker_count: int) -> StatelessSinkPartition[Any]:
+              worker_count: int) -> StatelessSinkPartition[TableRows]:
         return _Counter()
 
 
-class _Counter(StatelessSinkPartition[Any]):
+class _Counter(StatelessSinkPartition[TableRows]):
     rows = 0
 
-    def write_batch(self, items: list[Any]) -> None:
-        _Counter.rows += len(items)
+    def write_batch(self, items: list[TableRows]) -> None:
+        _Counter.rows += sum(len(item) for item in items)
 
 
 def bench_settings(out: Path, **overrides: Any) -> Settings:
@@ -89,7 +90,7 @@ def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
 
 
 def _engine(partitions: Partitions, settings: Settings,
-            write: Callable[[list[Row], list[RawRecord]], None]) -> int:
+            write: Callable[[list[TableRows], list[RawRecord]], None]) -> int:
     """The dataflow's stateful step as a loop: group each batch by shard, run that shard's logic,
     hand every output row (facts dropped: they only feed the metrics windows) to `write`."""
     tune_gc()  # as `build_flow` does for the dataflow
@@ -105,7 +106,7 @@ def _engine(partitions: Partitions, settings: Settings,
     logics: dict[str, ShardLogic] = {}
     rows = 0
     for batch in _batches(partitions):
-        out: list[Row] = []
+        out: list[TableRows] = []
         for partition, records in group_by_partition(batch):
             admission = admissions.get(partition) or admissions.setdefault(
                 partition, AdmissionLogic(config.rules, config.buckets, None, None,
@@ -113,23 +114,21 @@ def _engine(partitions: Partitions, settings: Settings,
             for key, items in next(iter(admission.on_batch([(partition, records)])[0])):
                 logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
                 for chunk in logic.on_batch([(key, items)])[0]:
-                    out += without_facts(chunk)
-        rows += len(out)
+                    out.append(without_facts(chunk))
+        rows += sum(len(chunk) for chunk in out)
         write(out, batch)
     out = []
     for admission in admissions.values():  # records still held for far-ahead stamps
         for slices in admission.on_eof()[0]:
             for key, items in slices:
                 logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
-                out += [row for chunk in logic.on_batch([(key, items)])[0]
-                        for row in without_facts(chunk)]
-    out += [row for logic in logics.values() for chunk in logic.on_eof()[0]
-            for row in without_facts(chunk)]
+                out += [without_facts(chunk) for chunk in logic.on_batch([(key, items)])[0]]
+    out += [without_facts(chunk) for logic in logics.values() for chunk in logic.on_eof()[0]]
     write(out, [])
-    return rows + len(out)
+    return rows + sum(len(chunk) for chunk in out)
 
 
-def _discard(rows: list[Row], records: list[RawRecord]) -> None:
+def _discard(rows: list[TableRows], records: list[RawRecord]) -> None:
     """Rows go nowhere (the plain baseline)."""
 
 
@@ -245,7 +244,7 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
     writers = [parquet.build_part("parquet", part, None) for part in parquet.list_parts()]
     started = time.perf_counter()
 
-    def write(rows: list[Row], records: list[RawRecord]) -> None:
+    def write(rows: list[TableRows], records: list[RawRecord]) -> None:
         """As the dataflow does: each batch converted once, tables and archive to Parquet."""
         for writer, batch in [*sink_batches(rows, parquet), *archive_batches(records, parquet)]:
             writers[parquet.part_fn(writer)].write_batch([batch])
@@ -259,7 +258,8 @@ def baseline_sinks(partitions: Partitions, scratch: Path) -> Measured:
 
 def pipeline(partitions: Partitions, scratch: Path) -> Measured:
     """The real dataflow, 1 worker, embedded source, output to a sink that only counts."""
-    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions), sink=NullSink())
+    flow = build_flow(bench_settings(scratch), source=SimulatorSource(partitions),
+                      table_sink=NullSink())
     return _timed(partitions, lambda: run_main(flow))
 
 
@@ -294,7 +294,7 @@ def pipeline_2proc(partitions: Partitions, scratch: Path, process: int,
 def kafka(partitions: Partitions, scratch: Path) -> Measured:
     """`pipeline` reading the workload from the topic in FLOWKEEPER_KAFKA__TOPIC to its end."""
     settings = bench_settings(scratch, source="kafka", kafka_tail=False, commands_topic="")
-    flow = build_flow(settings, source=kafka_input(settings), sink=NullSink())
+    flow = build_flow(settings, source=kafka_input(settings), table_sink=NullSink())
     return _timed(partitions, lambda: run_main(flow))
 
 

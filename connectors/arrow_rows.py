@@ -1,14 +1,15 @@
-"""Output rows (plain dicts) to Arrow tables with the explicit schemas of `schemas.tables`.
+"""Output rows to Arrow tables with the explicit schemas of `schemas.tables`, column by column.
 
-The dataflow converts each batch of rows here once (`row_batches`) and hands the same Arrow tables
-to both sinks, so Parquet files and DuckDB tables get the same column types whatever the rows
-hold: a schema is never inferred from data. Times in rows are int milliseconds since the
-epoch (UTC), which Arrow takes as-is for `timestamp('ms', tz='UTC')`.
+The dataflow converts each batch of rows here once (`row_batches`), from the engine's per-table
+value tuples (`state.table_rows.TableRows`): one `zip(*rows)` turns a table's rows into columns and
+each column becomes one Arrow array of its schema type, so a schema is never inferred from data
+and no dict is built per row. Times in rows are int milliseconds since the epoch (UTC), which Arrow
+takes as-is for `timestamp('ms', tz='UTC')`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -17,10 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.tables import PARTITION_COLUMNS, TABLES, TIME_COLUMN
+from state.table_rows import TableRows, Values, row_values
 
 Row = dict[str, Any]
 RowBatch = tuple[str, pa.Table]
-"""What both sinks take: `(table_name, rows of that table)`, converted by `row_batches`."""
+"""What the sink takes: `(table_name, rows of that table)`, converted by `row_batches`."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
@@ -35,33 +37,46 @@ def schema_of(table: str) -> pa.Schema:
         raise ValueError(msg) from None
 
 
-def rows_to_table(table: str, rows: list[Row]) -> pa.Table:
-    """Build an Arrow table of `rows` with the table's explicit schema.
-
-    Keys are checked first: `from_pylist` would silently drop a misspelt key and write a null.
-    """
+def columns_to_table(table: str, columns: Sequence[Sequence[Any]]) -> pa.Table:
+    """An Arrow table of the table's columns, given in its schema's order: one array per column."""
     schema = schema_of(table)
-    columns = set(schema.names)
-    for row in rows:
-        if row.keys() != columns:
-            raise _shape_error(table, columns, row)
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)],
+        schema=schema)
 
 
-def row_batches(rows: Iterable[tuple[str, Row]],
-                key_of: Callable[[tuple[str, Row]], str]) -> list[tuple[str, RowBatch]]:
-    """`(table, row)` items as one `(key, (table, Arrow table))` item per key and table, in row
-    order: each row is converted once for both sinks, and an item crossing Bytewax workers (and,
-    between processes, pickled on its own) costs microseconds, so rows travel in batches."""
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for item in rows:
-        slot = (key_of(item), item[0])
-        group = groups.get(slot)
-        if group is None:
-            groups[slot] = [item[1]]
-        else:
-            group.append(item[1])
-    return [(key, (table, rows_to_table(table, group))) for (key, table), group in groups.items()]
+def values_to_table(table: str, rows: list[Values]) -> pa.Table:
+    """An Arrow table of rows given as value tuples in the table's column order."""
+    if not rows:
+        return schema_of(table).empty_table()
+    return columns_to_table(table, list(zip(*rows, strict=True)))
+
+
+def rows_to_table(table: str, rows: list[Row]) -> pa.Table:
+    """An Arrow table of dict rows; each row must have exactly the table's columns (a misspelt key
+    is an error, not a silent null)."""
+    schema_of(table)
+    return values_to_table(table, [row_values(table, row) for row in rows])
+
+
+def row_batches(chunks: Iterable[TableRows],
+                writer_of: Callable[[str], str]) -> list[tuple[str, RowBatch]]:
+    """Engine outputs as one `(writer, (table, Arrow table))` item per writer and table, each
+    table's rows in order: the rows of a `TableRows` go to the writer of its key, each row is
+    converted once, and an item crossing Bytewax workers (and, between processes, pickled on its
+    own) costs microseconds, so rows travel in batches."""
+    groups: dict[tuple[str, str], list[Values]] = {}
+    for chunk in chunks:
+        writer = writer_of(chunk.key)
+        for table, rows in chunk.tables.items():
+            slot = (writer, table)
+            group = groups.get(slot)
+            if group is None:
+                groups[slot] = list(rows)
+            else:
+                group.extend(rows)
+    return [(writer, (table, values_to_table(table, group)))
+            for (writer, table), group in groups.items() if group]
 
 
 def hive_groups(table: str, data: pa.Table) -> list[tuple[tuple[str, ...], pa.Table]]:
@@ -77,10 +92,28 @@ def hive_groups(table: str, data: pa.Table) -> list[tuple[tuple[str, ...], pa.Ta
     names = PARTITION_COLUMNS.get(table, ())
     keys = pa.table({"day": pc.divide(times.cast(pa.int64()), _DAY_MS),
                      **{name: data.column(name) for name in names}})
+    single = _single_key(keys)
+    if single is not None:  # the usual batch: no grouping needed
+        return [(_dirs(single, names), data)]
     combos = keys.group_by(list(keys.column_names), use_threads=False).aggregate([]).to_pylist()
     if len(combos) == 1:
         return [(_dirs(combos[0], names), data)]
     return [(_dirs(combo, names), data.filter(_matching(keys, combo))) for combo in combos]
+
+
+def _single_key(keys: pa.Table) -> dict[str, Any] | None:
+    """The one value of every key column, when each holds a single value and no null."""
+    combo: dict[str, Any] = {}
+    for name in keys.column_names:
+        column = keys.column(name)
+        if column.null_count:
+            return None
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low != high:
+            return None
+        combo[name] = low
+    return combo
 
 
 def _dirs(combo: dict[str, Any], names: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,11 +140,3 @@ def _day_text(day: int) -> str:
 def _hive_value(value: Any) -> str:
     """Hive's spelling of a partition value; a null gets Hive's default partition name."""
     return "__HIVE_DEFAULT_PARTITION__" if value is None else str(value)
-
-
-def _shape_error(table: str, columns: set[str], row: Row) -> ValueError:
-    """Name the missing and unexpected keys of a row that does not fit its table."""
-    missing = sorted(columns - row.keys())
-    extra = sorted(row.keys() - columns)
-    msg = f"{table!r} row {row.get('row_id')!r}: missing columns {missing}, unexpected keys {extra}"
-    return ValueError(msg)

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from connectors.archive_format import archive_row
-from connectors.arrow_rows import rows_to_table
+from connectors.archive_format import archive_table
 from connectors.event_logs import LogEvent
 from connectors.parquet_sink import ParquetWriter
 from schemas.decode import MAX_TIME_MS, MIN_TIME_MS
@@ -103,15 +102,15 @@ def import_events(events: Iterable[LogEvent], out: Path, *, source: str, partiti
     sink = ParquetWriter.standalone(out, batch_rows)
     cases: set[str] = set()
     for start in range(0, len(encoded), batch_rows):
-        rows = []
+        records = []
         for time_ms, _, case_id, value in encoded[start:start + batch_rows]:
             partition = partition_of(case_id, partitions)
             record = RawRecord(source, partition, offsets[partition], value, case_id.encode(),
                                arrived_ms=time_ms)
             offsets[partition] += 1
             cases.add(case_id)
-            rows.append(archive_row(record))
-        sink.write_batch([("archive", rows_to_table("archive", rows))])
+            records.append(record)
+        sink.write_batch([("archive", archive_table(records))])
     sink.close()
     return ImportSummary(
         events=len(encoded), cases=len(cases), partitions=partitions,

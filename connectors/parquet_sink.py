@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.arrow_rows import RowBatch, hive_groups
+from connectors.durable_files import sync_files
 from operators.locality import worker_of_thread
 from runtime.crash_points import crash_point
 from schemas.errors import ConfigError, FlowkeeperError
@@ -205,10 +206,8 @@ class ParquetWriter(StatefulSinkPartition[Item, int]):
                     buffer = self._buffers[key] = _Buffer(now)
                 buffer.tables.append(rows)
                 buffer.rows += rows.num_rows
-                if buffer.rows >= self._batch_rows:
-                    self._flush(key)
-        for key in [k for k, b in self._buffers.items() if now - b.since >= self._flush_seconds]:
-            self._flush(key)
+        self._flush([key for key, buffer in self._buffers.items() if buffer.rows >= self._batch_rows
+                     or now - buffer.since >= self._flush_seconds])
 
     def snapshot(self) -> int:
         """Write everything buffered, then name the next file number: the resume point."""
@@ -217,52 +216,58 @@ class ParquetWriter(StatefulSinkPartition[Item, int]):
 
     def close(self) -> None:
         """Write whatever is still buffered."""
-        for key in list(self._buffers):
-            self._flush(key)
+        self._flush(list(self._buffers))
 
-    def _flush(self, key: tuple[str, tuple[str, ...]]) -> None:
-        """Write one buffer as files of at most `batch_rows` rows."""
-        table, dirs = key
-        rows = pa.concat_tables(self._buffers.pop(key).tables)
-        for start in range(0, rows.num_rows, self._batch_rows):  # at most batch_rows per file
-            try:
-                path = self._files.next_path(table, dirs)
-                write_atomically(rows.slice(start, self._batch_rows), path)
-            except SinkWriteError as error:
-                if self._on_write_error is not None:
-                    self._on_write_error(error)
-                raise
-            crash_point("parquet_after_rename")
+    def _flush(self, keys: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Write these buffers as files of at most `batch_rows` rows, committed together."""
+        if not keys:
+            return
+        files: list[tuple[pa.Table, Path]] = []
+        for key in keys:
+            table, dirs = key
+            rows = pa.concat_tables(self._buffers.pop(key).tables)
+            files += [(rows.slice(start, self._batch_rows), self._files.next_path(table, dirs))
+                      for start in range(0, rows.num_rows, self._batch_rows)]
+        try:
+            write_atomically(files, after_rename=lambda: crash_point("parquet_after_rename"))
+        except SinkWriteError as error:
+            if self._on_write_error is not None:
+                self._on_write_error(error)
+            raise
 
 
-def write_atomically(table: pa.Table, path: Path) -> None:
-    """Write a zstd Parquet file so that `path` holds either nothing or the whole, synced file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_atomically(files: list[tuple[pa.Table, Path]],
+                     after_rename: Callable[[], None] = lambda: None) -> None:
+    """Write zstd Parquet files so that each path holds either nothing or the whole, synced file.
+
+    One group commit: every file is written under a temp name, then one barrier makes them all
+    durable, then each is renamed to its path, then one more barrier makes the names durable.
+    Two barriers per flush instead of two `fsync`s per file: a snapshot writes a file per table
+    and day, and measured, their fsyncs were three quarters of the sink's time.
+    """
+    written: list[tuple[Path, Path]] = []
+    path = files[0][1] if files else None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        for table, path in files:
+            tmp = path.with_name(f".{path.name}.tmp")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append((tmp, path))
+            with tmp.open("wb") as f:
+                pq.write_table(table, f, compression="zstd")
+        sync_files([tmp for tmp, _ in written])
+        for tmp, path in written:
+            os.replace(tmp, path)
+            after_rename()
+        sync_files(list(dict.fromkeys(path.parent for _, path in written)))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        for tmp, _ in written:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         msg = (
             f"cannot write {path}: {_errno_text(exc)}; "
             "free space or point --out elsewhere, then run again"
         )
         raise SinkWriteError(msg) from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _errno_text(exc: OSError) -> str:

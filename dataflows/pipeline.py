@@ -4,9 +4,11 @@
                                    │ rows: outcomes, transitions, commands, anomalies,
                                    │       corrections, dead_letters, ledger
                                    └─ metric facts ──▶ metrics (1-minute event-time windows)
-    all rows ──▶ Arrow batches (per writer, table) ──▶ Parquet (every worker)
+    all rows (value tuples per table) ──▶ Arrow batches, column by column (per writer, table)
+        ──▶ Parquet (every worker)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
-    records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
+    records ──▶ archive columns (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper
+    replay`)
 
 Run it with `flowkeeper run`, or the Bytewax way:
 `python -m bytewax.run "dataflows.bytewax_main:flow()"` (settings then come from `FLOWKEEPER_*`
@@ -19,14 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from itertools import chain
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from connectors.archive_format import archive_row
+from connectors.archive_format import archive_table
 from connectors.arrow_rows import RowBatch, row_batches
 from connectors.parquet_commits import (
     FLOW_ID,
@@ -53,32 +54,39 @@ from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.clock import Clock, utc_now
 from state.durations import to_ms
-from state.output import FACT_TABLE, Row
+from state.output import Chunk, Row
 from state.shard import ShardConfig
+from state.table_rows import TableRows
 
 
-def parquet_key(item: Row) -> str:
-    """Route a row to a Parquet writer: by its shard, or by input partition for archive rows."""
-    row = item[1]
-    return row.get("shard") or f"input/{row['partition']}"
-
-
-def sink_batches(rows: Iterable[Row], parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
-    """Rows as the Parquet sink takes them: one Arrow table per writer (by `parquet_key`) and
-    table, converted on the worker that made the rows, so few items cross to the writers."""
+def sink_batches(chunks: Iterable[TableRows],
+                 parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
+    """Rows as the Parquet sink takes them: one Arrow table per writer (by the shard that made
+    the rows) and table, converted on the worker that made the rows, so few items cross to the
+    writers."""
     here = parquet.local_writers()  # the writers on this worker: the rows stay on it
-    return row_batches(rows, lambda item: parquet.writer_of(parquet_key(item), here))
+    return row_batches(chunks, lambda key: parquet.writer_of(key, here))
 
 
 def archive_batches(records: Iterable[RawRecord],
                     parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
-    """Input records as received, as `archive` rows batched like `sink_batches`."""
-    return sink_batches((("archive", archive_row(record)) for record in records), parquet)
+    """Input records as received, as one `archive` table per writer (by input partition)."""
+    here = parquet.local_writers()
+    groups: dict[str, list[RawRecord]] = {}
+    for record in records:
+        groups.setdefault(parquet.writer_of(f"input/{record.partition}", here), []).append(record)
+    return [(writer, ("archive", archive_table(group))) for writer, group in groups.items()]
 
 
-def without_facts(rows: Iterable[Row]) -> list[Row]:
+def without_facts(chunk: Chunk) -> TableRows:
     """The table rows of one engine call (its fact tallies feed the metrics windows)."""
-    return [row for row in rows if row[0] != FACT_TABLE]
+    return chunk[0]
+
+
+def metric_rows(item: Row) -> TableRows:
+    """One metrics row, routed like the rows of its shard."""
+    table, row = item
+    return TableRows.of(row["shard"], table, [row])
 
 
 def wall_vouch(clock: Clock, idle_grace: timedelta | None) -> Callable[[], int] | None:
@@ -94,10 +102,13 @@ def build_flow(
     *,
     source: Source[RawRecord] | None = None,
     sink: Sink[Row] | None = None,
+    table_sink: Sink[TableRows] | None = None,
     clock: Clock = utc_now,
     telemetry: Telemetry | None = None,
 ) -> Dataflow:
     """Build the dataflow; `source`, `sink`, `clock` and `telemetry` are injectable for tests.
+    A `sink` takes `(table, dict)` rows; a `table_sink` takes the rows as they travel (`TableRows`,
+    no dicts: the benchmark's null sink).
     Without `telemetry`, `settings.telemetry.metrics_port` starts the process's metrics endpoint.
     Tunes the process's garbage collector for the engine (`runtime.gc_tuning`). Under `python -m
     bytewax.run`, its recovery and scaling flags are the ones that count
@@ -135,17 +146,19 @@ def build_flow(
     slices = admit("admission", records, config.rules, config.buckets, saved_partitions,
                    saved_shards, wall_vouch(clock, settings.time.idle_grace),
                    config.shard.allowed_lateness_ms)
-    # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
-    # in every step it crosses.
+    # Rows travel in chunks (one per engine call, per-table value tuples) up to the sinks: each
+    # item costs a Python call in every step it crosses.
     chunks = run_shards("workflow_state", slices, config)
-    facts = op.flat_map("fact_values", chunks,
-                        lambda rows: [row for table, row in rows if table == FACT_TABLE])
+    facts = op.flat_map("fact_values", chunks, lambda chunk: [row for _, row in chunk[1]])
     metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
     table_chunks = op.merge(
         "all_rows", op.map("table_lists", chunks, without_facts),
-        op.map("metric_lists", metrics, lambda row: [row]))
-    if output_topics(settings) or sink is not None:
-        table_rows = op.flat_map("rows", table_chunks, lambda rows: rows)
+        op.map("metric_lists", metrics, metric_rows))
+    if table_sink is not None:
+        op.output("output", table_chunks, table_sink)
+        return flow
+    if output_topics(settings) or sink is not None:  # dicts only for these; never for Parquet
+        table_rows = op.flat_map("rows", table_chunks, TableRows.dict_rows)
         kafka_outputs(table_rows, settings)
         if sink is not None:
             op.output("output", table_rows, sink)
@@ -162,7 +175,7 @@ def build_flow(
                           recovery=settings.recovery.dir is not None,
                           on_write_error=exit_with_message)
     batches = op.flat_map_batch("row_batches", table_chunks,
-                                lambda lists: sink_batches(chain.from_iterable(lists), parquet))
+                                lambda chunks: sink_batches(chunks, parquet))
     parquet_batches = batches
     if settings.sinks.archive:  # every input record as received, for replay: Parquet, not DuckDB
         archived = op.flat_map_batch("archive_batches", records,

@@ -36,7 +36,7 @@ from schemas.event import DeadLetter
 from state.admission import Admitted, TimeJump
 from state.catalog import Catalog
 from state.clock import Clock, utc_now
-from state.output import Out, Row
+from state.output import Chunk, Out
 from state.shard import END_OF_TIME, Shard, ShardConfig
 
 
@@ -54,10 +54,10 @@ class ShardStepConfig:
     telemetry: Telemetry | None = None
 
 
-class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
-    """Bytewax glue around one `Shard`: admitted records in, and out one list of rows per call
-    (every item crossing a Bytewax step costs a Python call there, so rows travel in lists),
-    snapshots as plain data."""
+class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
+    """Bytewax glue around one `Shard`: admitted records in, and out one chunk of rows per call
+    (every item crossing a Bytewax step costs a Python call there, so rows travel together, as
+    per-table value tuples), snapshots as plain data."""
 
     def __init__(self, config: ShardStepConfig, resume: dict[str, Any] | None) -> None:
         self.config = config
@@ -68,7 +68,7 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
             PROGRESS.restored(len(self.shard.keys.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
-    def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[list[Row]], bool]:
+    def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[Chunk], bool]:
         shard = self._shard(values[0][0])
         out = Out(shard.name)
         records = 0
@@ -78,11 +78,10 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
             # then depend on the records alone, not on how the source batched them.
             shard.take(items, out)
         self.last_input = self.config.clock()
-        dead = sum(1 for table, _ in out.rows if table == "dead_letters")
-        PROGRESS.add(shard.name, records, dead, shard.open_instances)
-        rows = out.with_facts(_origin(values))
-        observe_batch(self.config.telemetry, shard, records, rows)
-        return [rows], False
+        PROGRESS.add(shard.name, records, out.tables.count("dead_letters"), shard.open_instances)
+        chunk = out.with_facts(_origin(values))
+        observe_batch(self.config.telemetry, shard, records, chunk)
+        return [chunk], False
 
     def notify_at(self) -> datetime | None:
         grace = self.config.idle_grace
@@ -90,23 +89,23 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
             return None
         return self.shard.wake_at(self.last_input, grace)
 
-    def on_notify(self) -> tuple[Iterable[list[Row]], bool]:
+    def on_notify(self) -> tuple[Iterable[Chunk], bool]:
         assert self.shard is not None and self.config.idle_grace is not None
         now = self.config.clock()
         out = Out(self.shard.name)
         self.shard.idle_advance(now, self.last_input, self.config.idle_grace, out)
-        rows = out.with_facts(f"idle/{to_ms(now)}")
-        observe_batch(self.config.telemetry, self.shard, 0, rows)
-        return ([rows] if rows else []), False
+        chunk = out.with_facts(f"idle/{to_ms(now)}")
+        observe_batch(self.config.telemetry, self.shard, 0, chunk)
+        return ([chunk] if _holds_rows(chunk) else []), False
 
-    def on_eof(self) -> tuple[Iterable[list[Row]], bool]:
+    def on_eof(self) -> tuple[Iterable[Chunk], bool]:
         if self.shard is None or not self.config.drain_at_eof:
             return [], False
         out = Out(self.shard.name)
         self.shard.advance_to(END_OF_TIME, out)
-        rows = out.with_facts("eof")
-        observe_batch(self.config.telemetry, self.shard, 0, rows)
-        return ([rows] if rows else []), False
+        chunk = out.with_facts("eof")
+        observe_batch(self.config.telemetry, self.shard, 0, chunk)
+        return ([chunk] if _holds_rows(chunk) else []), False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
@@ -119,6 +118,11 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, list[Row], dict[str, Any]]):
         if self.shard is None:
             self.shard = Shard(name, self.config.catalog, self.config.rules, self.config.shard)
         return self.shard
+
+
+def _holds_rows(chunk: Chunk) -> bool:
+    """Whether a chunk holds any table row or fact."""
+    return bool(chunk[1]) or any(chunk[0].tables.values())
 
 
 def _origin(values: list[ShardSlice]) -> str:
@@ -139,9 +143,9 @@ def _records(items: list[Admitted]) -> int:
 
 
 def run_shards(step_id: str, slices: Stream[tuple[str, ReadGroup[ShardSlice]]],
-               config: ShardStepConfig) -> Stream[list[Row]]:
+               config: ShardStepConfig) -> Stream[Chunk]:
     """Run the workflow engine on each shard's admitted slices (`operators.admission_step.admit`
-    keyed them to the worker that read them): one list of rows (tables, then fact tallies) per
+    keyed them to the worker that read them): one chunk (its table rows, its fact tallies) per
     engine call."""
     rows = op.stateful_batch(step_id, slices,
                              lambda resume: CountMoved(ShardLogic(config, resume),

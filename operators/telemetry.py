@@ -43,8 +43,9 @@ from prometheus_client.registry import Collector
 
 from schemas.errors import ConfigError
 from state.admission import NEVER
-from state.output import FACT_TABLE, Row
+from state.output import Chunk
 from state.shard import END_OF_TIME, Shard
+from state.table_rows import TableRows
 
 LOG = logging.getLogger("flowkeeper.workflow")
 
@@ -111,26 +112,22 @@ class Telemetry:
         self._shards: dict[str, ShardView] = {}
         registry.register(_ShardGauges(self._shards, clock))
 
-    def observe(self, shard: Shard, records: int, rows: list[Row]) -> None:
+    def observe(self, shard: Shard, records: int, chunk: Chunk) -> None:
         """Count one batch's input and output."""
-        tables: Tally[str] = Tally()
-        reasons: Tally[str] = Tally()
+        rows, facts = chunk
+        tables: Tally[str] = Tally({table: len(values) for table, values in rows.tables.items()})
+        reasons: Tally[str] = Tally(rows.column("dead_letters", "reason"))
         fired: Tally[str] = Tally()
         late: Tally[str] = Tally()
-        for table, row in rows:
-            if table == FACT_TABLE:
-                counts = row["tally"].counts
-                for tally, kind in ((fired, "deadline_fired"), (late, "late")):
-                    if kind in counts:
-                        tally[row["workflow_type"]] += counts[kind]
-                continue
-            tables[table] += 1
-            if table == "dead_letters":
-                reasons[row["reason"]] += 1
-            elif table == "event_time_jumps":
-                labels = (str(row["partition"]), row["kind"])
-                self.time_jumps.labels(*labels).inc()
-                self.last_jump.labels(*labels).set(row["ahead_ms"] / 1000)
+        for _, fact in facts:
+            counts = fact["tally"].counts
+            for tally, kind in ((fired, "deadline_fired"), (late, "late")):
+                if kind in counts:
+                    tally[fact["workflow_type"]] += counts[kind]
+        for row in rows.rows_of("event_time_jumps"):
+            labels = (str(row["partition"]), row["kind"])
+            self.time_jumps.labels(*labels).inc()
+            self.last_jump.labels(*labels).set(row["ahead_ms"] / 1000)
         if records:
             self.events_in.inc(records)
         for counter, tally in ((self.rows_out, tables), (self.dead_letters, reasons),
@@ -144,12 +141,12 @@ class Telemetry:
         return self.snapshot_seconds.time()
 
 
-def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, rows: list[Row]) -> None:
+def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, chunk: Chunk) -> None:
     """Metrics and log lines of one batch; nothing at all when both are off."""
     if telemetry is not None:
-        telemetry.observe(shard, records, rows)
+        telemetry.observe(shard, records, chunk)
     if LOG.isEnabledFor(logging.INFO):
-        log_rows(rows)
+        log_rows(chunk[0])
 
 
 def timing_snapshot(telemetry: Telemetry | None) -> AbstractContextManager[object]:
@@ -167,12 +164,13 @@ _LOGGED = {
                                    "trace_id")),
 }
 
+_LOGGED_TABLES = frozenset(_LOGGED)
 _RENAMED = {"message": "error"}  # `message` is the log record's own
 
 
-def log_rows(rows: list[Row]) -> None:
+def log_rows(rows: TableRows) -> None:
     """An INFO line per dead letter, anomaly and correction, with the trace id if there is one."""
-    for table, row in rows:
+    for table, row in rows.dict_rows(_LOGGED_TABLES):
         logged = _LOGGED.get(table)
         if logged is not None:
             message, keys = logged

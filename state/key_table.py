@@ -120,13 +120,11 @@ class KeyTable:
         else:
             self.early_counts[key] = counted(self.early_counts.get(key, NO_COUNTS), _EVENTS,
                                              _COUNTER[disposition])
-        out.row("ledger", {
-            "row_id": f"{event.source}/{event.partition}/{event.offset}",
-            "source": event.source, "partition": event.partition, "offset": event.offset,
-            "event_id": event.event_id, "workflow_type": event.workflow_type,
-            "instance_id": event.instance_id, "disposition": disposition,
-            "event_time": event.time_ms, "arrived_at": event.arrived_ms,
-        })
+        out.values("ledger", (  # one per record: a tuple in `schemas.tables.LEDGER` order
+            f"{event.source}/{event.partition}/{event.offset}", event.source, event.partition,
+            event.offset, event.event_id, event.workflow_type, event.instance_id, disposition,
+            event.time_ms, event.arrived_ms, out.shard,
+        ))
         out.fact(event.workflow_type, event.time_ms, "event_in")
         if disposition in ("duplicate", "late", "anomalous"):
             out.fact(event.workflow_type, event.time_ms, disposition)

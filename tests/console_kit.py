@@ -11,8 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from starlette.testclient import TestClient
 
-from connectors.archive_format import archive_row
-from connectors.arrow_rows import rows_to_table
+from connectors.archive_format import archive_table
 from console.app import create_app
 from console.reader import Choice, RunReader
 from dataflows.cli import main
@@ -60,7 +59,7 @@ def hostile_run(folder: Path) -> Path:
                                       "type": "Opened", "time": IMG}).encode(), b"")]
     archive = folder / "input" / "date=2026-01-01" / "partition=0"
     archive.mkdir(parents=True)
-    pq.write_table(rows_to_table("archive", [archive_row(r) for r in records]),
+    pq.write_table(archive_table(records),
                    archive / "part-0.parquet")
     (folder / "defs").mkdir()
     (folder / "defs" / "tickets.yaml").write_text(CASES)

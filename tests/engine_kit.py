@@ -124,6 +124,16 @@ class Harness:
             grouped[table].append(row)
         return grouped
 
+    @staticmethod
+    def joined(*harnesses: Harness) -> dict[str, list[dict[str, Any]]]:
+        """Each table's rows of harnesses run one after the other (rows are kept per table: the
+        order across tables is no output's)."""
+        joined: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for harness in harnesses:
+            for table, rows in harness.tables().items():
+                joined[table] += rows
+        return dict(joined)
+
     def outcome(self, instance: str = "o1", workflow: str = "shop_order") -> dict[str, Any]:
         rows = [r for r in self.tables()["outcomes"] if r["instance_id"] == instance
                 and r["workflow_type"] == workflow]

@@ -95,7 +95,8 @@ class _PartitionWriter:
         }, schema=ARCHIVE)
         day = time.strftime("%Y-%m-%d", time.gmtime(self.arrivals[0] // 1000))
         name = f"part-w{self.partition:03d}-{self.seq:06d}.parquet"
-        write_atomically(table, self.archive / f"date={day}" / f"partition={self.partition}" / name)
+        folder = self.archive / f"date={day}" / f"partition={self.partition}"
+        write_atomically([(table, folder / name)])
         self.offset, self.seq = first + rows, self.seq + 1
         self.keys, self.values, self.arrivals = [], [], []
 

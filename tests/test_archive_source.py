@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.archive_format import archive_row
+from connectors.archive_format import archive_table
 from connectors.archive_source import ArchiveSource, ReplayFilter
-from connectors.arrow_rows import rows_to_table
 from connectors.parquet_sink import ParquetWriter
 from schemas.errors import ConfigError
 from schemas.event import RawRecord
@@ -33,7 +32,7 @@ def record(partition: int, offset: int, arrived_ms: int, event_type: str = "Orde
 def write(archive: Path, records: list[RawRecord], batch_rows: int = 1000) -> None:
     """Archive records the way the pipeline does: through the Parquet sink."""
     sink = ParquetWriter.standalone(archive.parent, batch_rows)
-    sink.write_batch([("archive", rows_to_table("archive", [archive_row(r) for r in records]))])
+    sink.write_batch([("archive", archive_table(records))])
     sink.close()
 
 

@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
 
+from connectors.archive_format import archive_table
+from connectors.arrow_rows import rows_to_table
 from connectors.simulator import SimulatorSource, simulate
 from connectors.simulator.truth import Simulation
 from dataflows.cli import main as cli_main
 from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
+from schemas.tables import TABLES
 from state.catalog import load_catalog
+from state.table_rows import TableRows
 
 Rows = list[tuple[str, dict[str, Any]]]
 SETTINGS = Settings.from_flags(sim_instances=600, sim_seed=11, out=Path("unused"))
@@ -187,3 +193,30 @@ def test_a_run_process_ends_with_its_summary_and_no_exit_noise(tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     assert "accuracy vs ground truth: outcomes 50/50, commands 50/50" in done.stdout
     assert "leaked" not in done.stderr, done.stderr[-2000:]
+
+
+def test_parquet_gets_the_rows_column_built_without_a_dict_per_row(
+        simulation: Simulation, rows: Rows, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Parquet path converts no row to a dict (the conversions the dict sinks use are made to
+    fail), and its files hold exactly the rows a dict sink gets from the same records."""
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a dict per row on the Parquet path")
+
+    monkeypatch.setattr(TableRows, "dict_rows", refused)
+    monkeypatch.setattr(TableRows, "rows_of", refused)
+    settings = Settings.from_flags(sim_instances=600, sim_seed=11, out=tmp_path, archive=True)
+    run_main(build_flow(settings, source=SimulatorSource(simulation.partitions)))
+    monkeypatch.undo()
+
+    for name in TABLES:
+        files = sorted((tmp_path / "parquet" / name).glob("**/*.parquet"))
+        written = pa.concat_tables([TABLES[name].empty_table(),
+                                    *(pq.read_table(f) for f in files)]).sort_by("row_id")
+        if name == "archive":
+            expected = archive_table([r for p in simulation.partitions for r in p])
+        else:
+            expected = rows_to_table(name, table(rows, name))
+        assert written.equals(expected.sort_by("row_id")), name
+        assert written.num_rows > 0 or name == "event_time_jumps", name

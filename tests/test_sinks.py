@@ -31,9 +31,12 @@ from connectors.duckdb_database import (
     open_database,
 )
 from connectors.duckdb_loader import LOADED_FILES, DuckDBLoader, Loaded, LoadError
+from connectors.durable_files import sync_files
 from connectors.parquet_sink import ParquetSink, SinkWriteError, check_writer_count
 from schemas.errors import ConfigError
 from schemas.tables import DUCKDB_TABLES, TABLES, TIME_COLUMN, TS, duckdb_type
+from state.output import Out
+from state.table_rows import TableRows
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
@@ -598,6 +601,28 @@ def test_rows_with_wrong_keys_are_refused() -> None:
     expected = r"missing columns \['offset'\], unexpected keys \['offest'\]"
     with pytest.raises(ValueError, match=expected):
         rows_to_table("ledger", [row])
+    with pytest.raises(ValueError, match=expected):  # as the engine hands its rows on
+        Out("0/0").row("ledger", row)
+    del row["offest"]
+    with pytest.raises(ValueError, match=r"missing columns \['offset'\], unexpected keys \[\]"):
+        TableRows("0/0").add("ledger", row)
+    with pytest.raises(ValueError, match="'ledger' row of 10 values; the table has 11 columns"):
+        TableRows("0/0").add_values("ledger", tuple(row.values()))
+
+
+def test_value_rows_become_the_same_arrow_table_as_dict_rows() -> None:
+    """Every table's rows, added as dicts or as tuples, convert column by column to exactly the
+    table `from_pylist` makes of the dicts (types, nulls, nested lists, non-ASCII text)."""
+    for table, schema in TABLES.items():
+        rows = _rows(table)
+        as_tuples = TableRows("0/0")
+        for row in rows:
+            as_tuples.add_values(table, tuple(row[name] for name in schema.names))
+        expected = pa.Table.from_pylist(rows, schema=schema)
+        assert rows_to_table(table, rows).equals(expected)
+        [(_, (_, converted))] = row_batches([as_tuples], lambda key: "000")
+        assert converted.equals(expected)
+        assert as_tuples.rows_of(table) == rows
 
 
 def test_parquet_resume_removes_files_written_after_the_snapshot(tmp_path: Path) -> None:
@@ -630,11 +655,15 @@ def test_parquet_snapshot_flushes_buffers(tmp_path: Path) -> None:
 
 
 def test_row_batches_convert_rows_once_per_key_and_table_in_row_order() -> None:
-    """The dataflow's batching step: one Arrow table per (key, table), rows in arrival order."""
+    """The dataflow's batching step: one Arrow table per (writer, table), rows in arrival order."""
     ledger, transitions = _rows("ledger"), _rows("transitions")
-    items = [("ledger", ledger[0]), ("transitions", transitions[0]), ("ledger", ledger[1]),
-             ("ledger", ledger[2])]
-    batches = row_batches(items, lambda item: "001" if item[1]["row_id"] == "ledger:b-ü" else "000")
+    first, second, third = TableRows("0/0"), TableRows("1/0"), TableRows("0/1")
+    first.add("ledger", ledger[0])
+    first.add("transitions", transitions[0])
+    second.add("ledger", ledger[1])
+    third.add("ledger", ledger[2])
+    writers = {"0/0": "000", "1/0": "001", "0/1": "000"}
+    batches = row_batches([first, second, third], writers.__getitem__)
 
     got = [(key, table, data.column("row_id").to_pylist()) for key, (table, data) in batches]
     assert got == [("000", "ledger", ["ledger:a", "ledger:c"]),
@@ -678,3 +707,61 @@ def test_rows_without_event_time_are_refused_by_name(tmp_path: Path) -> None:
     part = ParquetSink(tmp_path).build_part("out", "000", None)
     with pytest.raises(ValueError, match="'ledger' row 'ledger:no-time' has no 'arrived_at'"):
         part.write_batch([_batch("ledger", _rows("ledger")[0], row)])
+
+
+def test_a_flush_commits_its_files_with_two_barriers(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """All files of one flush are written under temp names, made durable by one barrier, renamed,
+    and their names made durable by a second: never a final name on data not yet synced."""
+    barriers: list[tuple[list[str], list[str]]] = []
+
+    def barrier(paths: list[Path]) -> None:
+        names = sorted(p.name for p in tmp_path.glob("**/*part-p*"))
+        barriers.append(([p.name for p in paths], names))
+        sync_files(paths)
+
+    monkeypatch.setattr("connectors.parquet_sink.sync_files", barrier)
+    part = ParquetSink(tmp_path, batch_rows=1000, flush_seconds=3600).build_part("out", "000", None)
+    part.write_batch([_batch(table, *_rows(table)) for table in ("ledger", "commands")])
+    part.close()
+
+    [(synced, before), (dirs, after)] = barriers
+    assert len(synced) == len(before) == 4  # two tables, two days each: four temp files
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in synced + before)
+    assert after == [f"part-p000-00000{i}.parquet" for i in range(4)]
+    assert sorted(dirs) == ["date=2024-03-30"] * 2 + ["date=2024-03-31"] * 2  # once each
+
+
+def test_without_syncfs_every_path_is_fsynced(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C library has no `syncfs`, each file and directory gets its own fsync."""
+    files = [tmp_path / "a", tmp_path / "b"]
+    for path in files:
+        path.write_bytes(b"x")
+    synced: list[int] = []
+    monkeypatch.setattr("connectors.durable_files._syncfs", lambda: None)
+    monkeypatch.setattr(os, "fsync", synced.append)
+    sync_files([*files, tmp_path])
+    assert len(synced) == 3
+
+
+def test_one_or_two_paths_get_their_own_fsync(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A barrier waits for everything dirty on the file system: a path or two is fsynced instead,
+    and more paths on one file system share a single barrier."""
+    files = [tmp_path / name for name in "abc"]
+    for path in files:
+        path.write_bytes(b"x")
+    fsynced: list[int] = []
+    barriers: list[int] = []
+
+    def barrier(fd: int) -> int:
+        barriers.append(fd)
+        return 0
+
+    monkeypatch.setattr("connectors.durable_files._syncfs", lambda: barrier)
+    monkeypatch.setattr(os, "fsync", fsynced.append)
+    sync_files(files[:2])
+    assert (len(fsynced), len(barriers)) == (2, 0)
+    sync_files(files)
+    assert (len(fsynced), len(barriers)) == (2, 1)

@@ -27,6 +27,7 @@ from dataflows.sources import simulator_config
 from operators.telemetry import Telemetry
 from schemas.payloads.registry import PayloadRegistry
 from state.catalog import load_catalog
+from state.output import Out
 from state.shard import Shard, ShardConfig
 from tests.demo_kit import scalar
 
@@ -120,7 +121,7 @@ def test_watermark_lag_is_the_wall_clock_minus_the_partition_watermark() -> None
     for name, watermark_s in (("3/0", NOW - 90), ("3/1", NOW - 30), ("4/0", NOW - 5)):
         shard = Shard(name, catalog, catalog.decode_rules(PayloadRegistry()), ShardConfig())
         shard.clock.watermark = int(watermark_s * 1000)
-        telemetry.observe(shard, 0, [])
+        telemetry.observe(shard, 0, Out(name).with_facts("test"))
     lag = {s.labels["partition"]: s.value for s in registry.collect() for s in s.samples
            if s.name == "flowkeeper_watermark_lag_seconds"}
     assert lag == pytest.approx({"3": 30.0, "4": 5.0})
