@@ -1,9 +1,9 @@
 """The main dataflow: source → decode/validate → per-shard workflow state → sinks.
 
-    records ──key by shard──▶ workflow_state (decode, dedupe, reorder, engine, deadlines)
+    records ──key by shard──▶ workflow_state (decode, dedupe, reorder, engine, deadlines,
+                                   │ 1-minute event-time metrics windows folded per shard)
                                    │ rows: outcomes, transitions, commands, anomalies,
-                                   │       corrections, dead_letters, ledger
-                                   └─ metric facts ──▶ metrics (1-minute event-time windows)
+                                   │       corrections, dead_letters, ledger, metrics
     all rows ──▶ Arrow batches (per writer, table) ──▶ Parquet (every worker)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
     records ──▶ archive rows (as received) ──▶ Arrow batches ──▶ Parquet only (`flowkeeper replay`)
@@ -42,7 +42,6 @@ from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.admission_step import admit
-from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
 from operators.timeutil import to_ms as moment_ms
@@ -53,7 +52,7 @@ from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.clock import Clock, utc_now
 from state.durations import to_ms
-from state.output import FACT_TABLE, Row
+from state.output import Row
 from state.shard import ShardConfig
 
 
@@ -73,11 +72,6 @@ def archive_batches(records: Iterable[RawRecord],
                     parquet: ParquetSink) -> list[tuple[str, RowBatch]]:
     """Input records as received, as `archive` rows batched like `sink_batches`."""
     return sink_batches((("archive", archive_row(record)) for record in records), parquet)
-
-
-def without_facts(rows: Iterable[Row]) -> list[Row]:
-    """The table rows of one engine call (its fact tallies feed the metrics windows)."""
-    return [row for row in rows if row[0] != FACT_TABLE]
 
 
 def wall_vouch(clock: Clock, idle_grace: timedelta | None) -> Callable[[], int] | None:
@@ -114,7 +108,6 @@ def build_flow(
         catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
                              settings.time.max_future_skew_ms, settings.time.accept_times_ms),
         settings, catalog)
-    live = settings.time.idle_grace is not None
     config = ShardStepConfig(
         catalog=catalog,
         rules=rules,
@@ -136,13 +129,7 @@ def build_flow(
                    config.shard.allowed_lateness_ms)
     # Rows travel in lists (one per engine call) up to the sinks: each item costs a Python call
     # in every step it crosses.
-    chunks = run_shards("workflow_state", slices, config)
-    facts = op.flat_map("fact_values", chunks,
-                        lambda rows: [row for table, row in rows if table == FACT_TABLE])
-    metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
-    table_chunks = op.merge(
-        "all_rows", op.map("table_lists", chunks, without_facts),
-        op.map("metric_lists", metrics, lambda row: [row]))
+    table_chunks = run_shards("workflow_state", slices, config)
     if output_topics(settings) or sink is not None:
         table_rows = op.flat_map("rows", table_chunks, lambda rows: rows)
         kafka_outputs(table_rows, settings)

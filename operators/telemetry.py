@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 
 from schemas.errors import ConfigError
 from state.admission import NEVER
-from state.output import FACT_TABLE, Row
+from state.output import Out, Row
 from state.shard import END_OF_TIME, Shard
 
 LOG = logging.getLogger("flowkeeper.workflow")
@@ -111,19 +111,18 @@ class Telemetry:
         self._shards: dict[str, ShardView] = {}
         registry.register(_ShardGauges(self._shards, clock))
 
-    def observe(self, shard: Shard, records: int, rows: list[Row]) -> None:
-        """Count one batch's input and output."""
+    def observe(self, shard: Shard, records: int, out: Out) -> None:
+        """Count one batch's input, output rows and the metric facts the shard folded."""
         tables: Tally[str] = Tally()
         reasons: Tally[str] = Tally()
         fired: Tally[str] = Tally()
         late: Tally[str] = Tally()
-        for table, row in rows:
-            if table == FACT_TABLE:
-                counts = row["tally"].counts
-                for tally, kind in ((fired, "deadline_fired"), (late, "late")):
-                    if kind in counts:
-                        tally[row["workflow_type"]] += counts[kind]
-                continue
+        for (workflow_type, _), fact_tally in out.folded:
+            counts = fact_tally.counts
+            for tally, kind in ((fired, "deadline_fired"), (late, "late")):
+                if kind in counts:
+                    tally[workflow_type] += counts[kind]
+        for table, row in out.rows:
             tables[table] += 1
             if table == "dead_letters":
                 reasons[row["reason"]] += 1
@@ -144,12 +143,12 @@ class Telemetry:
         return self.snapshot_seconds.time()
 
 
-def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, rows: list[Row]) -> None:
+def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, out: Out) -> None:
     """Metrics and log lines of one batch; nothing at all when both are off."""
     if telemetry is not None:
-        telemetry.observe(shard, records, rows)
+        telemetry.observe(shard, records, out)
     if LOG.isEnabledFor(logging.INFO):
-        log_rows(rows)
+        log_rows(out.rows)
 
 
 def timing_snapshot(telemetry: Telemetry | None) -> AbstractContextManager[object]:

@@ -1,10 +1,10 @@
 """Where the engine puts what it decides: output rows per table, and metric facts.
 
 Rows are plain dicts in the shape of `schemas.tables` (times as UTC milliseconds). Metric facts
-(an event came in, an instance started, a step took 3 s, ...) feed the windowed metrics step. They
-are tallied here per workflow type and minute of a per-shard monotonic event-time clock (`stamp`),
-so one engine call hands the metrics step a few tallies instead of one item per fact: every item
-crossing Bytewax operators costs microseconds, and there are about three facts per event.
+(an event came in, an instance started, a step took 3 s, ...) are tallied here per workflow type
+and minute of the shard's monotonic fact clock; the shard folds a call's tallies into its open
+metrics windows (`state.metric_windows`), so no fact ever leaves the shard: there are about three
+facts per event, and every item crossing Bytewax operators costs microseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Row = tuple[str, dict[str, Any]]
-FACT_TABLE = "_fact"  # the pseudo-table of tallies; never written to a sink
 FACT_WINDOW_MS = 60_000  # the metrics window: tallies never straddle one
 
 
@@ -21,7 +20,6 @@ FACT_WINDOW_MS = 60_000  # the metrics window: tallies never straddle one
 class FactTally:
     """The facts of one workflow type within one metrics window, from one engine call."""
 
-    stamp: int = 0  # the latest fact's clock value: places the tally in its window
     counts: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # step durations in ms
     open_at_end: int | None = None  # the last open-instances gauge, if one changed
@@ -29,12 +27,15 @@ class FactTally:
 
 @dataclass
 class Out:
-    """Collects the rows and fact tallies of one engine call; `shard` is stamped on every row."""
+    """Collects the rows and fact tallies of one engine call; `shard` is stamped on every row.
+    Tallies are keyed by (workflow type, window number); once the shard has folded them into its
+    metrics windows they move to `folded` (what the live counters read)."""
 
     shard: str
     rows: list[Row] = field(default_factory=list)
     fact_clock: int = 0
     tallies: dict[tuple[str, int], FactTally] = field(default_factory=dict)
+    folded: list[tuple[tuple[str, int], FactTally]] = field(default_factory=list)
 
     def row(self, table: str, row: dict[str, Any]) -> None:
         row["shard"] = self.shard
@@ -49,22 +50,12 @@ class Out:
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = FactTally()
-        tally.stamp = clock
         if kind == "step_latency":
             tally.latencies.append(value)
         elif kind == "open":
             tally.open_at_end = int(value)
         else:
             tally.counts[kind] = tally.counts.get(kind, 0) + 1
-
-    def with_facts(self, origin: str) -> list[Row]:
-        """The rows, then one `_fact` row per tally (appended: the call's last use of `rows`).
-        `origin` names this call (a record's coordinates, `eof`, an idle tick): a late tally's
-        metrics row is told apart by it."""
-        self.rows.extend((FACT_TABLE, {"workflow_type": workflow_type, "shard": self.shard,
-                                       "stamp": tally.stamp, "origin": origin, "tally": tally})
-                         for (workflow_type, _), tally in self.tallies.items())
-        return self.rows
 
 
 class Discard(Out):
