@@ -65,7 +65,8 @@ def test_duplicates_change_nothing_but_duplicate_counts(catalog: Catalog, events
 def test_snapshot_restore_midway_equals_one_pass(catalog: Catalog, events: list[bytes], cut: int,
                                                  lateness: int) -> None:
     """Snapshotting after a prefix, restoring into a new shard and feeding the rest gives exactly
-    the rows of one uninterrupted pass."""
+    the rows of one uninterrupted pass (`metrics` rows included: open windows are in the
+    snapshot)."""
     cut = min(cut, len(events))
     one_pass = Harness(catalog, lateness).feed(*events).drain()
     first = Harness(catalog, lateness).feed(*events[:cut])
@@ -73,7 +74,6 @@ def test_snapshot_restore_midway_equals_one_pass(catalog: Catalog, events: list[
     second.shard = Shard.restore(first.shard.snapshot(), catalog, first.shard.rules,
                                  first.shard.config)
     second.offset = first.offset
-    second.out.fact_clock = first.out.fact_clock
     second.feed(*events[cut:]).drain()
     assert first.out.rows + second.out.rows == one_pass.out.rows
 
@@ -104,7 +104,8 @@ def test_strategy_covers_every_script(tmp_path: Path) -> None:
 def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog,
                                                                 tmp_path: Path) -> None:
     """A v1 shard snapshot (checked-in fixture) is migrated on restore, and feeding the rest of
-    the events gives exactly the rows of an uninterrupted run."""
+    the events gives exactly the table rows of an uninterrupted run (its metrics windows were
+    Bytewax's state then, so the `metrics` rows of windows open at the snapshot differ)."""
     import json
 
     from tests.engine_kit import CASES
@@ -119,9 +120,12 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     resumed = Harness(both, LATENESS_MS)
     resumed.shard = Shard.restore(fixture, both, resumed.shard.rules, resumed.shard.config)
     resumed.offset = len(PREFIX)
-    resumed.out.fact_clock = prefix.out.fact_clock
     resumed.feed(*REST).drain()
-    assert prefix.out.rows + resumed.out.rows == one_pass.out.rows
+
+    def tables(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        return [(table, row) for table, row in rows if table != "metrics"]
+
+    assert tables(prefix.out.rows + resumed.out.rows) == tables(one_pass.out.rows)
     assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION
 
 
