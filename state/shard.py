@@ -47,8 +47,8 @@ class Shard:
     module docstring.
 
     Each public call takes the shard's fact clock into `out` and ends by folding `out`'s fact
-    tallies into the metrics windows (`_fold`), so several calls may share one `Out` or each
-    have their own."""
+    tallies into the metrics windows (`MetricWindows.fold`), so several calls may share one
+    `Out` or each have their own."""
 
     def __init__(self, name: str, catalog: Catalog, rules: DecodeRules,
                  config: ShardConfig) -> None:
