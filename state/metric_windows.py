@@ -8,7 +8,11 @@ moves back, so no fact can arrive for a window that has closed: nothing is late,
 for wall time, and nothing but the closed windows' rows leaves the shard. Open windows are part
 of the shard's snapshot (`snapshot` / `restore`), so a resumed run closes them with every fact.
 
-Step latencies go into a DDSketch (1 % relative accuracy); latencies are clamped at 0.
+Step latencies go into a DDSketch of 1 % relative accuracy: the `ddsketch` package's logarithmic
+mapping, its bins kept sparse per window as {bin key: count} (most windows hold one or two
+latencies, and building the package's dense sketch per window cost more than the rest of the
+row). The quantiles are exactly those of `ddsketch.DDSketch(0.01)` fed the same latencies, which
+are clamped at 0.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
 
 from state.output import FACT_WINDOW_MS, FactTally, Out
 
 OUTCOME_COLUMNS = ("completed", "failed", "cancelled", "timed_out", "compensated",
                    "compensation_failed")
 NEVER_CLOSES = 2**63  # `closes_at` while no window is open
-# A window in a snapshot: workflow type, window number, counts, open_at_end, latency sketch.
-WindowRow = tuple[str, int, dict[str, int], int, dict[str, Any] | None]
+SKETCH = LogarithmicMapping(0.01)  # the mapping of `ddsketch.DDSketch(relative_accuracy=0.01)`
+ZERO_BIN = -(2**62)  # the sketch's zero bin (latencies at or below `SKETCH.min_possible`): first
+# A window in a snapshot: workflow type, window number, counts, open_at_end, latency bins.
+WindowRow = tuple[str, int, dict[str, int], int, list[tuple[int, int]] | None]
 
 
 @dataclass(slots=True)
@@ -35,7 +41,7 @@ class MetricsWindow:
 
     counts: dict[str, int] = field(default_factory=dict)
     open_at_end: int = 0
-    latency: DDSketch | None = None  # made by the first step latency: most windows have none
+    latency: dict[int, int] | None = None  # sketch bins: made by the first step latency
 
     def add(self, tally: FactTally) -> None:
         """Add one engine call's tally (tallies of a window arrive in fact-clock order)."""
@@ -43,11 +49,13 @@ class MetricsWindow:
         for kind, n in tally.counts.items():
             counts[kind] = counts.get(kind, 0) + n
         if tally.latencies:
-            if self.latency is None:
-                self.latency = DDSketch(relative_accuracy=0.01)
-            add = self.latency.add
+            bins = self.latency
+            if bins is None:
+                bins = self.latency = {}
+            key, smallest = SKETCH.key, SKETCH.min_possible
             for value in tally.latencies:
-                add(max(value, 0.0))
+                bin_key = key(value) if value > smallest else ZERO_BIN  # (negatives: zero bin)
+                bins[bin_key] = bins.get(bin_key, 0) + 1
         if tally.open_at_end is not None:
             self.open_at_end = tally.open_at_end
 
@@ -101,15 +109,16 @@ class MetricWindows:
 
     def snapshot(self) -> list[WindowRow]:
         """The open windows as plain rows (`restore` reads them)."""
-        return [(workflow_type, number, dict(w.counts), w.open_at_end, _sketch_data(w.latency))
+        return [(workflow_type, number, dict(w.counts), w.open_at_end,
+                 None if w.latency is None else list(w.latency.items()))
                 for (workflow_type, number), w in self.open.items()]
 
     @classmethod
     def restore(cls, shard: str, clock: int, rows: list[WindowRow]) -> MetricWindows:
         windows = cls(shard, clock)
-        for workflow_type, number, counts, open_at_end, sketch in rows:
+        for workflow_type, number, counts, open_at_end, bins in rows:
             windows.open[(workflow_type, number)] = MetricsWindow(
-                dict(counts), open_at_end, None if sketch is None else _sketch_from(sketch))
+                dict(counts), open_at_end, None if bins is None else dict(bins))
         windows.closes_at = min(((n + 1) * FACT_WINDOW_MS for _, n in windows.open),
                                 default=NEVER_CLOSES)
         return windows
@@ -119,8 +128,8 @@ def metric_row(workflow_type: str, shard: str, window_start_ms: int,
                acc: MetricsWindow) -> dict[str, Any]:
     """The `metrics` table row of one closed window."""
     c = acc.counts
-    sketch = acc.latency
-    p50, p95, p99 = _quantiles(sketch) if sketch is not None else (None, None, None)
+    bins = acc.latency
+    p50, p95, p99 = _quantiles(bins) if bins is not None else (None, None, None)
 
     return {
         "row_id": f"{workflow_type}/{shard}/{window_start_ms}",
@@ -131,48 +140,20 @@ def metric_row(workflow_type: str, shard: str, window_start_ms: int,
         "duplicates": c.get("duplicate", 0), "late": c.get("late", 0),
         "anomalies": c.get("anomalous", 0), "dead_letters": c.get("dead_letter", 0),
         "open_at_end": acc.open_at_end,
-        "latency_count": int(sketch.count) if sketch is not None else 0,
+        "latency_count": sum(bins.values()) if bins is not None else 0,
         "latency_p50_ms": p50, "latency_p95_ms": p95, "latency_p99_ms": p99,
     }
 
 
-def _quantiles(sketch: DDSketch) -> list[float | None]:
-    """p50, p95 and p99 exactly as `sketch.get_quantile_value` gives them, from one running sum
-    of the bins (bisected) instead of a Python loop over hundreds of bins per quantile: windows
-    close by the thousand. Latencies are clamped at 0 (`MetricsWindow.add`), so the negative
-    store is empty and the zero bin comes first."""
-    if sketch.count == 0:
-        return [None, None, None]
-    store, zeros = sketch._store, sketch._zero_count
-    running = list(accumulate(store.bins))  # the sums `DenseStore.key_at_rank` compares, in order
+def _quantiles(bins: dict[int, int]) -> list[float | None]:
+    """p50, p95 and p99 exactly as `DDSketch.get_quantile_value` gives them for the same values:
+    the value of the first bin, in key order with the zero bin first, whose running count exceeds
+    the rank `q * (count - 1)` (its dense store's `key_at_rank`), found by bisection."""
+    keys = sorted(bins)
+    running = list(accumulate(bins[key] for key in keys))
+    count = running[-1]
     values: list[float | None] = []
     for p in (0.5, 0.95, 0.99):
-        rank = p * (sketch.count - 1)
-        if rank < zeros:
-            values.append(0.0)
-            continue
-        index = bisect_right(running, rank - zeros)  # the first bin whose running sum exceeds it
-        key = index + store.offset if index < len(running) else store.max_key
-        values.append(float(sketch._mapping.value(key)))
+        key = keys[bisect_right(running, p * (count - 1))]
+        values.append(0.0 if key == ZERO_BIN else float(SKETCH.value(key)))
     return values
-
-
-def _sketch_data(sketch: DDSketch | None) -> dict[str, Any] | None:
-    """A latency sketch as plain data: its non-empty bins by key, the zero bin and the summary
-    values (the bins' layout in memory is not kept: the quantiles do not depend on it)."""
-    if sketch is None:
-        return None
-    store = sketch._store
-    return {"bins": [(i + store.offset, n) for i, n in enumerate(store.bins) if n],
-            "zeros": sketch._zero_count, "sum": sketch._sum, "min": sketch._min,
-            "max": sketch._max}
-
-
-def _sketch_from(data: dict[str, Any]) -> DDSketch:
-    sketch = DDSketch(relative_accuracy=0.01)
-    for key, weight in data["bins"]:
-        sketch._store.add(key, weight)
-    sketch._zero_count = data["zeros"]
-    sketch._count = sketch._store.count + data["zeros"]
-    sketch._sum, sketch._min, sketch._max = data["sum"], data["min"], data["max"]
-    return sketch

@@ -1,6 +1,6 @@
 """The `metrics` rows, folded in the shards: identical to the rows of Bytewax's windowing operator
-(a fixture made by that code), consistent with the run's own tables, and closed on time on a live
-stream with no further input (an injected clock, no sleeps)."""
+(a fixture made by that code), consistent with the run's own tables, closed on time on a live
+stream with no further input (an injected clock, no sleeps), with the quantiles of a DDSketch."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
+from ddsketch import DDSketch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.simulator import SimulatorSource, simulate
 from connectors.simulator.truth import Simulation
@@ -24,7 +27,8 @@ from schemas.event import RawRecord
 from schemas.payloads.bundled import bundled_registry
 from state.admission import Admission
 from state.catalog import load_catalog
-from state.output import FACT_WINDOW_MS, Row
+from state.metric_windows import MetricsWindow, metric_row
+from state.output import FACT_WINDOW_MS, FactTally, Row
 from state.shard import ShardConfig
 from tests.test_live_idle import order_placed
 
@@ -159,3 +163,22 @@ def test_the_end_of_input_emits_open_windows_drained_or_not() -> None:
         tables = Counter(table for table, _ in rows)
         assert tables["metrics"] >= 1 and tables["outcomes"] == outcomes
         assert not logic.shard.metrics.open
+
+
+@given(st.lists(st.one_of(st.floats(-10.0, 1e9, allow_nan=False), st.just(0.0),
+                          st.sampled_from([1e-320, 5e-324])), min_size=1, max_size=60),
+       st.integers(1, 4))
+def test_latency_quantiles_are_those_of_ddsketch(latencies: list[float], calls: int) -> None:
+    """Whatever the latencies (zeros, negatives, subnormals, spread over several calls' tallies),
+    the row's count and p50/p95/p99 are exactly `ddsketch.DDSketch(0.01)`'s for the same values
+    clamped at 0."""
+    window = MetricsWindow()
+    for part in range(calls):
+        window.add(FactTally(latencies=latencies[part::calls]))
+    sketch = DDSketch(relative_accuracy=0.01)
+    for value in latencies:
+        sketch.add(max(value, 0.0))
+    row = metric_row("w", "0/0", 0, window)
+    assert row["latency_count"] == sketch.count == len(latencies)
+    assert [row["latency_p50_ms"], row["latency_p95_ms"], row["latency_p99_ms"]] == [
+        sketch.get_quantile_value(q) for q in (0.5, 0.95, 0.99)]
