@@ -28,7 +28,7 @@ from connectors.parquet_sink import ParquetSink
 from connectors.simulator import SimulatorSource
 from dataflows.kafka_wiring import kafka_input
 from dataflows.load_duckdb import loading_beside
-from dataflows.pipeline import archive_batches, build_flow, sink_batches, without_facts
+from dataflows.pipeline import archive_batches, build_flow, sink_batches
 from dataflows.recovery import prepare_recovery
 from dataflows.settings import Settings
 from operators.admission_step import AdmissionLogic, group_by_partition
@@ -51,7 +51,7 @@ SNAPSHOT_EVERY_S = 10.0
 
 @dataclass(frozen=True)
 class Measured:
-    """One timed run: records in, wall seconds, output rows (facts excluded)."""
+    """One timed run: records in, wall seconds, output rows."""
 
     records: int
     seconds: float
@@ -92,7 +92,7 @@ def _batches(partitions: Partitions) -> Iterator[list[RawRecord]]:
 def _engine(partitions: Partitions, settings: Settings,
             write: Callable[[list[TableRows], list[RawRecord]], None]) -> int:
     """The dataflow's stateful step as a loop: group each batch by shard, run that shard's logic,
-    hand every output row (facts dropped: they only feed the metrics windows) to `write`."""
+    hand every output row (`metrics` rows included: the shards fold them) to `write`."""
     tune_gc()  # as `build_flow` does for the dataflow
     catalog = load_catalog(settings.definitions)
     config = ShardStepConfig(
@@ -114,7 +114,7 @@ def _engine(partitions: Partitions, settings: Settings,
             for key, items in next(iter(admission.on_batch([(partition, records)])[0])):
                 logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
                 for chunk in logic.on_batch([(key, items)])[0]:
-                    out.append(without_facts(chunk))
+                    out.append(chunk)
         rows += sum(len(chunk) for chunk in out)
         write(out, batch)
     out = []
@@ -122,8 +122,8 @@ def _engine(partitions: Partitions, settings: Settings,
         for slices in admission.on_eof()[0]:
             for key, items in slices:
                 logic = logics.get(key) or logics.setdefault(key, ShardLogic(config, None))
-                out += [without_facts(chunk) for chunk in logic.on_batch([(key, items)])[0]]
-    out += [without_facts(chunk) for logic in logics.values() for chunk in logic.on_eof()[0]]
+                out += logic.on_batch([(key, items)])[0]
+    out += [chunk for logic in logics.values() for chunk in logic.on_eof()[0]]
     write(out, [])
     return rows + sum(len(chunk) for chunk in out)
 

@@ -1,9 +1,9 @@
 """The main dataflow: source → decode/validate → per-shard workflow state → sinks.
 
-    records ──key by shard──▶ workflow_state (decode, dedupe, reorder, engine, deadlines)
+    records ──key by shard──▶ workflow_state (decode, dedupe, reorder, engine, deadlines,
+                                   │ 1-minute event-time metrics windows folded per shard)
                                    │ rows: outcomes, transitions, commands, anomalies,
-                                   │       corrections, dead_letters, ledger
-                                   └─ metric facts ──▶ metrics (1-minute event-time windows)
+                                   │       corrections, dead_letters, ledger, metrics
     all rows (value tuples per table) ──▶ Arrow batches, column by column (per writer, table)
         ──▶ Parquet (every worker)
     commands, outcomes, corrections, dead letters ──▶ Kafka topics, as CloudEvents (optional)
@@ -43,7 +43,6 @@ from dataflows.recovery import saved_keys
 from dataflows.settings import Settings
 from dataflows.sources import make_source
 from operators.admission_step import admit
-from operators.metrics import window_metrics
 from operators.shard_step import ShardStepConfig, run_shards
 from operators.telemetry import Telemetry, start_telemetry
 from operators.timeutil import to_ms as moment_ms
@@ -54,7 +53,7 @@ from schemas.payloads.bundled import bundled_registry
 from state.catalog import load_catalog
 from state.clock import Clock, utc_now
 from state.durations import to_ms
-from state.output import Chunk, Row
+from state.output import Row
 from state.shard import ShardConfig
 from state.table_rows import TableRows
 
@@ -76,17 +75,6 @@ def archive_batches(records: Iterable[RawRecord],
     for record in records:
         groups.setdefault(parquet.writer_of(f"input/{record.partition}", here), []).append(record)
     return [(writer, ("archive", archive_table(group))) for writer, group in groups.items()]
-
-
-def without_facts(chunk: Chunk) -> TableRows:
-    """The table rows of one engine call (its fact tallies feed the metrics windows)."""
-    return chunk[0]
-
-
-def metric_rows(item: Row) -> TableRows:
-    """One metrics row, routed like the rows of its shard."""
-    table, row = item
-    return TableRows.of(row["shard"], table, [row])
 
 
 def wall_vouch(clock: Clock, idle_grace: timedelta | None) -> Callable[[], int] | None:
@@ -126,7 +114,6 @@ def build_flow(
         catalog.decode_rules(bundled_registry(), settings.source.max_event_bytes,
                              settings.time.max_future_skew_ms, settings.time.accept_times_ms),
         settings, catalog)
-    live = settings.time.idle_grace is not None
     config = ShardStepConfig(
         catalog=catalog,
         rules=rules,
@@ -148,12 +135,7 @@ def build_flow(
                    config.shard.allowed_lateness_ms)
     # Rows travel in chunks (one per engine call, per-table value tuples) up to the sinks: each
     # item costs a Python call in every step it crosses.
-    chunks = run_shards("workflow_state", slices, config)
-    facts = op.flat_map("fact_values", chunks, lambda chunk: [row for _, row in chunk[1]])
-    metrics = window_metrics("metrics", facts, live=live, now=clock if live else None)
-    table_chunks = op.merge(
-        "all_rows", op.map("table_lists", chunks, without_facts),
-        op.map("metric_lists", metrics, metric_rows))
+    table_chunks = run_shards("workflow_state", slices, config)
     if table_sink is not None:
         op.output("output", table_chunks, table_sink)
         return flow

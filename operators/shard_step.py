@@ -11,6 +11,12 @@ Event time comes from the records, through their partition's frontier (`operator
 stamps it). Wall-clock time enters only through the optional idle grace: when a live shard has seen
 no input for `idle_grace`, its watermark moves to now minus the grace, so a deadline in a silent
 stream still fires about `idle_grace` after it is due.
+
+The `metrics` rows come out of the shards with the other rows: each shard folds its metric facts
+into its own windows (`state.metric_windows`) and emits a window once its fact clock has passed
+it. On a live stream the fact clock also follows the watermark after every call, and a shard
+wakes a grace after its earliest open window ends, so windows close on time in a silent stream.
+At the end of the input every open window is emitted (drained or not, as Bytewax's windows did).
 """
 
 from __future__ import annotations
@@ -28,16 +34,15 @@ from bytewax.operators import StatefulBatchLogic
 from operators.admission_step import ShardSlice
 from operators.locality import CountMoved, ReadGroup
 from operators.telemetry import Telemetry, observe_batch, timing_snapshot
-from operators.timeutil import to_ms
 from runtime.crash_points import crash_point
 from runtime.progress import PROGRESS
 from schemas.decode import DecodeRules
-from schemas.event import DeadLetter
 from state.admission import Admitted, TimeJump
 from state.catalog import Catalog
 from state.clock import Clock, utc_now
-from state.output import Chunk, Out
+from state.output import Out
 from state.shard import END_OF_TIME, Shard, ShardConfig
+from state.table_rows import TableRows
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class ShardStepConfig:
     telemetry: Telemetry | None = None
 
 
-class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
+class ShardLogic(StatefulBatchLogic[ShardSlice, TableRows, dict[str, Any]]):
     """Bytewax glue around one `Shard`: admitted records in, and out one chunk of rows per call
     (every item crossing a Bytewax step costs a Python call there, so rows travel together, as
     per-table value tuples), snapshots as plain data."""
@@ -68,7 +73,7 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
             PROGRESS.restored(len(self.shard.keys.instances), time.perf_counter() - started)
         self.last_input = config.clock()
 
-    def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[Chunk], bool]:
+    def on_batch(self, values: list[ShardSlice]) -> tuple[Iterable[TableRows], bool]:
         shard = self._shard(values[0][0])
         out = Out(shard.name)
         records = 0
@@ -77,11 +82,12 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
             # Released after every record, not every batch: outcome counts and metric stamps
             # then depend on the records alone, not on how the source batched them.
             shard.take(items, out)
+        if self.config.idle_grace is not None:
+            shard.follow_watermark(out)
         self.last_input = self.config.clock()
         PROGRESS.add(shard.name, records, out.tables.count("dead_letters"), shard.open_instances)
-        chunk = out.with_facts(_origin(values))
-        observe_batch(self.config.telemetry, shard, records, chunk)
-        return [chunk], False
+        observe_batch(self.config.telemetry, shard, records, out)
+        return [out.tables], False
 
     def notify_at(self) -> datetime | None:
         grace = self.config.idle_grace
@@ -89,23 +95,24 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
             return None
         return self.shard.wake_at(self.last_input, grace)
 
-    def on_notify(self) -> tuple[Iterable[Chunk], bool]:
+    def on_notify(self) -> tuple[Iterable[TableRows], bool]:
         assert self.shard is not None and self.config.idle_grace is not None
         now = self.config.clock()
         out = Out(self.shard.name)
         self.shard.idle_advance(now, self.last_input, self.config.idle_grace, out)
-        chunk = out.with_facts(f"idle/{to_ms(now)}")
-        observe_batch(self.config.telemetry, self.shard, 0, chunk)
-        return ([chunk] if _holds_rows(chunk) else []), False
+        self.shard.follow_watermark(out)
+        observe_batch(self.config.telemetry, self.shard, 0, out)
+        return ([out.tables] if len(out.tables) else []), False
 
-    def on_eof(self) -> tuple[Iterable[Chunk], bool]:
-        if self.shard is None or not self.config.drain_at_eof:
+    def on_eof(self) -> tuple[Iterable[TableRows], bool]:
+        if self.shard is None:
             return [], False
         out = Out(self.shard.name)
-        self.shard.advance_to(END_OF_TIME, out)
-        chunk = out.with_facts("eof")
-        observe_batch(self.config.telemetry, self.shard, 0, chunk)
-        return ([chunk] if _holds_rows(chunk) else []), False
+        if self.config.drain_at_eof:
+            self.shard.advance_to(END_OF_TIME, out)
+        self.shard.close_metrics(out)
+        observe_batch(self.config.telemetry, self.shard, 0, out)
+        return ([out.tables] if len(out.tables) else []), False
 
     def snapshot(self) -> dict[str, Any]:
         assert self.shard is not None
@@ -120,32 +127,15 @@ class ShardLogic(StatefulBatchLogic[ShardSlice, Chunk, dict[str, Any]]):
         return self.shard
 
 
-def _holds_rows(chunk: Chunk) -> bool:
-    """Whether a chunk holds any table row or fact."""
-    return bool(chunk[1]) or any(chunk[0].tables.values())
-
-
-def _origin(values: list[ShardSlice]) -> str:
-    """Names one engine call for its metric rows: the coordinates of its first record, or
-    `tick/<frontier>` for a call with ticks only."""
-    first = values[0][1][0]
-    decoded = first[1]
-    if decoded is None:
-        return f"tick/{first[0]}"
-    record = (decoded.record if isinstance(decoded, DeadLetter)
-              else decoded.event if isinstance(decoded, TimeJump) else decoded)
-    return f"{record.source}/{record.partition}/{record.offset}"
-
-
 def _records(items: list[Admitted]) -> int:
     """Records in a shard's slice: not its tick (last, if any) nor event-time jump notes."""
     return sum(1 for _, decoded in items if decoded is not None and type(decoded) is not TimeJump)
 
 
 def run_shards(step_id: str, slices: Stream[tuple[str, ReadGroup[ShardSlice]]],
-               config: ShardStepConfig) -> Stream[Chunk]:
+               config: ShardStepConfig) -> Stream[TableRows]:
     """Run the workflow engine on each shard's admitted slices (`operators.admission_step.admit`
-    keyed them to the worker that read them): one chunk (its table rows, its fact tallies) per
+    keyed them to the worker that read them): one `TableRows` (`metrics` rows included) per
     engine call."""
     rows = op.stateful_batch(step_id, slices,
                              lambda resume: CountMoved(ShardLogic(config, resume),

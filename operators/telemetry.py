@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 
 from schemas.errors import ConfigError
 from state.admission import NEVER
-from state.output import Chunk
+from state.output import Out
 from state.shard import END_OF_TIME, Shard
 from state.table_rows import TableRows
 
@@ -112,18 +112,18 @@ class Telemetry:
         self._shards: dict[str, ShardView] = {}
         registry.register(_ShardGauges(self._shards, clock))
 
-    def observe(self, shard: Shard, records: int, chunk: Chunk) -> None:
-        """Count one batch's input and output."""
-        rows, facts = chunk
+    def observe(self, shard: Shard, records: int, out: Out) -> None:
+        """Count one batch's input, output rows and the metric facts the shard folded."""
+        rows = out.tables
         tables: Tally[str] = Tally({table: len(values) for table, values in rows.tables.items()})
         reasons: Tally[str] = Tally(rows.column("dead_letters", "reason"))
         fired: Tally[str] = Tally()
         late: Tally[str] = Tally()
-        for _, fact in facts:
-            counts = fact["tally"].counts
+        for (workflow_type, _), fact_tally in out.folded:
+            counts = fact_tally.counts
             for tally, kind in ((fired, "deadline_fired"), (late, "late")):
                 if kind in counts:
-                    tally[fact["workflow_type"]] += counts[kind]
+                    tally[workflow_type] += counts[kind]
         for row in rows.rows_of("event_time_jumps"):
             labels = (str(row["partition"]), row["kind"])
             self.time_jumps.labels(*labels).inc()
@@ -141,12 +141,12 @@ class Telemetry:
         return self.snapshot_seconds.time()
 
 
-def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, chunk: Chunk) -> None:
+def observe_batch(telemetry: Telemetry | None, shard: Shard, records: int, out: Out) -> None:
     """Metrics and log lines of one batch; nothing at all when both are off."""
     if telemetry is not None:
-        telemetry.observe(shard, records, chunk)
+        telemetry.observe(shard, records, out)
     if LOG.isEnabledFor(logging.INFO):
-        log_rows(chunk[0])
+        log_rows(out.tables)
 
 
 def timing_snapshot(telemetry: Telemetry | None) -> AbstractContextManager[object]:

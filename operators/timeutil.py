@@ -1,14 +1,8 @@
-"""Conversions between the engine's UTC milliseconds and Bytewax's aware datetimes."""
+"""Conversion from Bytewax's aware datetimes to the engine's UTC milliseconds."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+from datetime import datetime
 
 
 def to_ms(moment: datetime) -> int:

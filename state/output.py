@@ -2,11 +2,11 @@
 
 Rows go into per-table buffers of value tuples in the column order of `schemas.tables`
 (`state.table_rows.TableRows`; times as UTC milliseconds): call sites hand a dict, checked for its
-shape, or the ledger's tuple; no dict travels on to the Parquet sink. Metric facts
-(an event came in, an instance started, a step took 3 s, ...) feed the windowed metrics step. They
-are tallied here per workflow type and minute of a per-shard monotonic event-time clock (`stamp`),
-so one engine call hands the metrics step a few tallies instead of one item per fact: every item
-crossing Bytewax operators costs microseconds, and there are about three facts per event.
+shape, or the ledger's tuple; no dict travels on to the Parquet sink. Metric facts (an event came
+in, an instance started, a step took 3 s, ...) are tallied here per workflow type and minute of
+the shard's monotonic fact clock; the shard folds a call's tallies into its open metrics windows
+(`state.metric_windows`), so no fact ever leaves the shard: there are about three facts per
+event, and every item crossing Bytewax operators costs microseconds.
 """
 
 from __future__ import annotations
@@ -17,17 +17,13 @@ from typing import Any
 from state.table_rows import TableRows, Values
 
 Row = tuple[str, dict[str, Any]]
-FACT_TABLE = "_fact"  # the pseudo-table of tallies; never written to a sink
 FACT_WINDOW_MS = 60_000  # the metrics window: tallies never straddle one
-Chunk = tuple[TableRows, list[Row]]
-"""What one engine call hands on: its table rows, and its `_fact` rows for the metrics step."""
 
 
 @dataclass(slots=True)
 class FactTally:
     """The facts of one workflow type within one metrics window, from one engine call."""
 
-    stamp: int = 0  # the latest fact's clock value: places the tally in its window
     counts: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # step durations in ms
     open_at_end: int | None = None  # the last open-instances gauge, if one changed
@@ -35,12 +31,15 @@ class FactTally:
 
 @dataclass
 class Out:
-    """Collects the rows and fact tallies of one engine call; `shard` is stamped on every row."""
+    """Collects the rows and fact tallies of one engine call; `shard` is stamped on every row.
+    Tallies are keyed by (workflow type, window number); once the shard has folded them into its
+    metrics windows they move to `folded` (what the live counters read)."""
 
     shard: str
     tables: TableRows = field(init=False)
     fact_clock: int = 0
     tallies: dict[tuple[str, int], FactTally] = field(default_factory=dict)
+    folded: list[tuple[tuple[str, int], FactTally]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tables = TableRows(self.shard)
@@ -68,20 +67,12 @@ class Out:
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = FactTally()
-        tally.stamp = clock
         if kind == "step_latency":
             tally.latencies.append(value)
         elif kind == "open":
             tally.open_at_end = int(value)
         else:
             tally.counts[kind] = tally.counts.get(kind, 0) + 1
-
-    def with_facts(self, origin: str) -> Chunk:
-        """The rows, and one `_fact` row per tally. `origin` names this call (a record's
-        coordinates, `eof`, an idle tick): a late tally's metrics row is told apart by it."""
-        return self.tables, [(FACT_TABLE, {"workflow_type": workflow_type, "shard": self.shard,
-                                           "stamp": tally.stamp, "origin": origin, "tally": tally})
-                             for (workflow_type, _), tally in self.tallies.items()]
 
 
 class Discard(Out):

@@ -3,7 +3,9 @@
 A shard sees the records of its slice in partition order, decoded and stamped by admission
 (`state.admission`) with their partition's frontier. `Shard` only wires its parts:
 - the clock (`state.shard_clock`): frontier, watermark (the partition's, so lateness does not
-  depend on the shard count), idle advance, the stamp of metric facts;
+  depend on the shard count), idle advance;
+- the metrics windows (`state.metric_windows`): the fact clock that stamps metric facts, the
+  open one-minute windows, and the `metrics` rows of those it has passed;
 - the key table (`state.key_table`): instances, their history, tombstones of evicted ones, the
   event ids each key has seen, the open-instance gauge;
 - the scheduler (`state.scheduler`): buffered events and timers in event-time order;
@@ -31,6 +33,7 @@ from state.catalog import Catalog
 from state.corrections import Corrections
 from state.engine import Engine, ShardConfig
 from state.key_table import DUPLICATE, NEW, KeyTable
+from state.metric_windows import NEVER_CLOSES, MetricWindows
 from state.output import Out
 from state.scheduler import Scheduler
 from state.shard_clock import END_OF_TIME, ShardClock
@@ -40,15 +43,18 @@ __all__ = ["END_OF_TIME", "SNAPSHOT_VERSION", "Shard", "ShardConfig", "migrate_s
 
 
 class Shard:
-    """One shard's clock, key table, scheduler, engine and corrections; see the module docstring.
+    """One shard's clock, metrics windows, key table, scheduler, engine and corrections; see the
+    module docstring.
 
-    Each public call takes the shard's fact clock into `out` and hands it back, so several calls
-    may share one `Out` or each have their own."""
+    Each public call takes the shard's fact clock into `out` and ends by folding `out`'s fact
+    tallies into the metrics windows (`MetricWindows.fold`), so several calls may share one
+    `Out` or each have their own."""
 
     def __init__(self, name: str, catalog: Catalog, rules: DecodeRules,
                  config: ShardConfig) -> None:
         self.name, self.catalog, self.rules, self.config = name, catalog, rules, config
         self.clock = ShardClock(config.allowed_lateness_ms)
+        self.metrics = MetricWindows(name)
         self.keys = KeyTable()
         self.scheduler = Scheduler()
         self.corrections = Corrections(name, catalog, rules, config, self.keys, self.scheduler)
@@ -60,31 +66,31 @@ class Shard:
     def receive(self, admitted: Admitted, out: Out) -> None:
         """Take one admitted record of this shard's slice (or a tick), in partition order: first
         catch up with the partition's frontier before it, releasing what that makes due."""
-        out.fact_clock = max(out.fact_clock, self.clock.fact_clock)
+        out.fact_clock = max(out.fact_clock, self.metrics.clock)
         self._receive(admitted, out)
-        self.clock.fact_clock = out.fact_clock
+        self.metrics.fold(out)
 
     def release(self, out: Out) -> None:
         """Release what the watermark passes and report open-instance changes: what the dataflow
         does after each record."""
-        out.fact_clock = max(out.fact_clock, self.clock.fact_clock)
+        out.fact_clock = max(out.fact_clock, self.metrics.clock)
         self.engine.release(self.clock.watermark, out)
         self.keys.gauge_facts(out)
-        self.clock.fact_clock = out.fact_clock
+        self.metrics.fold(out)
 
     def take(self, items: list[Admitted], out: Out) -> None:
         """`receive` and `release` each item of a slice in order (the release only when the
         scheduler has something due, the gauge only when it changed: most records leave both)."""
         clock, keys, due = self.clock, self.keys, self.scheduler.due
         receive, release = self._receive, self.engine.release
-        out.fact_clock = max(out.fact_clock, clock.fact_clock)
+        out.fact_clock = max(out.fact_clock, self.metrics.clock)
         for admitted in items:
             receive(admitted, out)
             if due(clock.watermark):
                 release(clock.watermark, out)
             if keys.open_before:
                 keys.gauge_facts(out)
-        clock.fact_clock = out.fact_clock
+        self.metrics.fold(out)
 
     def advance_to(self, watermark_ms: int, out: Out) -> None:
         """Move the watermark (never back), release everything now due, report the gauge.
@@ -101,9 +107,23 @@ class Shard:
         if self.clock.idle_advance(now, last_input, grace):
             self.release(out)
 
+    def follow_watermark(self, out: Out) -> None:
+        """On a live stream, move the fact clock up to the watermark, emitting the metrics windows
+        it passes: they close on event time even when no fact of this shard moves the clock.
+        Facts of events behind the watermark (late ones) are then stamped in the window open."""
+        self.metrics.advance_to(self.clock.watermark, out)
+
+    def close_metrics(self, out: Out) -> None:
+        """Emit every open metrics window: the input has ended."""
+        self.metrics.close(NEVER_CLOSES, out)
+
     def wake_at(self, last_input: datetime, grace: timedelta) -> datetime | None:
-        """When a live shard should next look at the wall clock (None: nothing is pending)."""
-        return self.clock.wake_at(self.scheduler.next_due(), last_input, grace)
+        """When a live shard should next look at the wall clock (None: nothing is pending): its
+        next due item, or the end of its earliest open metrics window."""
+        due = self.scheduler.next_due()
+        closes_at = self.metrics.closes_at
+        return self.clock.wake_at(closes_at if due is None else min(due, closes_at),
+                                  last_input, grace)
 
     @property
     def open_instances(self) -> int:
@@ -139,7 +159,8 @@ class Shard:
 
     def snapshot(self) -> dict[str, Any]:
         """Versioned plain data, every row named (`state.shard_snapshot`)."""
-        return encode(self.name, self.clock, self.keys, self.scheduler, self.corrections.followed)
+        return encode(self.name, self.clock, self.metrics, self.keys, self.scheduler,
+                      self.corrections.followed)
 
     @classmethod
     def restore(cls, data: dict[str, Any], catalog: Catalog, rules: DecodeRules,
@@ -147,6 +168,6 @@ class Shard:
         """Rebuild a shard from `snapshot()` output, migrating older snapshot versions."""
         data = migrate_snapshot(data)
         shard = cls(data["name"], catalog, rules, config)
-        shard.clock = decode(data, shard.clock, catalog, shard.keys, shard.scheduler,
-                             shard.corrections.followed)
+        shard.clock, shard.metrics = decode(data, shard.clock, catalog, shard.keys,
+                                            shard.scheduler, shard.corrections.followed)
         return shard

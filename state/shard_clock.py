@@ -1,5 +1,6 @@
-"""A shard's event-time clock: the partition's frontier as far as the shard has been told, the
-watermark that releases buffered events and timers, and the stamp of its metric facts.
+"""A shard's event-time clock: the partition's frontier as far as the shard has been told, and the
+watermark that releases buffered events and timers (the stamp of metric facts is the metrics
+windows' own clock, `state.metric_windows`).
 
 The frontier is the largest event time of the shard's *partition* (admission stamps it on every
 record and tick), so whether an event is late never depends on the shard count. The watermark is
@@ -23,12 +24,11 @@ END_OF_TIME = 2**62
 
 @dataclass(slots=True)
 class ShardClock:
-    """Frontier, watermark and the monotonic stamp of metric facts (`fact_clock`) of one shard."""
+    """Frontier and watermark of one shard."""
 
     allowed_lateness_ms: int
     frontier: int = NEVER
     watermark: int = NEVER
-    fact_clock: int = 0
 
     def catch_up(self, frontier: int) -> bool:
         """Take the partition's frontier as a record or tick carries it; True when the watermark
@@ -76,9 +76,8 @@ class ShardClock:
         return max(last_input, datetime.fromtimestamp(due_ms / 1000, tz=UTC)) + grace
 
     def snapshot(self) -> dict[str, int]:
-        return {"frontier": self.frontier, "watermark": self.watermark,
-                "fact_clock": self.fact_clock}
+        return {"frontier": self.frontier, "watermark": self.watermark}
 
     @classmethod
     def restore(cls, allowed_lateness_ms: int, data: dict[str, int]) -> ShardClock:
-        return cls(allowed_lateness_ms, data["frontier"], data["watermark"], data["fact_clock"])
+        return cls(allowed_lateness_ms, data["frontier"], data["watermark"])

@@ -9,9 +9,10 @@ version: older snapshots lack it and restore it with its default. A saved field 
 or a missing one without a default, stops the restore with a `SnapshotError`; then bump
 `SNAPSHOT_VERSION` and add a step to `migrate_snapshot`.
 
-Version 5 (this code): `clock` (frontier, watermark, fact clock, by name), `arrivals`, the named
-`rows` layouts, `buffered` events and `timers` as rows, `instances` (`state.snapshot`), the key
-table's maps and the `followed` late events as rows.
+Version 6 (this code): `clock` (frontier, watermark, by name), `metrics` (the fact clock and the
+open metrics windows, `state.metric_windows`), `arrivals`, the named `rows` layouts, `buffered`
+events and `timers` as rows, `instances` (`state.snapshot`), the key table's maps and the
+`followed` late events as rows.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from state.dedupe import seen_from_dict
 from state.durations import parse_duration_ms
 from state.key_table import KeyTable, Tombstone
 from state.machine import COUNT_KEYS, deadline_ref
+from state.metric_windows import MetricWindows
 from state.scheduler import EVENT, EVICT, Buffered, Scheduler, Timer
 from state.shard_clock import ShardClock
 from state.snapshot import encode_instance, layouts, readers
 
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
 Data = dict[str, Any]
 Row = Sequence[Any]
 
@@ -77,12 +79,13 @@ def row_reader(kind: str, saved: Sequence[str]) -> Callable[[Row], Row]:
                              for name in current)
 
 
-def encode(name: str, clock: ShardClock, keys: KeyTable, scheduler: Scheduler,
-           followed: dict[str, list[Followed]]) -> Data:
+def encode(name: str, clock: ShardClock, metrics: MetricWindows, keys: KeyTable,
+           scheduler: Scheduler, followed: dict[str, list[Followed]]) -> Data:
     """A shard's parts as plain data. Immutable tuples are shared, not copied; instances are
     rows named once per kind, so a million open instances unpickle and restore in seconds."""
     return {
         "version": SNAPSHOT_VERSION, "name": name, "clock": clock.snapshot(),
+        "metrics": {"fact_clock": metrics.clock, "windows": metrics.snapshot()},
         "arrivals": scheduler.arrivals, "rows": ROWS, "layouts": layouts(),
         "buffered": [(e.arrival, e.out_of_order, *attrgetter(*_EVENT_FIELDS)(e.event))
                      for e in scheduler.events],
@@ -100,9 +103,10 @@ def encode(name: str, clock: ShardClock, keys: KeyTable, scheduler: Scheduler,
 
 
 def decode(data: Data, clock: ShardClock, catalog: Catalog, keys: KeyTable,
-           scheduler: Scheduler, followed: dict[str, list[Followed]]) -> ShardClock:
+           scheduler: Scheduler, followed: dict[str, list[Followed]]
+           ) -> tuple[ShardClock, MetricWindows]:
     """Fill a new shard's parts from `encode` output of this version (`migrate_snapshot` first);
-    the restored clock."""
+    the restored clock and metrics windows."""
     saved = data["rows"]
     buffered, timer = row_reader("buffered", saved["buffered"]), row_reader("timer", saved["timer"])
     events = [Buffered(event.time_ms, EVENT, event.sequence if event.sequence is not None else 0,
@@ -131,7 +135,9 @@ def decode(data: Data, clock: ShardClock, catalog: Catalog, keys: KeyTable,
     read_followed = row_reader("followed", saved["followed"])
     followed.update((sys.intern(k), [_followed(read_followed(row)) for row in rows])
                     for k, rows in data["followed"].items())
-    return ShardClock.restore(clock.allowed_lateness_ms, data["clock"])
+    metrics = data["metrics"]
+    return (ShardClock.restore(clock.allowed_lateness_ms, data["clock"]),
+            MetricWindows.restore(data["name"], metrics["fact_clock"], metrics["windows"]))
 
 
 def _followed(row: Row) -> Followed:
@@ -150,6 +156,8 @@ def migrate_snapshot(data: Data) -> Data:
         data = {**data, "version": 4, "layouts": _V3_ROW_FIELDS}  # v4 names its row fields
     if data.get("version") == 4:
         data = _v4_to_v5(data)
+    if data.get("version") == 5:
+        data = _v5_to_v6(data)
     version = data.get("version")
     if version != SNAPSHOT_VERSION:
         msg = (f"shard snapshot version {version!r} is not supported by this code (expects "
@@ -157,6 +165,16 @@ def migrate_snapshot(data: Data) -> Data:
                "state.shard_snapshot.migrate_snapshot")
         raise SnapshotError(msg)
     return data
+
+
+def _v5_to_v6(data: Data) -> Data:
+    """v6 holds the open metrics windows, folded in the shard, and their fact clock (v5 kept the
+    clock with the watermark; its windows were Bytewax's own state then, so none are open here:
+    the facts of windows open at a v5 snapshot are not in their rows)."""
+    clock = dict(data["clock"])
+    fact_clock = clock.pop("fact_clock")
+    return {**data, "version": 6, "clock": clock,
+            "metrics": {"fact_clock": fact_clock, "windows": []}}
 
 
 # The rows of a v4 snapshot, positional then, by the names v5 gives them (fixed forever).

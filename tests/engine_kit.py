@@ -115,7 +115,9 @@ class Harness:
         return self
 
     def drain(self) -> Harness:
+        """End the input as the shard step does: every deadline due, every metrics window out."""
         self.shard.advance_to(END_OF_TIME, self.out)
+        self.shard.close_metrics(self.out)
         return self
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -65,7 +66,8 @@ def test_duplicates_change_nothing_but_duplicate_counts(catalog: Catalog, events
 def test_snapshot_restore_midway_equals_one_pass(catalog: Catalog, events: list[bytes], cut: int,
                                                  lateness: int) -> None:
     """Snapshotting after a prefix, restoring into a new shard and feeding the rest gives exactly
-    the rows of one uninterrupted pass."""
+    the rows of one uninterrupted pass (`metrics` rows included: open windows are in the
+    snapshot)."""
     cut = min(cut, len(events))
     one_pass = Harness(catalog, lateness).feed(*events).drain()
     first = Harness(catalog, lateness).feed(*events[:cut])
@@ -73,7 +75,6 @@ def test_snapshot_restore_midway_equals_one_pass(catalog: Catalog, events: list[
     second.shard = Shard.restore(first.shard.snapshot(), catalog, first.shard.rules,
                                  first.shard.config)
     second.offset = first.offset
-    second.out.fact_clock = first.out.fact_clock
     second.feed(*events[cut:]).drain()
     assert Harness.joined(first, second) == Harness.joined(one_pass)
 
@@ -104,7 +105,8 @@ def test_strategy_covers_every_script(tmp_path: Path) -> None:
 def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog,
                                                                 tmp_path: Path) -> None:
     """A v1 shard snapshot (checked-in fixture) is migrated on restore, and feeding the rest of
-    the events gives exactly the rows of an uninterrupted run."""
+    the events gives exactly the table rows of an uninterrupted run (its metrics windows were
+    Bytewax's state then, so the `metrics` rows of windows open at the snapshot differ)."""
     import json
 
     from tests.engine_kit import CASES
@@ -119,9 +121,12 @@ def test_snapshot_of_the_previous_format_restores_and_continues(catalog: Catalog
     resumed = Harness(both, LATENESS_MS)
     resumed.shard = Shard.restore(fixture, both, resumed.shard.rules, resumed.shard.config)
     resumed.offset = len(PREFIX)
-    resumed.out.fact_clock = prefix.out.fact_clock
     resumed.feed(*REST).drain()
-    assert Harness.joined(prefix, resumed) == Harness.joined(one_pass)
+    def tables(*harnesses: Harness) -> dict[str, list[dict[str, Any]]]:
+        return {table: rows for table, rows in Harness.joined(*harnesses).items()
+                if table != "metrics"}
+
+    assert tables(prefix, resumed) == tables(one_pass)
     assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION
 
 

@@ -254,8 +254,8 @@ def test_a_recovered_run_resumes_at_its_snapshotted_offsets(broker: Broker, simu
     run_main(build_flow(settings, source=SimulatorSource(simulation.partitions),
                         sink=TestingSink(uninterrupted)))
     got, want = by_table(rows, f"kafka:{topic}"), by_table(uninterrupted, "simulator")
-    # Bytewax closes the windows still open when a bounded run ends, so a minute that spans the two
-    # runs has a row from each; their counts add up to the uninterrupted run's.
+    # The shards emit the metrics windows still open when a bounded run ends, so a minute that
+    # spans the two runs has a row from each; their counts add up to the uninterrupted run's.
     assert window_events(rows) == window_events(uninterrupted)
     got.pop("metrics"), want.pop("metrics")
     assert got == want

@@ -1,5 +1,6 @@
-"""The shard snapshot codec (`state.shard_snapshot`): a snapshot of the previous version (v4,
-checked in, written by the code before the split) restores and continues exactly; every kind of
+"""The shard snapshot codec (`state.shard_snapshot`): a snapshot of an older version (v4,
+checked in, written by the code before the split; v5, before the metrics windows moved into the
+shard) restores and continues exactly; open metrics windows round-trip; every kind of
 row (buffered events, timers, tombstones, followed corrections) is restored by field name, so a
 reordered or missing field with a default restores right and an unknown one stops the restore."""
 
@@ -16,6 +17,7 @@ from schemas.errors import SnapshotError
 from state.catalog import Catalog
 from state.shard import SNAPSHOT_VERSION, Shard
 from state.shard_snapshot import ROWS
+from state.table_rows import TableRows
 from tests.engine_kit import CASES, ORDER_V1, Harness, write_catalog
 from tests.snapshot_kit import LATENESS_MS, V4_PREFIX, V4_REST
 
@@ -30,9 +32,11 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
 
 @pytest.fixture
 def data(catalog: Catalog) -> Snapshot:
-    """A v5 snapshot with every kind of row (the v4 fixture's events, fed to this code)."""
+    """A snapshot of this version with every kind of row and open metrics windows (the v4
+    fixture's events, fed to this code)."""
     snapshot = Harness(catalog, LATENESS_MS).feed(*V4_PREFIX).shard.snapshot()
     assert all(snapshot[name] for name in ("buffered", "timers", "tombstones", "followed"))
+    assert snapshot["metrics"]["windows"]
     return snapshot
 
 
@@ -69,9 +73,20 @@ def relaid(data: Snapshot, kind: str, names: list[str],
     return out
 
 
+def without_metrics(snapshot: Snapshot) -> Snapshot:
+    return {**snapshot, "metrics": {**snapshot["metrics"], "windows": []}}
+
+
+def tables(*harnesses: Harness) -> dict[str, list[dict[str, Any]]]:
+    """Each table's rows but `metrics` (windows open at a migrated snapshot were Bytewax's)."""
+    return {table: rows for table, rows in Harness.joined(*harnesses).items()
+            if table != "metrics"}
+
+
 def test_a_v4_snapshot_restores_and_continues_like_one_pass(catalog: Catalog) -> None:
     """The checked-in v4 snapshot (with a tombstone, a followed correction and events held back)
-    migrates to v5, and the rest of the events give exactly the rows of an uninterrupted run."""
+    migrates to this version, and the rest of the events give exactly the table rows of an
+    uninterrupted run (its metrics windows were Bytewax's state then: none are open)."""
     fixture = Path(__file__).parent / "fixtures" / "shard_snapshot_v4.repr"
     v4 = ast.literal_eval(fixture.read_text())
     assert v4["version"] == 4 and v4["followed"] and v4["tombstones"]
@@ -79,12 +94,44 @@ def test_a_v4_snapshot_restores_and_continues_like_one_pass(catalog: Catalog) ->
     prefix = Harness(catalog, LATENESS_MS).feed(*V4_PREFIX)
     resumed = Harness(catalog, LATENESS_MS)
     resumed.shard = restore(catalog, v4)
-    assert resumed.shard.snapshot() == prefix.shard.snapshot()
+    assert resumed.shard.snapshot() == without_metrics(prefix.shard.snapshot())
     resumed.offset = len(V4_PREFIX)
     resumed.feed(*V4_REST).drain()
-    assert Harness.joined(prefix, resumed) == Harness.joined(one_pass)
+    assert tables(prefix, resumed) == tables(one_pass)
     assert any(table == "corrections" for table, _ in resumed.out.rows)  # the followed one
-    assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION == 5
+    assert resumed.shard.snapshot()["version"] == SNAPSHOT_VERSION == 6
+
+
+def test_a_v5_snapshot_keeps_its_fact_clock_and_opens_no_window(catalog: Catalog,
+                                                                data: Snapshot) -> None:
+    """A v5 snapshot (fact clock beside the watermark, no windows) restores with that fact clock
+    and no open window: later facts are stamped no earlier than before the snapshot."""
+    clock = data["metrics"]["fact_clock"]
+    v5 = {k: v for k, v in data.items() if k != "metrics"}
+    v5 |= {"version": 5, "clock": {**data["clock"], "fact_clock": clock}}
+    restored = restore(catalog, v5)
+    assert restored.metrics.clock == clock > 0 and not restored.metrics.open
+    assert restored.snapshot() == without_metrics(data)
+
+
+def test_open_metrics_windows_round_trip_with_their_quantiles(catalog: Catalog) -> None:
+    """After every record, the open windows (counts, gauge, latency sketch) restore to the same
+    snapshot, and closing them gives the `metrics` rows of closing the windows never snapshotted."""
+    events = [*V4_PREFIX, *V4_REST]
+    sketched = 0
+    for cut in range(1, len(events) + 1):
+        fed = Harness(catalog, LATENESS_MS).feed(*events[:cut])
+        snapshot = fed.shard.snapshot()
+        sketched += any(window[4] for window in snapshot["metrics"]["windows"])
+        restored = Harness(catalog, LATENESS_MS)
+        restored.shard = restore(catalog, snapshot)
+        assert restored.shard.snapshot() == snapshot
+        fed.out.tables = TableRows(fed.out.shard)  # only what closing the windows adds
+        fed.shard.close_metrics(fed.out)
+        restored.shard.close_metrics(restored.out)
+        assert restored.out.rows == fed.out.rows
+        assert len(fed.out.rows) == len(snapshot["metrics"]["windows"])
+    assert sketched  # some cut left a window with step latencies open
 
 
 @pytest.mark.parametrize("kind", sorted(ROWS))
