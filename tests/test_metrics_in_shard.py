@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from state.catalog import load_catalog
 from state.metric_windows import MetricsWindow, metric_row
 from state.output import FACT_WINDOW_MS, FactTally, Row
 from state.shard import ShardConfig
+from state.table_rows import TableRows
 from tests.test_live_idle import order_placed
 
 # The fixture holds the `metrics` rows of this workload as the code before the fold (commit
@@ -126,8 +128,13 @@ def live_shard(clock: FakeClock, drain_at_eof: bool = False) -> tuple[ShardLogic
         [RawRecord("live", 0, 0, order_placed(PLACED), b"live-o1")])
     logic = ShardLogic(config, None)
     [(name, items)] = admitted.items()
-    [rows] = logic.on_batch([(name, items)])[0]
-    return logic, rows
+    return logic, only_rows(logic.on_batch([(name, items)])[0])
+
+
+def only_rows(chunks: Iterable[TableRows]) -> list[Row]:
+    """The `(table, dict)` rows of the one chunk an engine call handed on."""
+    [chunk] = chunks
+    return chunk.dict_rows()
 
 
 def test_a_silent_live_shard_closes_its_window_a_grace_after_it_ends() -> None:
@@ -137,13 +144,13 @@ def test_a_silent_live_shard_closes_its_window_a_grace_after_it_ends() -> None:
     logic, rows = live_shard(clock)
     assert logic.notify_at() == clock.now + timedelta(seconds=1)  # the order, held at the watermark
     clock.now += timedelta(seconds=1)
-    [released] = logic.on_notify()[0]
+    released = only_rows(logic.on_notify()[0])
     assert any(table == "transitions" for table, _ in released)
     assert not any(table == "metrics" for table, _ in rows + released)
     window_end = datetime(2026, 3, 2, 10, 1, tzinfo=UTC)
     assert logic.notify_at() == window_end + timedelta(seconds=1)
     clock.now = window_end + timedelta(seconds=1)
-    [closed] = logic.on_notify()[0]
+    closed = only_rows(logic.on_notify()[0])
     [row] = [row for table, row in closed if table == "metrics"]
     assert (row["window_start"], row["events_in"], row["started"], row["open_at_end"]) == (
         int((window_end - MINUTE).timestamp() * 1000), 1, 1, 1)
@@ -159,7 +166,7 @@ def test_the_end_of_input_emits_open_windows_drained_or_not() -> None:
         clock.now += timedelta(seconds=1)
         logic.on_notify()  # the order is released: its window is open
         assert logic.shard is not None and logic.shard.metrics.open
-        [rows] = logic.on_eof()[0]
+        rows = only_rows(logic.on_eof()[0])
         tables = Counter(table for table, _ in rows)
         assert tables["metrics"] >= 1 and tables["outcomes"] == outcomes
         assert not logic.shard.metrics.open

@@ -109,8 +109,10 @@ def test_kill_9_mid_run_then_resume_gives_identical_outputs(
     assert_same_outputs(out, reference)
 
 
-@pytest.mark.parametrize("crash_at", ["parquet_after_rename:25", "duckdb_load_in_transaction:3",
-                                      "duckdb_after_commit:3", "shard_snapshot:40"])
+# The loader's crash points are at its first load: the only one every run reaches whatever the
+# machine's speed (a fast run may end before a third load; the first comes mid-run or at the end).
+@pytest.mark.parametrize("crash_at", ["parquet_after_rename:25", "duckdb_load_in_transaction:1",
+                                      "duckdb_after_commit:1", "shard_snapshot:40"])
 def test_crash_points_then_resume_give_identical_outputs(reference: Path, tmp_path: Path,
                                                          crash_at: str) -> None:
     """A kill right after a Parquet rename, inside a DuckDB load's transaction (rows and file
