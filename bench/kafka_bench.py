@@ -42,6 +42,8 @@ RATE, SECONDS = 5_000, 60
 # while the dataflow tailed the topic, and the p99 with it (2.7 s; 20 ms: 531 ms; 50 ms: 306 ms).
 LATENCY_LINGER_MS = 50
 QUIX_VENV = ROOT / "bench" / ".cache" / "quixvenv"
+QUIX_DECODER_NEEDS = ("pyyaml", "icalendar==7.3.0")  # what flowkeeper's decoder imports beyond
+# the pydantic that Quix Streams brings (icalendar pinned as in constraints.txt)
 
 
 @contextmanager
@@ -155,11 +157,12 @@ def quix_peer(address: str, records: int, ours_per_s: float) -> dict[str, Any]:
     python = QUIX_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], capture_output=True)
-        # pyyaml: the validated job loads flowkeeper's definitions for its decoder
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "quixstreams",
-                               "pyyaml"], capture_output=True, text=True)
-        if done.returncode != 0:
-            return {"quix": f"skipped: pip install quixstreams failed: {done.stderr[-300:]}"}
+    # Every run, so an older venv gains what the decoder imports since: pyyaml and icalendar
+    # (the validated job loads flowkeeper's definitions and calendars for its decoder).
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "quixstreams",
+                           *QUIX_DECODER_NEEDS], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"quix": f"skipped: pip install quixstreams failed: {done.stderr[-300:]}"}
     result: dict[str, Any] = {}
     for mode in ("json", "validated"):
         done = subprocess.run([str(python), str(ROOT / "bench" / "quix_peer.py"), address, INPUT,

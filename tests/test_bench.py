@@ -74,3 +74,14 @@ def test_the_report_checks_the_extras_against_their_targets() -> None:
                              "kafka": {"quix": "skipped: no network"}})
     assert checked == [("RSS bytes per open instance", 1100.0, 1024.0, False),
                        ("restore of the open instances, s", 4.0, 10.0, True)]
+
+
+def test_the_quix_peer_gets_the_decoders_pins() -> None:
+    """The Quix Streams venv installs what flowkeeper's decoder imports, at the project's pins."""
+    from bench.kafka_bench import QUIX_DECODER_NEEDS
+
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line)
+    for need in QUIX_DECODER_NEEDS:
+        name, _, version = need.partition("==")
+        assert not version or pins[name] == version, need
