@@ -35,6 +35,17 @@ from tests.test_formats import (
 )
 
 
+def avro_files(folder: Path) -> tuple[Path, Path]:
+    """`formats.yaml` with the Avro format beside the JSON ones, and the schema as a `.avsc`."""
+    formats = folder / "formats.yaml"
+    entries = formats_yaml()
+    entries["formats"]["shop_avro"] = avro_spec().model_dump(exclude_defaults=True)
+    formats.write_text(yaml.safe_dump(entries))
+    schema = folder / f"{SCHEMA_ID}.avsc"
+    schema.write_text(json.dumps(SCHEMA))
+    return formats, schema
+
+
 @pytest.mark.broker
 @pytest.mark.parametrize(("name", "workers"), [("shop", 1), ("outbox", 2), ("shop_avro", 2)])
 def test_a_topic_in_each_format_reaches_the_cloudevents_verdicts(
@@ -43,12 +54,7 @@ def test_a_topic_in_each_format_reaches_the_cloudevents_verdicts(
         name: str, workers: int) -> None:
     """`produce --format` then `run --source kafka --format` (Avro schemas from the test
     registry): the same outcomes, commands and dispositions as the CloudEvents run."""
-    formats = tmp_path / "formats.yaml"
-    entries = formats_yaml()
-    entries["formats"]["shop_avro"] = avro_spec().model_dump(exclude_defaults=True)
-    formats.write_text(yaml.safe_dump(entries))
-    schema = tmp_path / f"{SCHEMA_ID}.avsc"
-    schema.write_text(json.dumps(SCHEMA))
+    formats, schema = avro_files(tmp_path)
     topic = broker.topic(f"format-{name}", partitions=SETTINGS.source.sim_partitions)
     with registry_server(Registry({SCHEMA_ID: SCHEMA})) as registry:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -73,12 +79,7 @@ def test_an_avro_run_replays_identical_without_the_registry(
     registry gone, `replay` (no registry flags) verifies identical, dead letters too; `inspect`
     and the console decode an instance's Avro records again without flags, and the console
     shows the dead letters' raw values."""
-    formats = tmp_path / "formats.yaml"
-    entries = formats_yaml()
-    entries["formats"]["shop_avro"] = avro_spec().model_dump(exclude_defaults=True)
-    formats.write_text(yaml.safe_dump(entries))
-    schema = tmp_path / f"{SCHEMA_ID}.avsc"
-    schema.write_text(json.dumps(SCHEMA))
+    formats, schema = avro_files(tmp_path)
     topic = broker.topic("avro-replay", partitions=SETTINGS.source.sim_partitions)
     got, replayed = tmp_path / "got", tmp_path / "replayed"
     printed = io.StringIO()

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.testing import TestingSink, cluster_main, run_main
 from ddsketch import DDSketch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.simulator import SimulatorSource, simulate
+from connectors.simulator import simulate
 from connectors.simulator.truth import Simulation
-from dataflows.pipeline import build_flow
 from dataflows.settings import Settings
 from dataflows.sources import simulator_config
 from operators.shard_step import ShardLogic, ShardStepConfig
@@ -33,6 +31,7 @@ from state.output import FACT_WINDOW_MS, FactTally, Row
 from state.shard import ShardConfig
 from state.table_rows import TableRows
 from tests.test_live_idle import order_placed
+from tests.test_pipeline import run_flow
 
 # The fixture holds the `metrics` rows of this workload as the code before the fold (commit
 # f0f0799, `operators/metrics.py`: EventClock, TumblingWindower, fold_window keyed by workflow
@@ -48,15 +47,6 @@ def simulation() -> Simulation:
     return simulate(simulator_config(SETTINGS), load_catalog(SETTINGS.definitions))
 
 
-def run_flow(simulation: Simulation, workers: int) -> list[Row]:
-    rows: list[Row] = []
-    flow = build_flow(SETTINGS, source=SimulatorSource(simulation.partitions),
-                      sink=TestingSink(rows))
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    return rows
 
 
 def metrics(rows: list[Row]) -> list[dict[str, Any]]:
@@ -69,7 +59,7 @@ def test_metrics_rows_equal_those_of_the_windowing_operator(simulation: Simulati
     """On the simulator workload (400 instances over weeks of event time, with duplicates, late
     events and dead letters), every `metrics` row equals the row the windowing operator wrote."""
     expected = json.loads(gzip.decompress(FIXTURE.read_bytes()))
-    got = metrics(run_flow(simulation, workers))
+    got = metrics(run_flow(simulation, SETTINGS, workers))
     assert len(got) == len(expected) > 1000
     assert got == expected
     assert {r["window_start"] for r in got} != {got[0]["window_start"]}
@@ -81,7 +71,7 @@ def test_metrics_counts_add_up_to_the_run_tables(simulation: Simulation) -> None
     """Per workflow type and shard, the windows' counts sum to what the ledger and the outcomes
     say: every event in, duplicate, late and anomalous record, start and outcome (dead letters
     per shard: the ledger may not know the workflow type a dead letter was counted under)."""
-    rows = run_flow(simulation, 1)
+    rows = run_flow(simulation, SETTINGS)
     summed: Counter[tuple[str, str, str]] = Counter()
     for row in metrics(rows):
         for name in COUNTS:
