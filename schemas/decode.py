@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any, Literal
 from zlib import crc32
 
-from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import from_json
 
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers, is_binary_mode
@@ -124,7 +124,8 @@ class _FlatPlan:
     """What the one-call path of a flat format needs for one raw type, looked up once."""
 
     event_type: str  # after the format's table of type names
-    validate: Callable[[Any], Any]  # JSON: the value's bytes; Avro: fastavro's dict
+    validate: Callable[[Any], Any]  # JSON: the value's bytes; Avro: the payload fastavro read
+    attributes: tuple[str | None, ...]  # where id, time, instance, sequence, trace, version are
     versions: frozenset[str | int | None]
     route: Route
     id_route: Route  # the format names the instance id: judged as such (`_mapped_instance`)
@@ -570,12 +571,13 @@ _WHOLE = (str, int)  # what a format's sequence or data version may be (`Mapping
 
 
 def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Event | None:
-    """The one-call path of a flat format (`FlatLayout`), built as `_typed_event`: attributes and
-    payload validated at once (JSON: `validate_json` on the bytes; Avro: `validate_python` on
-    fastavro's dict), by a model per raw type that pins the type and holds the newest payload.
-    Anything unusual (a failed validation, an older version, an attribute of another kind)
-    returns None: `_mapped_event` then gives every dead letter its reason, so both ways reach
-    the same verdict."""
+    """The one-call path of a flat format (`FlatLayout`), built as `_typed_event`. JSON: the
+    attributes and payload validated by one `validate_json` on the bytes, with a model per raw
+    type that pins the type and holds the newest payload. Avro: fastavro's dict holds the
+    attributes typed by the writer schema already, so the one call validates its payload alone
+    (JSON text or a record). Anything unusual (a failed validation, an older version, an
+    attribute of another kind) returns None: `_mapped_event` then gives every dead letter its
+    reason, so both ways reach the same verdict."""
     if layout.avro_value is None:
         guess = layout.type_guess.search(record.value)
         if guess is None:
@@ -597,18 +599,20 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
     if plan is None:
         return None
     try:
-        attributes = plan.validate(value).__dict__
+        if layout.avro_value is None:
+            attributes = plan.validate(value).__dict__
+        else:
+            plan.validate(value[layout.payload])
+            attributes = value
     except ValidationError:
         return None
-    event_id, instance = attributes["id"], attributes["instance"]
-    version, sequence, trace = (attributes.get("version"), attributes.get("sequence"),
-                                attributes.get("trace"))
+    event_id, raw_time, instance, sequence, trace, version = map(attributes.get, plan.attributes)
     if (type(event_id) is not str or not 0 < len(event_id) <= 512 or instance is None
             or type(version) not in _VERSION_KINDS or version not in plan.versions
             or (sequence is not None and type(sequence) not in _WHOLE)):
         return None
     try:
-        time = layout.to_time(attributes["time"])
+        time = layout.to_time(raw_time)
     except ValueError:
         return None
     return _judged(record, rules, event_id, plan.event_type, plan.route, time, instance,
@@ -628,12 +632,18 @@ def _flat_plan(key: bytes | tuple[str, bool], layout: FlatLayout,
     if route is None or not registry.knows(event_type):
         return None
     latest = registry.latest(event_type)
-    model = _flat_model(layout.keys, layout.payload, raw_type,
-                        registry.models[(event_type, latest)], text)
-    validator = model.__pydantic_validator__
-    return _FlatPlan(event_type, validator.validate_python if layout.avro_value is not None
-                     else validator.validate_json, _newest_versions(latest), route,
-                     _named_route(route.workflow_type))
+    payload = registry.models[(event_type, latest)]
+    if layout.avro_value is None:
+        validate = _flat_model(layout.keys, layout.payload, raw_type, payload
+                               ).__pydantic_validator__.validate_json
+        read = tuple(n if k is not None else None for n, k in zip(_FLAT_NAMES, layout.keys,
+                                                                  strict=True))
+    else:
+        validator = payload.__pydantic_validator__
+        validate = validator.validate_json if text else validator.validate_python
+        read = layout.keys
+    return _FlatPlan(event_type, validate, tuple(read[i] for i in _ATTRIBUTE_ORDER),
+                     _newest_versions(latest), route, _named_route(route.workflow_type))
 
 
 class _FlatValue(BaseModel):
@@ -642,20 +652,20 @@ class _FlatValue(BaseModel):
     model_config = ConfigDict(cache_strings="none")
 
 
-_FLAT_NAMES = ("id", "type", "time", "instance", "sequence", "trace", "version")
+_FLAT_NAMES = ("id", "type", "time", "instance", "sequence", "trace", "version")  # = `keys`
+_ATTRIBUTE_ORDER = (0, 2, 3, 4, 5, 6)  # what `_flat_event` reads: all but the type
 
 
 @cache
 def _flat_model(keys: tuple[str | None, ...], payload_key: str, raw_type: str,
-                payload: type[BaseModel], text: bool) -> type[BaseModel]:
-    """The value of a flat format: the attributes at their keys (any value: judged after), the
-    type pinned to `raw_type`, the payload `payload` (held as JSON text when `text`)."""
+                payload: type[BaseModel]) -> type[BaseModel]:
+    """The JSON value of a flat format: the attributes at their keys (any value: judged after),
+    the type pinned to `raw_type`, the payload `payload`."""
     fields: dict[str, Any] = {"type": (Literal[raw_type], Field(validation_alias=keys[1]))}
     for name, key in zip(_FLAT_NAMES, keys, strict=True):
         if key is not None and name != "type":  # an attribute not mapped is left out
             fields[name] = (Any, Field(None, validation_alias=key))
-    fields["data"] = (Json[payload] if text else payload,  # type: ignore[misc,valid-type]
-                      Field(validation_alias=payload_key))
+    fields["data"] = (payload, Field(validation_alias=payload_key))
     model: type[BaseModel] = create_model(f"{payload.__name__}Flat", __base__=_FlatValue,
                                           **fields)
     return model
