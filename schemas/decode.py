@@ -95,8 +95,8 @@ class DecodeRules:
     # The typed fast path of each type seen, by the type's raw bytes (`_typed_plan`).
     plans: dict[bytes, _TypedPlan | None] = field(default_factory=dict, init=False, repr=False,
                                                   compare=False)
-    # The one-call path of a flat format (`_flat_event`), by raw type (Avro: and payload as text).
-    flat_plans: dict[bytes | tuple[str, bool], _FlatPlan | None] = field(
+    # The one-call path of a flat format (`_flat_event`), by raw type (bytes of JSON, Avro text).
+    flat_plans: dict[bytes | str, _FlatPlan | None] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def route(self, event_type: str) -> Route | None:
@@ -125,6 +125,7 @@ class _FlatPlan:
 
     event_type: str  # after the format's table of type names
     validate: Callable[[Any], Any]  # JSON: the value's bytes; Avro: the payload fastavro read
+    validate_text: Callable[[Any], Any]  # Avro: a payload held as JSON text
     attributes: tuple[str | None, ...]  # where id, time, instance, sequence, trace, version are
     versions: frozenset[str | int | None]
     route: Route
@@ -142,9 +143,14 @@ class _Reject(Exception):
 def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
     """Decode one record; every failure becomes a `DeadLetter` naming the field at fault."""
     try:
-        if (record.error is None and rules.reader is None and not record.headers
-                and len(record.value) <= rules.max_bytes):  # the usual record: one call less
-            event = _typed_event(record, rules)
+        if record.error is None and len(record.value) <= rules.max_bytes:
+            # The usual record: one call less (the general path tries no fast path again).
+            reader = rules.reader
+            if reader is None:
+                event = None if record.headers else _typed_event(record, rules)
+            else:
+                event = None if reader.layout is None else _flat_event(record, reader.layout,
+                                                                      rules)
             if event is not None:
                 return event
         return _decode(record, rules)
@@ -163,11 +169,12 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         raise _Reject("too_large", msg)
     if rules.by_source is not None:
         rules = rules.by_source(record.source)
-    if rules.reader is not None:
-        if rules.reader.layout is not None:
-            event = _flat_event(record, rules.reader.layout, rules)
+        reader = rules.reader
+        if reader is not None and reader.layout is not None:  # a source's own format
+            event = _flat_event(record, reader.layout, rules)
             if event is not None:
                 return event
+    if rules.reader is not None:
         return _mapped_event(record, rules.reader, rules)
     if record.headers and not is_binary_mode(record.headers):
         event = _typed_event(record, rules)
@@ -582,7 +589,7 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
         guess = layout.type_guess.search(record.value)
         if guess is None:
             return None
-        key: bytes | tuple[str, bool] = guess.group(1)
+        key: bytes | str = guess.group(1)
         value: Any = record.value
     else:
         try:
@@ -592,7 +599,7 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
         raw_type = value.get(layout.keys[1]) if type(value) is dict else None
         if type(raw_type) is not str or not 0 < len(raw_type) <= 256:
             return None
-        key = (raw_type, type(value.get(layout.payload)) is str)
+        key = raw_type
     plan = rules.flat_plans.get(key, _UNPLANNED)
     if plan is _UNPLANNED:
         plan = rules.flat_plans[key] = _flat_plan(key, layout, rules)
@@ -602,7 +609,8 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
         if layout.avro_value is None:
             attributes = plan.validate(value).__dict__
         else:
-            plan.validate(value[layout.payload])
+            payload = value[layout.payload]
+            (plan.validate_text if type(payload) is str else plan.validate)(payload)
             attributes = value
     except ValidationError:
         return None
@@ -622,27 +630,25 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
 _VERSION_KINDS = (str, int, type(None))  # `True` and `1.0` equal 1: the general path judges them
 
 
-def _flat_plan(key: bytes | tuple[str, bool], layout: FlatLayout,
-               rules: DecodeRules) -> _FlatPlan | None:
+def _flat_plan(key: bytes | str, layout: FlatLayout, rules: DecodeRules) -> _FlatPlan | None:
     """The one-call path of a raw type, or None when its type has no route or payload model (the
     general path then says so)."""
-    raw_type, text = (key.decode("utf-8", "replace"), False) if isinstance(key, bytes) else key
+    raw_type = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
     event_type = layout.names.get(raw_type, raw_type)
     registry, route = rules.registry, rules.route(event_type)
     if route is None or not registry.knows(event_type):
         return None
     latest = registry.latest(event_type)
-    payload = registry.models[(event_type, latest)]
+    payload = registry.models[(event_type, latest)].__pydantic_validator__
     if layout.avro_value is None:
-        validate = _flat_model(layout.keys, layout.payload, raw_type, payload
-                               ).__pydantic_validator__.validate_json
+        model = _flat_model(layout.keys, layout.payload, raw_type, registry.models[
+            (event_type, latest)])
+        validate = validate_text = model.__pydantic_validator__.validate_json
         read = tuple(n if k is not None else None for n, k in zip(_FLAT_NAMES, layout.keys,
                                                                   strict=True))
     else:
-        validator = payload.__pydantic_validator__
-        validate = validator.validate_json if text else validator.validate_python
-        read = layout.keys
-    return _FlatPlan(event_type, validate, tuple(read[i] for i in _ATTRIBUTE_ORDER),
+        validate, validate_text, read = payload.validate_python, payload.validate_json, layout.keys
+    return _FlatPlan(event_type, validate, validate_text, tuple(read[i] for i in _ATTRIBUTE_ORDER),
                      _newest_versions(latest), route, _named_route(route.workflow_type))
 
 

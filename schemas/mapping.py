@@ -39,6 +39,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -304,7 +305,7 @@ class MappingReader:
         avro, epochs = self.avro, self._epoch_fields
         guess = re.compile(re.escape(_json_key(keys[1] or "")) + rb'\s*:\s*"([^"\\]{1,256})"')
         return FlatLayout(keys, payload.path, self._names, self._to_time, guess,
-                          None if avro is None else lambda raw: avro.value(raw, epochs))
+                          None if avro is None else partial(avro.value, epoch_fields=epochs))
 
     def read(self, record: RawRecord) -> Mapped:
         if self.avro is not None:
