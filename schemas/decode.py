@@ -585,15 +585,15 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
     (JSON text or a record). Anything unusual (a failed validation, an older version, an
     attribute of another kind) returns None: `_mapped_event` then gives every dead letter its
     reason, so both ways reach the same verdict."""
-    if layout.avro_value is None:
+    avro_value = layout.avro_value
+    if avro_value is None:
         guess = layout.type_guess.search(record.value)
         if guess is None:
             return None
         key: bytes | str = guess.group(1)
-        value: Any = record.value
     else:
         try:
-            value = layout.avro_value(record.value)
+            value = avro_value(record.value)
         except MappingFailed:
             return None
         raw_type = value.get(layout.keys[1]) if type(value) is dict else None
@@ -606,10 +606,10 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
     if plan is None:
         return None
     try:
-        if layout.avro_value is None:
-            attributes = plan.validate(value).__dict__
+        if avro_value is None:
+            attributes = plan.validate(record.value).__dict__
         else:
-            payload = value[layout.payload]
+            payload = value.get(layout.payload)
             (plan.validate_text if type(payload) is str else plan.validate)(payload)
             attributes = value
     except ValidationError:
@@ -623,8 +623,12 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
         time = layout.to_time(raw_time)
     except ValueError:
         return None
+    if type(trace) is str:
+        trace = _trace_id(trace) if len(trace) == 55 else _mapped_trace(trace)
+    else:
+        trace = None
     return _judged(record, rules, event_id, plan.event_type, plan.route, time, instance,
-                   plan.id_route, sequence, _mapped_trace(trace) if type(trace) is str else None)
+                   plan.id_route, sequence, trace)
 
 
 _VERSION_KINDS = (str, int, type(None))  # `True` and `1.0` equal 1: the general path judges them

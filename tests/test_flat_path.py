@@ -31,9 +31,14 @@ def _catalog() -> Catalog:
     return load_catalog(DEFINITIONS)
 
 
+# The bench's schema without its payload field (id 2): a record the format cannot read.
+NO_PAYLOAD = {**AVRO_SCHEMA, "fields": [f for f in AVRO_SCHEMA["fields"] if f["name"] != "payload"]}
+
+
 def _rules(catalog: Catalog, spec: FormatSpec) -> DecodeRules:
     rules = catalog.decode_rules(bundled_registry(), 1_048_576, HOUR_MS)
-    avro = AvroDecoder({1: AVRO_SCHEMA}.get) if spec.encoding == "avro" else None
+    schemas = {1: AVRO_SCHEMA, 2: NO_PAYLOAD}
+    avro = AvroDecoder(schemas.get) if spec.encoding == "avro" else None
     return replace(rules, reader=MappingReader("bench", spec, avro))
 
 
@@ -149,13 +154,16 @@ AVRO_CASES = {
 
 @pytest.mark.parametrize("value", list(AVRO_CASES.values()), ids=list(AVRO_CASES))
 def test_flat_path_agrees_on_unusual_avro_records(value: dict[str, Any]) -> None:
-    """Avro records whose payload text, version, type or time is unusual, and cut-short bytes,
-    reach the same verdict with and without the one-call path."""
+    """Avro records whose payload text, version, type or time is unusual, cut-short bytes and a
+    schema without the payload field reach the same verdict with and without the one-call
+    path."""
     catalog = _catalog()
     spec = bench_format(catalog.decode_rules(bundled_registry(), 1_048_576, HOUR_MS).routes)
     rules = _rules(catalog, spec.model_copy(update={"encoding": "avro"}))
     raw = confluent_avro(value, AVRO_SCHEMA, 1)
-    for body in (raw, raw[:-3]):
+    without_payload = confluent_avro({k: v for k, v in value.items() if k != "payload"},
+                                     NO_PAYLOAD, 2)
+    for body in (raw, raw[:-3], without_payload):
         record = RawRecord("file:x", 0, 1, body, b"k", (), ARRIVED)
         assert decode(record, rules) == _general(record, rules)
         if value is AVRO_CASES["usual"] and body is raw:
