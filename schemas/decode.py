@@ -143,6 +143,8 @@ class _Reject(Exception):
 def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
     """Decode one record; every failure becomes a `DeadLetter` naming the field at fault."""
     try:
+        if rules.by_source is not None:  # formats chosen per source: the fast path of its own
+            rules = rules.by_source(record.source)
         if record.error is None and len(record.value) <= rules.max_bytes:
             # The usual record: one call less (the general path tries no fast path again).
             reader = rules.reader
@@ -167,13 +169,6 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
                "(--max-event-bytes)")
         raise _Reject("too_large", msg)
-    if rules.by_source is not None:
-        rules = rules.by_source(record.source)
-        reader = rules.reader
-        if reader is not None and reader.layout is not None:  # a source's own format
-            event = _flat_event(record, reader.layout, rules)
-            if event is not None:
-                return event
     if rules.reader is not None:
         return _mapped_event(record, rules.reader, rules)
     if record.headers and not is_binary_mode(record.headers):

@@ -16,6 +16,7 @@ from connectors.simulator import Faults, SimulatorConfig, simulate
 from schemas.avro_wire import AvroDecoder
 from schemas.decode import DecodeRules, _flat_event, _Reject, decode
 from schemas.event import DeadLetter, Event, RawRecord
+from schemas.format_choice import chosen_rules, parse_choice
 from schemas.mapping import FormatSpec, MappingReader
 from schemas.payloads.bundled import bundled_registry
 from state.catalog import Catalog, load_catalog
@@ -180,3 +181,33 @@ def test_formats_the_flat_path_does_not_cover_have_no_layout() -> None:
         spec = FormatSpec.model_validate({**base, **change})
         assert MappingReader("f", spec).layout is None, change
     assert MappingReader("o", FormatSpec(base="debezium-outbox")).layout is None
+
+
+def test_formats_chosen_per_source_take_the_fast_path_of_their_own() -> None:
+    """With a format per source, a record takes the one-call path of its source's format: a
+    CloudEvent on a mapped source is the mapping's dead letter, not a CloudEvents event, and a
+    mapped record on the CloudEvents source is not read by the mapping; as the general path."""
+    catalog = _catalog()
+    base = catalog.decode_rules(bundled_registry(), 1_048_576, HOUR_MS)
+    spec = bench_format(base.routes)
+    rules = chosen_rules(base, parse_choice("m.jsonl=bench,cloudevents"),
+                         lambda name: None if name == "cloudevents" else MappingReader(
+                             "bench", spec))
+    cloudevent = json.dumps({
+        "specversion": "1.0", "id": "e-1", "source": "/shop", "type": "OrderPlaced",
+        "time": "2024-05-01T11:59:00Z", "dataversion": "2", "data": ORDER}).encode()
+    mapped = json.dumps(_value()).encode()
+    verdicts = {}
+    for source in ("file:m.jsonl", "file:c.jsonl"):
+        for name, value in (("cloudevent", cloudevent), ("mapped", mapped)):
+            record = RawRecord(source, 0, 1, value, None, (), ARRIVED)
+            verdict = decode(record, rules)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("schemas.decode._typed_event", lambda record, rules: None)
+                assert verdict == _general(record, rules)
+            verdicts[source, name] = verdict
+    assert isinstance(verdicts["file:m.jsonl", "mapped"], Event)
+    assert isinstance(verdicts["file:c.jsonl", "cloudevent"], Event)
+    dead = verdicts["file:m.jsonl", "cloudevent"]
+    assert isinstance(dead, DeadLetter) and dead.reason == "mapping_failed"
+    assert isinstance(verdicts["file:c.jsonl", "mapped"], DeadLetter)
