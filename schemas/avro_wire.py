@@ -43,30 +43,33 @@ class AvroDecoder:
 
     def __init__(self, lookup: SchemaLookup) -> None:
         self.lookup = lookup
-        self.parsed: dict[tuple[int, frozenset[str]], tuple[Any, list[tuple[str, int]]]] = {}
+        # By the record's first 5 bytes (magic byte and schema id): a known one needs no check.
+        self.parsed: dict[tuple[bytes, frozenset[str]], tuple[Any, list[tuple[str, int]]]] = {}
 
     def value(self, raw: bytes, epoch_fields: frozenset[str] = frozenset()) -> Any:
         """The decoded record, its top-level timestamp fields named in `epoch_fields` as
         `EpochMs`; `MappingFailed` (`unknown_schema`, `mapping_failed`) otherwise."""
-        if len(raw) < 5 or raw[0] != MAGIC:
-            msg = (f"not Avro in Confluent's wire format: {len(raw)} bytes starting "
-                   f"{raw[:5].hex() or 'with nothing'}; expected magic byte 00 and a 4-byte "
-                   "schema id")
-            raise MappingFailed("mapping_failed", msg)
-        schema_id = int.from_bytes(raw[1:5], "big")
-        parsed = self.parsed.get((schema_id, epoch_fields))
+        header = raw[:5]
+        parsed = self.parsed.get((header, epoch_fields))
         if parsed is None:
-            parsed = self._parsed(schema_id, epoch_fields)
+            if len(raw) < 5 or raw[0] != MAGIC:
+                msg = (f"not Avro in Confluent's wire format: {len(raw)} bytes starting "
+                       f"{header.hex() or 'with nothing'}; expected magic byte 00 and a 4-byte "
+                       "schema id")
+                raise MappingFailed("mapping_failed", msg)
+            parsed = self._parsed(header, epoch_fields)
         schema, epochs = parsed
         stream = io.BytesIO(raw)
         stream.seek(5)
         try:
             value: Any = schemaless_reader(stream, schema, None)
         except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError) as e:
+            schema_id = int.from_bytes(header[1:], "big")
             msg = (f"Avro record of schema id {schema_id} cannot be read ({type(e).__name__}: "
                    f"{e or 'truncated'}); the bytes are cut short or written with another schema")
             raise MappingFailed("mapping_failed", msg) from e
         if stream.tell() != len(raw):
+            schema_id = int.from_bytes(header[1:], "big")
             msg = (f"Avro record of schema id {schema_id} ends {len(raw) - stream.tell()} bytes "
                    "before the value does; it was written with another schema")
             raise MappingFailed("mapping_failed", msg)
@@ -76,10 +79,11 @@ class AvroDecoder:
                 value[name] = EpochMs(found // divisor)
         return value
 
-    def _parsed(self, schema_id: int, epoch_fields: frozenset[str]) -> tuple[Any,
-                                                                             list[tuple[str, int]]]:
-        """The parsed writer schema of an id, the `epoch_fields` it has as timestamps read as
-        plain longs, and those fields with the divisor to milliseconds."""
+    def _parsed(self, header: bytes, epoch_fields: frozenset[str]) -> tuple[Any,
+                                                                            list[tuple[str, int]]]:
+        """The parsed writer schema of a record's header, the `epoch_fields` it has as timestamps
+        read as plain longs, and those fields with the divisor to milliseconds."""
+        schema_id = int.from_bytes(header[1:], "big")
         found = self.lookup(schema_id)
         if found is None:
             msg = (f"Avro schema id {schema_id} is unknown to the schema registry (or the "
@@ -88,7 +92,7 @@ class AvroDecoder:
             raise MappingFailed("unknown_schema", msg)
         try:
             plain, epochs = _plain_timestamps(found, epoch_fields)
-            parsed = self.parsed[(schema_id, epoch_fields)] = parse_schema(plain), epochs
+            parsed = self.parsed[(header, epoch_fields)] = parse_schema(plain), epochs
         except (SchemaParseException, ValueError, TypeError, KeyError) as e:
             msg = f"Avro schema id {schema_id} is no valid Avro schema: {e}"
             raise MappingFailed("unknown_schema", msg) from e

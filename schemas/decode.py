@@ -23,13 +23,13 @@ from functools import cache
 from typing import Any, Literal
 from zlib import crc32
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import from_json
 
 from schemas.envelope import CloudEventEnvelope, envelope_from_headers, is_binary_mode
 from schemas.errors import HeaderError, UnknownVersion
 from schemas.event import ARRIVAL_FIELD_HEADER, DeadLetter, Event, RawRecord
-from schemas.mapped import Mapped, MappingFailed, RecordReader
+from schemas.mapped import FlatLayout, Mapped, MappingFailed, RecordReader
 from schemas.payloads.registry import PayloadRegistry
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older stamps are clock bugs, not business events
@@ -95,6 +95,9 @@ class DecodeRules:
     # The typed fast path of each type seen, by the type's raw bytes (`_typed_plan`).
     plans: dict[bytes, _TypedPlan | None] = field(default_factory=dict, init=False, repr=False,
                                                   compare=False)
+    # The one-call path of a flat format (`_flat_event`), by raw type (bytes of JSON, Avro text).
+    flat_plans: dict[bytes | str, _FlatPlan | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def route(self, event_type: str) -> Route | None:
         """The route of a type, or the catch-all, or None (unknown type)."""
@@ -116,6 +119,19 @@ class _TypedPlan:
     id_attribute: str | None  # a declared payload field holding the instance id, if it is one
 
 
+@dataclass(frozen=True, slots=True)
+class _FlatPlan:
+    """What the one-call path of a flat format needs for one raw type, looked up once."""
+
+    event_type: str  # after the format's table of type names
+    validate: Callable[[Any], Any]  # JSON: the value's bytes; Avro: the payload fastavro read
+    validate_text: Callable[[Any], Any]  # Avro: a payload held as JSON text
+    attributes: tuple[str | None, ...]  # where id, time, instance, sequence, trace, version are
+    versions: frozenset[str | int | None]
+    route: Route
+    id_route: Route  # the format names the instance id: judged as such (`_mapped_instance`)
+
+
 class _Reject(Exception):
     def __init__(self, reason: str, message: str, event_id: str | None = None,
                  event_type: str | None = None) -> None:
@@ -127,9 +143,16 @@ class _Reject(Exception):
 def decode(record: RawRecord, rules: DecodeRules) -> Event | DeadLetter:
     """Decode one record; every failure becomes a `DeadLetter` naming the field at fault."""
     try:
-        if (record.error is None and rules.reader is None and not record.headers
-                and len(record.value) <= rules.max_bytes):  # the usual record: one call less
-            event = _typed_event(record, rules)
+        if rules.by_source is not None:  # formats chosen per source: the fast path of its own
+            rules = rules.by_source(record.source)
+        if record.error is None and len(record.value) <= rules.max_bytes:
+            # The usual record: one call less (the general path tries no fast path again).
+            reader = rules.reader
+            if reader is None:
+                event = None if record.headers else _typed_event(record, rules)
+            else:
+                event = None if reader.layout is None else _flat_event(record, reader.layout,
+                                                                      rules)
             if event is not None:
                 return event
         return _decode(record, rules)
@@ -146,8 +169,6 @@ def _decode(record: RawRecord, rules: DecodeRules) -> Event:
         msg = (f"value is {len(record.value)} bytes; the limit is {rules.max_bytes} "
                "(--max-event-bytes)")
         raise _Reject("too_large", msg)
-    if rules.by_source is not None:
-        rules = rules.by_source(record.source)
     if rules.reader is not None:
         return _mapped_event(record, rules.reader, rules)
     if record.headers and not is_binary_mode(record.headers):
@@ -217,21 +238,33 @@ def _typed_event(record: RawRecord, rules: DecodeRules) -> Event | None:
     event_id, event_type, route = envelope.id, plan.event_type, plan.route
     if envelope.specversion != "1.0" or route is None:
         route = _accepted_route(envelope.specversion, route, event_id, event_type)
-    time_ms = _time_ms(envelope.time, route, rules, record.arrived_ms, event_id, event_type)
     if plan.id_attribute is not None:
         instance = envelope.data.__dict__[plan.id_attribute]
     elif route.id_field is None:
         instance = envelope.subject
     else:
         instance = _field(envelope.data, route.id_field)
+    return _judged(record, rules, event_id, event_type, route, envelope.time, instance, route,
+                   envelope.sequence, _trace_id(envelope.traceparent))
+
+
+def _judged(record: RawRecord, rules: DecodeRules, event_id: str, event_type: str, route: Route,
+            time: str | int, instance: Any, id_route: Route, sequence: str | int | None,
+            trace_id: str | None) -> Event:
+    """The one-call paths' shared tail, for attributes already validated: the general path's
+    checks of time, instance id (judged with `id_route`) and sequence, inlined for the usual
+    event (the general functions run whenever one would reject), then the `Event`."""
+    if isinstance(time, str):
+        time_ms = _time_ms(time, route, rules, record.arrived_ms, event_id, event_type)
+    else:
+        time_ms = _checked_ms(time, time, route, rules, record.arrived_ms, event_id, event_type)
     if type(instance) is not str or not 0 < len(instance) <= 512:
-        instance = _instance_id(instance, route, event_id, event_type)
-    sequence, traceparent = envelope.sequence, envelope.traceparent
+        instance = _instance_id(instance, id_route, event_id, event_type)
     return Event(event_id, event_type, time_ms, route.workflow_type, instance, record.source,
                  record.partition, record.offset, record.arrived_ms,
-                 _body_crc(record) if record.headers else crc32(value),
+                 _body_crc(record) if record.headers else crc32(record.value),
                  None if sequence is None else _sequence(sequence, event_id, event_type),
-                 _trace_id(traceparent))
+                 trace_id)
 
 
 _UNPLANNED: Any = object()  # a type not looked up yet (None: looked up, no fast path)
@@ -261,12 +294,17 @@ def _typed_plan(raw_type: bytes, rules: DecodeRules) -> _TypedPlan | None:
     id_field = route.id_field if route is not None else None
     declared = id_field is not None and not id_field.startswith("_") and (
         id_field in payload.model_fields)
+    validator = _typed_model(event_type, payload).__pydantic_validator__
+    return _TypedPlan(event_type, validator.validate_json,
+                      _newest_versions(latest), route, id_field if declared else None)
+
+
+def _newest_versions(latest: int) -> frozenset[str | int | None]:
+    """The data-version values that mean the newest version (absent: version 1)."""
     versions: set[str | int | None] = {latest, str(latest)}
     if latest == 1:
         versions.add(None)
-    validator = _typed_model(event_type, payload).__pydantic_validator__
-    return _TypedPlan(event_type, validator.validate_json,
-                      frozenset(versions), route, id_field if declared else None)
+    return frozenset(versions)
 
 
 class _TypedEnvelope(CloudEventEnvelope):
@@ -529,6 +567,113 @@ def _trace_id(traceparent: Any) -> str | None:
 
 
 _ZERO_TRACE, _ZERO_PARENT = "0" * 32, "0" * 16
+
+
+_WHOLE = (str, int)  # what a format's sequence or data version may be (`MappingReader`)
+
+
+def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Event | None:
+    """The one-call path of a flat format (`FlatLayout`), built as `_typed_event`. JSON: the
+    attributes and payload validated by one `validate_json` on the bytes, with a model per raw
+    type that pins the type and holds the newest payload. Avro: fastavro's dict holds the
+    attributes typed by the writer schema already, so the one call validates its payload alone
+    (JSON text or a record). Anything unusual (a failed validation, an older version, an
+    attribute of another kind) returns None: `_mapped_event` then gives every dead letter its
+    reason, so both ways reach the same verdict."""
+    avro_value = layout.avro_value
+    if avro_value is None:
+        guess = layout.type_guess.search(record.value)
+        if guess is None:
+            return None
+        key: bytes | str = guess.group(1)
+    else:
+        try:
+            value = avro_value(record.value)
+        except MappingFailed:
+            return None
+        raw_type = value.get(layout.keys[1]) if type(value) is dict else None
+        if type(raw_type) is not str or not 0 < len(raw_type) <= 256:
+            return None
+        key = raw_type
+    plan = rules.flat_plans.get(key, _UNPLANNED)
+    if plan is _UNPLANNED:
+        plan = rules.flat_plans[key] = _flat_plan(key, layout, rules)
+    if plan is None:
+        return None
+    try:
+        if avro_value is None:
+            attributes = plan.validate(record.value).__dict__
+        else:
+            payload = value.get(layout.payload)
+            (plan.validate_text if type(payload) is str else plan.validate)(payload)
+            attributes = value
+    except ValidationError:
+        return None
+    event_id, raw_time, instance, sequence, trace, version = map(attributes.get, plan.attributes)
+    if (type(event_id) is not str or not 0 < len(event_id) <= 512 or instance is None
+            or type(version) not in _VERSION_KINDS or version not in plan.versions
+            or (sequence is not None and type(sequence) not in _WHOLE)):
+        return None
+    try:
+        time = layout.to_time(raw_time)
+    except ValueError:
+        return None
+    if type(trace) is str:
+        trace = _trace_id(trace) if len(trace) == 55 else _mapped_trace(trace)
+    else:
+        trace = None
+    return _judged(record, rules, event_id, plan.event_type, plan.route, time, instance,
+                   plan.id_route, sequence, trace)
+
+
+_VERSION_KINDS = (str, int, type(None))  # `True` and `1.0` equal 1: the general path judges them
+
+
+def _flat_plan(key: bytes | str, layout: FlatLayout, rules: DecodeRules) -> _FlatPlan | None:
+    """The one-call path of a raw type, or None when its type has no route or payload model (the
+    general path then says so)."""
+    raw_type = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    event_type = layout.names.get(raw_type, raw_type)
+    registry, route = rules.registry, rules.route(event_type)
+    if route is None or not registry.knows(event_type):
+        return None
+    latest = registry.latest(event_type)
+    payload = registry.models[(event_type, latest)].__pydantic_validator__
+    if layout.avro_value is None:
+        model = _flat_model(layout.keys, layout.payload, raw_type, registry.models[
+            (event_type, latest)])
+        validate = validate_text = model.__pydantic_validator__.validate_json
+        read = tuple(n if k is not None else None for n, k in zip(_FLAT_NAMES, layout.keys,
+                                                                  strict=True))
+    else:
+        validate, validate_text, read = payload.validate_python, payload.validate_json, layout.keys
+    return _FlatPlan(event_type, validate, validate_text, tuple(read[i] for i in _ATTRIBUTE_ORDER),
+                     _newest_versions(latest), route, _named_route(route.workflow_type))
+
+
+class _FlatValue(BaseModel):
+    """The value of the flat path; lives only until its event is built (`_TypedEnvelope`)."""
+
+    model_config = ConfigDict(cache_strings="none")
+
+
+_FLAT_NAMES = ("id", "type", "time", "instance", "sequence", "trace", "version")  # = `keys`
+_ATTRIBUTE_ORDER = (0, 2, 3, 4, 5, 6)  # what `_flat_event` reads: all but the type
+
+
+@cache
+def _flat_model(keys: tuple[str | None, ...], payload_key: str, raw_type: str,
+                payload: type[BaseModel]) -> type[BaseModel]:
+    """The JSON value of a flat format: the attributes at their keys (any value: judged after),
+    the type pinned to `raw_type`, the payload `payload`."""
+    fields: dict[str, Any] = {"type": (Literal[raw_type], Field(validation_alias=keys[1]))}
+    for name, key in zip(_FLAT_NAMES, keys, strict=True):
+        if key is not None and name != "type":  # an attribute not mapped is left out
+            fields[name] = (Any, Field(None, validation_alias=key))
+    fields["data"] = (payload, Field(validation_alias=payload_key))
+    model: type[BaseModel] = create_model(f"{payload.__name__}Flat", __base__=_FlatValue,
+                                          **fields)
+    return model
 
 
 def _mapped_event(record: RawRecord, reader: RecordReader, rules: DecodeRules) -> Event:

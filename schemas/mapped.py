@@ -8,6 +8,8 @@ same `Event` or dead letters of the same kind.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,10 +41,25 @@ class MappingFailed(InputError):
         self.reason, self.message, self.event_id = reason, message, event_id
 
 
+@dataclass(frozen=True, slots=True)
+class FlatLayout:
+    """Where a format keeps every attribute when each one is a top-level key of the value (and the
+    payload a key of its own): what the decoder's one-call path (`schemas.decode`) validates the
+    value against, instead of reading it into a `Mapped` first."""
+
+    keys: tuple[str | None, ...]  # id, type, time, instance id, sequence, trace id, data version
+    payload: str
+    names: dict[str, str]  # the format's type names -> definition types
+    to_time: Callable[[Any], str | int]  # raw time -> RFC 3339 text or UTC ms; ValueError
+    type_guess: re.Pattern[bytes]  # finds the raw type in JSON bytes (only picks the model)
+    avro_value: Callable[[bytes], Any] | None  # Avro: the decoded value (`MappingFailed`)
+
+
 class RecordReader(Protocol):
     """A format: reads a record into `Mapped`, or raises `MappingFailed`."""
 
     name: str
+    layout: FlatLayout | None  # None: every record is read by `read`
 
     def read(self, record: RawRecord) -> Mapped:
         """The attributes of one record."""

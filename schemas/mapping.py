@@ -35,9 +35,11 @@ CloudEvents.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,7 +51,7 @@ from pydantic_core import from_json
 from schemas.avro_wire import AvroDecoder, EpochMs
 from schemas.errors import ConfigError, DefinitionError
 from schemas.event import RawRecord
-from schemas.mapped import Mapped, MappingFailed
+from schemas.mapped import FlatLayout, Mapped, MappingFailed
 from schemas.payloads.registry import PayloadRegistry
 
 CLOUDEVENTS = "cloudevents"
@@ -285,6 +287,25 @@ class MappingReader:
         self._epoch_fields = frozenset(
             [time.path] if time.path is not None and "." not in time.path
             and (time.format or "rfc3339") in ("rfc3339", *_EPOCH_SCALE) else [])
+        self.layout = self._layout(spec)
+
+    def _layout(self, spec: FormatSpec) -> FlatLayout | None:
+        """The flat layout of a format whose attributes and payload are distinct top-level keys
+        (no `fields`, no outbox unwrapping); None for any other, read by `read` alone."""
+        payload = spec.payload
+        if (self._flat is None or self._outbox or spec.fields or payload is None
+                or payload.path is None or "." in payload.path or payload.path.isdigit()):
+            return None
+        keys = tuple(s.path if s is not None else None for s in (
+            spec.id, spec.type, spec.time, spec.instance_id, spec.sequence, spec.trace_id,
+            spec.data_version))
+        used = [k for k in (*keys, payload.path) if k is not None]
+        if len(set(used)) != len(used):
+            return None
+        avro, epochs = self.avro, self._epoch_fields
+        guess = re.compile(re.escape(_json_key(keys[1] or "")) + rb'\s*:\s*"([^"\\]{1,256})"')
+        return FlatLayout(keys, payload.path, self._names, self._to_time, guess,
+                          None if avro is None else partial(avro.value, epoch_fields=epochs))
 
     def read(self, record: RawRecord) -> Mapped:
         if self.avro is not None:
@@ -467,6 +488,11 @@ class MappingReader:
         def stamp(value: Any, record: RawRecord | None) -> Any:
             return record.arrived_ms if record is not None and record.arrived_ms > 0 else absent()
         return stamp
+
+
+def _json_key(key: str) -> bytes:
+    """A key as it is written in JSON (quoted, escaped)."""
+    return json.dumps(key, ensure_ascii=False).encode()
 
 
 def _flat_keys(sources: list[Source | None]) -> tuple[str, ...] | None:
