@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from pydantic_core import from_json
 
 from schemas.avro_wire import AvroDecoder, EpochMs
+from schemas.bounded_read import read_bounded
 from schemas.errors import ConfigError, DefinitionError
 from schemas.event import RawRecord
 from schemas.mapped import FlatLayout, Mapped, MappingFailed
@@ -161,10 +162,7 @@ def recorded_choice(file: Path) -> str:
 
 
 def _formats_file(file: Path) -> FormatsFile:
-    with file.open("rb") as stream:
-        raw = stream.read(MAX_FORMATS_BYTES + 1)
-    if len(raw) > MAX_FORMATS_BYTES:
-        raise DefinitionError(f"{file}: more than {MAX_FORMATS_BYTES} bytes of formats")
+    raw = read_bounded(file, MAX_FORMATS_BYTES, " of formats")
     try:
         document = yaml.safe_load(raw)
         parsed = FormatsFile.model_validate(document)

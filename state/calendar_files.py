@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import icalendar
 import yaml
 
+from schemas.bounded_read import read_bounded
 from schemas.errors import DefinitionError
 from state.calendar import WEEKDAYS, Calendar, Interval
 
@@ -96,10 +97,7 @@ def _resolve(name: str, raws: dict[str, _Raw], chain: tuple[str, ...]) -> Calend
 
 
 def _read(file: Path) -> _Raw:
-    with file.open("rb") as stream:
-        data = stream.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise DefinitionError(f"{file}: more than {MAX_FILE_BYTES} bytes, the limit for a calendar")
+    data = read_bounded(file, MAX_FILE_BYTES, ", the limit for a calendar")
     try:
         node = yaml.compose(data, Loader=yaml.SafeLoader)
         document = yaml.safe_load(data)

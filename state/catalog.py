@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 
+from schemas.bounded_read import read_bounded
 from schemas.decode import MAX_TIME_MS, MIN_TIME_MS, DecodeRules, Route
 from schemas.errors import DefinitionError
 from schemas.mapping import FORMATS_FILE
@@ -207,12 +208,8 @@ def load_catalog(path: Path, calendars: Path | None = None) -> Catalog:
 def load_definition(file: Path, calendars: dict[str, Calendar] | None = None) -> Definition:
     """Parse, validate and statically check one definition file (its business deadlines count
     in `calendars`)."""
-    with file.open("rb") as stream:  # never read more than the limit of untrusted input
-        raw = stream.read(MAX_FILE_BYTES + 1)
-    if len(raw) > MAX_FILE_BYTES:
-        msg = (f"{file}: more than {MAX_FILE_BYTES} bytes, the limit for a definition; "
-               "keep one workflow per file and remove what it does not use")
-        raise DefinitionError(msg)
+    raw = read_bounded(file, MAX_FILE_BYTES, ", the limit for a definition; keep one workflow "
+                       "per file and remove what it does not use")
     document = _parse_yaml(file, raw)
     if not isinstance(document, dict):
         got = "an empty file" if document is None else f"a {type(document).__name__}"
