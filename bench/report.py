@@ -49,11 +49,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         per_repeat = _ratios(runs, top, bottom)
         if per_repeat:
             value = statistics.median(per_repeat)
-            met = None if target is None else value >= target if kind == "min" else value <= target
+            met = None if target is None else reaches(value, target, kind)
             if name == "2 processes / 1 process" and met:
                 met = min(per_repeat) >= LOWEST_2PROC
             ratios[name] = {"median": value, "per_repeat": per_repeat, "target": target, "met": met}
     return {"rates": rates, "ratios": ratios}
+
+
+def reaches(value: float, target: float, kind: str) -> bool:
+    """Whether `value` meets `target`: at least it ("min") or at most it ("max")."""
+    return value >= target if kind == "min" else value <= target
 
 
 def _ratios(runs: list[dict[str, Any]], top: str, bottom: str) -> list[float]:
@@ -97,7 +102,7 @@ def extra_targets(extras: dict[str, Any]) -> list[tuple[str, float, float, bool]
         value = extras.get(extra, {}).get(key)
         if isinstance(value, int | float):
             checked.append((label, float(value), float(target),
-                            value >= target if kind == "min" else value <= target))
+                            reaches(value, target, kind)))
     return checked
 
 
