@@ -53,8 +53,9 @@ class SinkWriteError(FlowkeeperError):
 
 
 class ParquetSink(FixedPartitionedSink[Item, int]):
-    """`partitions` writers, keyed by writer name: `writer_of(key)` gives the one a key (the
-    shard) always goes to, so rows are grouped into batches per writer before they cross workers."""
+    """`partitions` writers, keyed by writer name: `writer_of(key, local_writers())` gives the one
+    a key (the shard) goes to from this worker, so rows are grouped into batches per writer on
+    the worker that made them."""
 
     def __init__(
         self,
@@ -96,14 +97,13 @@ class ParquetSink(FixedPartitionedSink[Item, int]):
         index, count = worker
         return [f"{i:03d}" for i in range(index, self._partitions, count)]
 
-    def writer_of(self, key: str, writers: list[str] | None = None) -> str:
-        """The writer of a key (the shard) among `writers` (default: every writer): stable across
-        processes (crc32, not Python's salted hash)."""
-        choice = writers or self.local_writers()
-        slot = (key, len(choice), choice[0])
+    def writer_of(self, key: str, writers: list[str]) -> str:
+        """The writer of a key (the shard) among `writers` (`local_writers` of the calling
+        worker): stable across processes (crc32, not Python's salted hash)."""
+        slot = (key, len(writers), writers[0])
         writer = self._writers.get(slot)
         if writer is None:
-            writer = self._writers[slot] = choice[zlib.crc32(key.encode()) % len(choice)]
+            writer = self._writers[slot] = writers[zlib.crc32(key.encode()) % len(writers)]
         return writer
 
     def part_fn(self, item_key: str) -> int:
