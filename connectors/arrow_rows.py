@@ -54,8 +54,7 @@ def values_to_table(table: str, rows: list[Values]) -> pa.Table:
 
 def rows_to_table(table: str, rows: list[Row]) -> pa.Table:
     """An Arrow table of dict rows; each row must have exactly the table's columns (a misspelt key
-    is an error, not a silent null)."""
-    schema_of(table)
+    is an error, not a silent null; so is an unknown table)."""
     return values_to_table(table, [row_values(table, row) for row in rows])
 
 

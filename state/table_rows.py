@@ -44,11 +44,6 @@ def shape_of(table: str) -> _Shape:
         raise ValueError(msg) from None
 
 
-def columns_of(table: str) -> tuple[str, ...]:
-    """The column names of an output table, in the Arrow schema's order."""
-    return shape_of(table).names
-
-
 def row_values(table: str, row: dict[str, Any]) -> Values:
     """A dict row's values in its table's column order. Exactly the table's columns, or an error
     naming the missing and unexpected keys (a misspelt key would otherwise become a null)."""
@@ -78,14 +73,6 @@ class TableRows:
     def __init__(self, key: str) -> None:
         self.key = key
         self.tables: dict[str, list[Values]] = {}
-
-    @classmethod
-    def of(cls, key: str, table: str, rows: list[dict[str, Any]]) -> TableRows:
-        """Dict rows of one table (the metrics step's, a test's)."""
-        made = cls(key)
-        for row in rows:
-            made.add(table, row)
-        return made
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         """Append a dict row, shape-checked."""
