@@ -618,10 +618,7 @@ def _flat_event(record: RawRecord, layout: FlatLayout, rules: DecodeRules) -> Ev
         time = layout.to_time(raw_time)
     except ValueError:
         return None
-    if type(trace) is str:
-        trace = _trace_id(trace) if len(trace) == 55 else _mapped_trace(trace)
-    else:
-        trace = None
+    trace = _mapped_trace(trace) if type(trace) is str else None
     return _judged(record, rules, event_id, plan.event_type, plan.route, time, instance,
                    plan.id_route, sequence, trace)
 
@@ -638,10 +635,10 @@ def _flat_plan(key: bytes | str, layout: FlatLayout, rules: DecodeRules) -> _Fla
     if route is None or not registry.knows(event_type):
         return None
     latest = registry.latest(event_type)
-    payload = registry.models[(event_type, latest)].__pydantic_validator__
+    payload_model = registry.models[(event_type, latest)]
+    payload = payload_model.__pydantic_validator__
     if layout.avro_value is None:
-        model = _flat_model(layout.keys, layout.payload, raw_type, registry.models[
-            (event_type, latest)])
+        model = _flat_model(layout.keys, layout.payload, raw_type, payload_model)
         validate = validate_text = model.__pydantic_validator__.validate_json
         read = tuple(n if k is not None else None for n, k in zip(_FLAT_NAMES, layout.keys,
                                                                   strict=True))
