@@ -104,8 +104,12 @@ class MetricWindows:
         for key in closing:
             out.row("metrics", metric_row(key[0], self.shard, key[1] * FACT_WINDOW_MS,
                                           self.open.pop(key)))
-        self.closes_at = min(((key[1] + 1) * FACT_WINDOW_MS for key in self.open),
-                             default=NEVER_CLOSES)
+        self.closes_at = self._earliest_end()
+
+    def _earliest_end(self) -> int:
+        """When the earliest open window ends (`closes_at`, kept so a call need not scan)."""
+        return min(((number + 1) * FACT_WINDOW_MS for _, number in self.open),
+                   default=NEVER_CLOSES)
 
     def snapshot(self) -> list[WindowRow]:
         """The open windows as plain rows (`restore` reads them)."""
@@ -119,8 +123,7 @@ class MetricWindows:
         for workflow_type, number, counts, open_at_end, bins in rows:
             windows.open[(workflow_type, number)] = MetricsWindow(
                 dict(counts), open_at_end, None if bins is None else dict(bins))
-        windows.closes_at = min(((n + 1) * FACT_WINDOW_MS for _, n in windows.open),
-                                default=NEVER_CLOSES)
+        windows.closes_at = windows._earliest_end()
         return windows
 
 
