@@ -195,11 +195,12 @@ def assert_each_partition_written_by_one_part(out: Path) -> None:
     assert first and second and not first & second, parts
 
 
-def kill_mid_run(command: list[str], out: Path, recovery: Path, reference: Path) -> None:
-    """Run `command` with recovery and SIGKILL it after its first snapshot and 40 % of the
-    reference run's files."""
-    proc = run(*command, "--out", str(out), "--recovery-dir", str(recovery), *RUN)
-    wait_for_progress(proc, out, recovery, round(len(parquet_files(reference)) * 0.4))
+def kill_mid_run(command: list[str], out: Path, recovery: Path, reference: Path,
+                 share: float = 0.4, later: tuple[str, ...] = ()) -> None:
+    """Run `command` with recovery (and the flags `later`, which override `RUN`'s) and SIGKILL
+    it after its first snapshot and `share` of the reference run's files."""
+    proc = run(*command, "--out", str(out), "--recovery-dir", str(recovery), *RUN, *later)
+    wait_for_progress(proc, out, recovery, round(len(parquet_files(reference)) * share))
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
@@ -219,7 +220,11 @@ def test_resume_with_another_worker_count_keeps_saved_keys(one_worker: Path,
     """Killed with 2 workers and resumed with 3, every shard finds its saved state (it keeps the
     key it was saved under, so its records now move): outputs equal the 1-worker run's."""
     out, recovery = tmp_path / "out", tmp_path / "recovery"
-    kill_mid_run(["dataflows.cli", "run", "--workers", "2"], out, recovery, one_worker)
+    # Killed at its first resumable snapshot (epochs of 50 ms, not 200): input is still left to
+    # read then, so the resume has records to move. At 40 % of the files the whole input may
+    # already be read and snapshotted: most files come with the final flush.
+    kill_mid_run(["dataflows.cli", "run", "--workers", "2"], out, recovery, one_worker,
+                 share=0.0, later=("--snapshot-interval", "0.05"))
     assert moved(resume(out, recovery, 3)) > 0
     verify(out, one_worker)
 
